@@ -68,11 +68,14 @@ impl CompileCache {
         digest: &Digest,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let path = self.artifact_path(digest);
-        if path.is_file() {
+        // Read into memory rather than mapping the file: a mapped artifact that someone
+        // truncates on disk would take the whole host down with SIGBUS.
+        if let Ok(artifact) = std::fs::read(&path) {
             // SAFETY: `path` is inside the cache directory and named by the digest of the source
-            // component and the engine's compatibility key; only `store` below writes such files,
-            // from `Engine::precompile_component` of this same engine configuration.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            // component and the engine's compatibility key; only this function writes such files,
+            // from `Engine::precompile_component` of the same engine configuration, and wasmtime
+            // still checks the artifact's header against the engine before using it.
+            match unsafe { Component::deserialize(engine, &artifact) } {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
                 Err(e) => tracing::warn!(path = %path.display(), "discarding unusable cached component: {e}"),
             }

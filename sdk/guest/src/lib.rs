@@ -133,6 +133,6 @@ macro_rules! export_plugin {
             }
         }
 
-        $crate::export_world!(__TesseraPluginExport with_types_in $crate::bindings);
+        $crate::bindings::export_world!(__TesseraPluginExport with_types_in $crate::bindings);
     };
 }

@@ -1,0 +1,4 @@
+//! End-to-end tests, one module per feature.
+
+mod sandbox;
+mod sdk_example;
