@@ -1,0 +1,59 @@
+//! `tessera`: the command line of the tessera any-to-any generation host.
+
+mod plugins;
+mod tokens;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Any-to-any vision generation host (4M-21 in Rust)")]
+struct Cli {
+    /// Directory of installed plugins (default: `target/plugins` next to this binary's build).
+    #[arg(long, global = true, env = "TESSERA_PLUGINS")]
+    plugins: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List, inspect, check and pack modality plugins.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
+    /// Turn a value into token ids with a plugin.
+    Tokenize(tokens::TokenizeArgs),
+    /// Turn token ids back into values with a plugin.
+    Detokenize(tokens::DetokenizeArgs),
+    /// Round-trip a caption, boxes, metadata and a palette through the text plugins.
+    Demo(tokens::DemoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    let plugins_dir = cli.plugins.unwrap_or_else(plugins::default_plugins_dir);
+    match cli.command {
+        Command::Plugins(cmd) => plugins::run(cmd, &plugins_dir),
+        Command::Tokenize(args) => tokens::tokenize(args, &plugins_dir),
+        Command::Detokenize(args) => tokens::detokenize(args, &plugins_dir),
+        Command::Demo(args) => tokens::demo(args, &plugins_dir),
+    }
+}
