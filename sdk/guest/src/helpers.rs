@@ -115,10 +115,13 @@ impl Value {
         }
     }
 
-    /// The text of a `text` or `json` value.
+    /// The text of a `text` or `json` value, or of a `bytes` value holding UTF-8.
     pub fn as_text(&self) -> Result<&str, PluginError> {
         match self {
             Value::Text(s) | Value::Json(s) => Ok(s),
+            Value::Bytes(bytes) => std::str::from_utf8(bytes).map_err(|e| {
+                PluginError::invalid(format!("text is not valid UTF-8: invalid byte at offset {}", e.valid_up_to()))
+            }),
             other => Err(PluginError::invalid(format!("expected text, got a {} value", other.kind()))),
         }
     }
@@ -232,6 +235,14 @@ mod tests {
         assert_eq!(t.to_f32().unwrap(), vec![1.0, -2.0, 3.5, 0.0]);
         assert!(Tensor::from_f32(&[3], &[1.0]).is_err());
         assert!(Tokens::grid("d", vec![1, 2, 3], 2, 2).is_err());
+    }
+
+    #[test]
+    fn text_from_bytes_must_be_utf8() {
+        assert_eq!(Value::Bytes(b"ok".to_vec()).as_text().unwrap(), "ok");
+        let err = Value::Bytes(vec![b'a', 0xff, b'b']).as_text().unwrap_err().describe();
+        assert!(err.contains("offset 1"), "{err}");
+        assert!(Value::png(vec![]).as_text().is_err());
     }
 
     #[test]

@@ -202,3 +202,21 @@ fn compiled_components_are_cached_and_a_corrupt_cache_entry_is_replaced() {
     assert_eq!(third.tokenize(DOMAIN, &Value::Text("hi".into()), &vec![]).unwrap().ids, vec![104, 105]);
     assert_eq!(runtime.load(&manifest, &LoadOptions::default()).unwrap().load_report().cache, CacheOutcome::Hit);
 }
+
+#[test]
+fn warm_instances_are_reused_and_poisoned_ones_replaced() {
+    let h = hostile();
+    let calls = |h: &PluginHarness| h.tokenize_text(DOMAIN, "calls").unwrap().ids[0];
+    // The instance created at load (init ran once) serves every call in turn.
+    assert_eq!((calls(&h), calls(&h), calls(&h)), (1, 2, 3));
+    h.tokenize_text(DOMAIN, "panic").unwrap_err();
+    // The panicking instance was dropped; the fresh one starts counting again.
+    assert_eq!(calls(&h), 1);
+}
+
+#[test]
+fn plugins_reach_no_filesystem_and_no_environment() {
+    let h = hostile();
+    let reached = h.tokenize_text(DOMAIN, "escape").unwrap().ids;
+    assert_eq!(reached, vec![0, 0, 0], "file read, directory listing, environment variable");
+}

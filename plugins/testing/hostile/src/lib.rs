@@ -1,11 +1,14 @@
 //! A plugin that misbehaves on request, for the sandbox tests. `tokenize` with the text
 //! `loop`, `alloc`, `panic`, `huge`, `forbidden-graph` or `graph` does what the name says; any
 //! other text is echoed back as its bytes, so tests can check the plugin still answers correctly
-//! after a failure.
+//! after a failure. `calls` returns how many calls this instance has served (to observe instance
+//! reuse and replacement) and `escape` tries to reach the filesystem and the environment.
 
 use tessera_sdk::prelude::*;
 
-pub struct Hostile;
+pub struct Hostile {
+    calls: u32,
+}
 
 impl ModalityPlugin for Hostile {
     fn describe() -> PluginInfo {
@@ -14,12 +17,21 @@ impl ModalityPlugin for Hostile {
     }
 
     fn init(_assets: Assets, _config: Params) -> Result<Self, PluginError> {
-        Ok(Hostile)
+        Ok(Hostile { calls: 0 })
     }
 
     fn tokenize(&mut self, domain: &str, input: Value, _params: &Params) -> Result<Tokens, PluginError> {
         let text = input.as_text()?;
+        self.calls += 1;
         match text {
+            "calls" => Ok(Tokens::sequence(domain, vec![self.calls])),
+            "escape" => {
+                let file = std::fs::read("/etc/hostname").map(|b| b.len());
+                let dir = std::fs::read_dir("/").map(|d| d.count());
+                let env = std::env::var("HOME");
+                let reached = [file.is_ok(), dir.is_ok(), env.is_ok()];
+                Ok(Tokens::sequence(domain, reached.iter().map(|&r| u32::from(r)).collect()))
+            }
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
