@@ -12,6 +12,7 @@ pub mod error;
 pub mod logits;
 pub mod plan;
 pub mod random;
+mod reference_sort;
 pub mod sample;
 pub mod schedule;
 pub mod state;

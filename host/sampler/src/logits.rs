@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 
 use crate::error::SamplerError;
+use crate::reference_sort::sort_descending_like_torch;
 
 /// Top-k filtering.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -58,7 +59,7 @@ fn descending(a: f32, b: f32) -> Ordering {
 /// * top-k keeps every logit `>=` the k-th largest of its row (ties at the boundary are kept).
 /// * top-p sorts the row descending, takes the cumulative softmax of the untempered logits and
 ///   removes what lies beyond `top_p`, shifted by one so the token crossing the threshold stays;
-///   the top token is always kept. Equal logits keep their index order when sorted.
+///   the top token is always kept. Equal logits are ranked as torch's CPU sort ranks them.
 pub fn filter_top_k_top_p(logits: &mut [f32], vocab: usize, options: &SamplingOptions) -> Result<(), SamplerError> {
     let rows = row_count(logits, vocab, "logits")?;
     let keep = match options.top_k {
@@ -82,7 +83,7 @@ pub fn filter_top_k_top_p(logits: &mut [f32], vocab: usize, options: &SamplingOp
         _ => None,
     };
     let mut sorted = Vec::with_capacity(vocab);
-    let mut order: Vec<usize> = Vec::with_capacity(vocab);
+    let mut ranked: Vec<(f32, usize)> = Vec::with_capacity(vocab);
     for row in 0..rows {
         let values = &mut logits[row * vocab..(row + 1) * vocab];
         if let Some(count) = keep {
@@ -97,18 +98,20 @@ pub fn filter_top_k_top_p(logits: &mut [f32], vocab: usize, options: &SamplingOp
             }
         }
         if let Some(p) = top_p {
-            order.clear();
-            order.extend(0..vocab);
-            order.sort_by(|&a, &b| descending(values[a], values[b]));
+            // Equal logits must come out in the reference's order: ties at the top-p boundary
+            // decide which of them survive.
+            ranked.clear();
+            ranked.extend(values.iter().copied().zip(0..));
+            sort_descending_like_torch(&mut ranked);
             sorted.clear();
-            sorted.extend(order.iter().map(|&index| values[index]));
+            sorted.extend(ranked.iter().map(|&(value, _)| value));
             let probabilities = softmax_row(&sorted);
             // torch.cumsum accumulates float32 inputs in double and stores float32; the
             // comparison with the Python float happens in float32.
             let threshold = p as f32;
             let mut cumulative = 0.0f64;
             let mut previous_exceeds = false;
-            for (rank, (&index, &probability)) in order.iter().zip(&probabilities).enumerate() {
+            for (rank, (&(_, index), &probability)) in ranked.iter().zip(&probabilities).enumerate() {
                 cumulative += probability as f64;
                 let exceeds = (cumulative as f32) > threshold;
                 // Shifted right by one: a token is removed when the cumulative mass *before*
