@@ -16,6 +16,7 @@ mod reference_sort;
 pub mod sample;
 pub mod schedule;
 pub mod state;
+pub mod step;
 pub mod validate;
 
 pub use error::{DomainRole, SamplerError};
@@ -31,4 +32,5 @@ pub use schedule::{
     onex_temperature_schedule,
 };
 pub use state::{AutoregressiveTarget, GenerationState, ModalityRow, ModalityState, merge_span_masking, text_ids};
+pub use step::{StepCommit, maskgit_commit, roar_commit};
 pub use validate::{DomainCatalog, DomainInfo, DomainKind, prepare_schedule, validate_plan, validate_sampling_options};

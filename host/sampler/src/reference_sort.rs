@@ -210,4 +210,25 @@ mod tests {
         // With "before" as the ordering, the heap pops into descending values.
         assert!(items.windows(2).all(|w| w[0].0 >= w[1].0), "{items:?}");
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_input_sorts_to_a_descending_permutation(
+            values in proptest::collection::vec(
+                prop_oneof![
+                    (-4i32..4).prop_map(|i| i as f32),
+                    proptest::num::f32::ANY,
+                ],
+                0..200,
+            )
+        ) {
+            let items = sorted(&values);
+            let mut indices: Vec<usize> = items.iter().map(|&(_, i)| i).collect();
+            indices.sort();
+            prop_assert_eq!(indices, (0..values.len()).collect::<Vec<_>>());
+            prop_assert!(items.windows(2).all(|w| !before(w[1].0, w[0].0)));
+        }
+    }
 }

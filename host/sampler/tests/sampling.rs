@@ -343,13 +343,15 @@ mod properties {
         }
 
         #[test]
-        fn filtering_never_removes_the_argmax(
-            logits in proptest::collection::vec(-20.0f32..20.0, 1..64),
+        fn filtering_always_keeps_the_maximum(
+            // Integer-valued logits from a small range make ties common.
+            integers in proptest::collection::vec(-6i32..6, 1..64),
             count in 0usize..70,
             fraction in 0.01f64..=1.0,
             use_fraction in any::<bool>(),
             top_p in proptest::option::of(0.0001f64..=1.0),
         ) {
+            let logits: Vec<f32> = integers.iter().map(|&i| i as f32 * 0.5).collect();
             let vocab = logits.len();
             let top_k = if use_fraction && (fraction * vocab as f64) as usize >= 1 {
                 TopK::Fraction(fraction)
@@ -360,7 +362,12 @@ mod properties {
             let best = argmax_rows(&logits, vocab).unwrap()[0] as usize;
             let mut filtered = logits.clone();
             filter_top_k_top_p(&mut filtered, vocab, &options).unwrap();
-            prop_assert_eq!(filtered[best], logits[best]);
+            // A maximal logit always survives (with tied maxima top-p may keep another one of
+            // them than the first index, as the reference does).
+            prop_assert!(filtered.iter().any(|&f| f == logits[best]));
+            if logits.iter().filter(|&&l| l == logits[best]).count() == 1 {
+                prop_assert_eq!(filtered[best], logits[best]);
+            }
             // Kept entries are untouched, removed ones are -inf.
             for (f, l) in filtered.iter().zip(&logits) {
                 prop_assert!(*f == *l || *f == f32::NEG_INFINITY);
