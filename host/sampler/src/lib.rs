@@ -21,16 +21,25 @@ pub mod validate;
 
 pub use error::{DomainRole, SamplerError};
 pub use logits::{
-    SamplingOptions, TopK, argmax_rows, filter_top_k_top_p, guide, guide_multi, is_argmax_temperature,
-    softmax_with_temperature,
+    SamplingOptions, TopK, argmax_rows, filter_top_k_top_p, guide, guide_multi,
+    is_argmax_temperature, softmax_with_temperature,
 };
-pub use plan::{GenerationPlan, GenerationStep, Guidance, Scheme, TargetSpec, build_chained_schedule};
+pub use plan::{
+    GenerationPlan, GenerationStep, Guidance, Scheme, TargetSpec, build_chained_schedule,
+};
 pub use random::{RandomSource, RecordedRoarOrders, SeededRandom, roar_queries};
-pub use sample::{SampledToken, every_row_contains, sample_categorical, sample_rows, select_most_confident};
-pub use schedule::{
-    TemperatureSchedule, TokenScheduleKind, cosine_schedule, linear_schedule, linear_temperature_schedule,
-    onex_temperature_schedule,
+pub use sample::{
+    SampledToken, every_row_contains, sample_categorical, sample_rows, select_most_confident,
 };
-pub use state::{AutoregressiveTarget, GenerationState, ModalityRow, ModalityState, merge_span_masking, text_ids};
+pub use schedule::{
+    TemperatureSchedule, TokenScheduleKind, cosine_schedule, linear_schedule,
+    linear_temperature_schedule, onex_temperature_schedule,
+};
+pub use state::{
+    AutoregressiveTarget, GenerationState, ModalityRow, ModalityState, merge_span_masking, text_ids,
+};
 pub use step::{StepCommit, maskgit_commit, roar_commit};
-pub use validate::{DomainCatalog, DomainInfo, DomainKind, prepare_schedule, validate_plan, validate_sampling_options};
+pub use validate::{
+    DomainCatalog, DomainInfo, DomainKind, prepare_schedule, validate_plan,
+    validate_sampling_options,
+};

@@ -38,8 +38,12 @@ pub fn row_count(logits: &[f32], vocab: usize, what: &'static str) -> Result<usi
     if vocab == 0 {
         return Err(SamplerError::EmptyVocabulary);
     }
-    if logits.len() % vocab != 0 {
-        return Err(SamplerError::RaggedLogits { what, len: logits.len(), vocab });
+    if !logits.len().is_multiple_of(vocab) {
+        return Err(SamplerError::RaggedLogits {
+            what,
+            len: logits.len(),
+            vocab,
+        });
     }
     Ok(logits.len() / vocab)
 }
@@ -60,13 +64,18 @@ fn descending(a: f32, b: f32) -> Ordering {
 /// * top-p sorts the row descending, takes the cumulative softmax of the untempered logits and
 ///   removes what lies beyond `top_p`, shifted by one so the token crossing the threshold stays;
 ///   the top token is always kept. Equal logits are ranked as torch's CPU sort ranks them.
-pub fn filter_top_k_top_p(logits: &mut [f32], vocab: usize, options: &SamplingOptions) -> Result<(), SamplerError> {
+pub fn filter_top_k_top_p(
+    logits: &mut [f32],
+    vocab: usize,
+    options: &SamplingOptions,
+) -> Result<(), SamplerError> {
     let rows = row_count(logits, vocab, "logits")?;
     let keep = match options.top_k {
         TopK::Disabled | TopK::Count(0) => None,
         TopK::Count(count) => Some(count.min(vocab)),
         TopK::Fraction(fraction) => {
-            if !(fraction > 0.0) {
+            // NaN and non-positive fractions disable top-k, like `top_k > 0.0` in the reference.
+            if fraction.is_nan() || fraction <= 0.0 {
                 None
             } else {
                 // Python's int() truncates toward zero.
@@ -111,7 +120,8 @@ pub fn filter_top_k_top_p(logits: &mut [f32], vocab: usize, options: &SamplingOp
             let threshold = p as f32;
             let mut cumulative = 0.0f64;
             let mut previous_exceeds = false;
-            for (rank, (&(_, index), &probability)) in ranked.iter().zip(&probabilities).enumerate() {
+            for (rank, (&(_, index), &probability)) in ranked.iter().zip(&probabilities).enumerate()
+            {
                 cumulative += probability as f64;
                 let exceeds = (cumulative as f32) > threshold;
                 // Shifted right by one: a token is removed when the cumulative mass *before*
@@ -140,14 +150,22 @@ fn softmax_row(values: &[f32]) -> Vec<f32> {
 
 /// `softmax(logits / temperature)` per row, in float32 (the temperature is rounded to f32 first,
 /// as torch does for a Python scalar).
-pub fn softmax_with_temperature(logits: &[f32], vocab: usize, temperature: f64) -> Result<Vec<f32>, SamplerError> {
+pub fn softmax_with_temperature(
+    logits: &[f32],
+    vocab: usize,
+    temperature: f64,
+) -> Result<Vec<f32>, SamplerError> {
     let rows = row_count(logits, vocab, "logits")?;
     let temperature = temperature as f32;
     let mut probabilities = Vec::with_capacity(logits.len());
     let mut scaled = Vec::with_capacity(vocab);
     for row in 0..rows {
         scaled.clear();
-        scaled.extend(logits[row * vocab..(row + 1) * vocab].iter().map(|&v| v / temperature));
+        scaled.extend(
+            logits[row * vocab..(row + 1) * vocab]
+                .iter()
+                .map(|&v| v / temperature),
+        );
         probabilities.extend(softmax_row(&scaled));
     }
     Ok(probabilities)
@@ -172,7 +190,11 @@ pub fn argmax_rows(logits: &[f32], vocab: usize) -> Result<Vec<u32>, SamplerErro
 
 /// Classifier-free guidance: `uncond + (cond - uncond) * scale`, element by element in float32 in
 /// exactly this order (the scale is rounded to f32 like a Python scalar in torch).
-pub fn guide(conditional: &[f32], unconditional: &[f32], scale: f64) -> Result<Vec<f32>, SamplerError> {
+pub fn guide(
+    conditional: &[f32],
+    unconditional: &[f32],
+    scale: f64,
+) -> Result<Vec<f32>, SamplerError> {
     if conditional.len() != unconditional.len() {
         return Err(SamplerError::LengthMismatch {
             what: "conditional logits",
@@ -181,7 +203,11 @@ pub fn guide(conditional: &[f32], unconditional: &[f32], scale: f64) -> Result<V
         });
     }
     let scale = scale as f32;
-    Ok(conditional.iter().zip(unconditional).map(|(&c, &u)| u + (c - u) * scale).collect())
+    Ok(conditional
+        .iter()
+        .zip(unconditional)
+        .map(|(&c, &u)| u + (c - u) * scale)
+        .collect())
 }
 
 /// Multi-condition guidance (compositional, Liu et al. 2022):
@@ -193,7 +219,10 @@ pub fn guide_multi(
     weights: &[f64],
 ) -> Result<Vec<f32>, SamplerError> {
     if conditionals.len() != weights.len() {
-        return Err(SamplerError::GuidanceWeightCount { weights: weights.len(), conditions: conditionals.len() });
+        return Err(SamplerError::GuidanceWeightCount {
+            weights: weights.len(),
+            conditions: conditionals.len(),
+        });
     }
     for conditional in conditionals {
         if conditional.len() != unconditional.len() {
@@ -224,18 +253,45 @@ mod tests {
     #[test]
     fn top_k_keeps_ties() {
         let mut logits = vec![1.0, 3.0, 2.0, 2.0, 0.0];
-        filter_top_k_top_p(&mut logits, 5, &SamplingOptions { top_k: TopK::Count(2), top_p: None }).unwrap();
-        assert_eq!(logits, vec![f32::NEG_INFINITY, 3.0, 2.0, 2.0, f32::NEG_INFINITY]);
+        filter_top_k_top_p(
+            &mut logits,
+            5,
+            &SamplingOptions {
+                top_k: TopK::Count(2),
+                top_p: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            logits,
+            vec![f32::NEG_INFINITY, 3.0, 2.0, 2.0, f32::NEG_INFINITY]
+        );
     }
 
     #[test]
     fn top_p_keeps_the_crossing_token() {
         // softmax ≈ [0.665, 0.245, 0.090]; 0.5 is crossed by the first token, so only it stays.
         let mut logits = vec![2.0, 1.0, 0.0];
-        filter_top_k_top_p(&mut logits, 3, &SamplingOptions { top_k: TopK::Disabled, top_p: Some(0.5) }).unwrap();
+        filter_top_k_top_p(
+            &mut logits,
+            3,
+            &SamplingOptions {
+                top_k: TopK::Disabled,
+                top_p: Some(0.5),
+            },
+        )
+        .unwrap();
         assert_eq!(logits, vec![2.0, f32::NEG_INFINITY, f32::NEG_INFINITY]);
         let mut logits = vec![2.0, 1.0, 0.0];
-        filter_top_k_top_p(&mut logits, 3, &SamplingOptions { top_k: TopK::Disabled, top_p: Some(0.8) }).unwrap();
+        filter_top_k_top_p(
+            &mut logits,
+            3,
+            &SamplingOptions {
+                top_k: TopK::Disabled,
+                top_p: Some(0.8),
+            },
+        )
+        .unwrap();
         assert_eq!(logits, vec![2.0, 1.0, f32::NEG_INFINITY]);
     }
 
@@ -243,15 +299,31 @@ mod tests {
     fn tiny_top_k_fraction_is_an_error() {
         let mut logits = vec![0.0; 10];
         assert_eq!(
-            filter_top_k_top_p(&mut logits, 10, &SamplingOptions { top_k: TopK::Fraction(0.05), top_p: None }),
-            Err(SamplerError::TopKKeepsNothing { fraction: 0.05, vocab: 10 })
+            filter_top_k_top_p(
+                &mut logits,
+                10,
+                &SamplingOptions {
+                    top_k: TopK::Fraction(0.05),
+                    top_p: None
+                }
+            ),
+            Err(SamplerError::TopKKeepsNothing {
+                fraction: 0.05,
+                vocab: 10
+            })
         );
     }
 
     #[test]
     fn argmax_takes_the_first_maximum() {
-        assert_eq!(argmax_rows(&[1.0, 5.0, 5.0, 0.0, 0.0, 0.0], 3).unwrap(), vec![1, 0]);
-        assert!(matches!(argmax_rows(&[1.0; 5], 3), Err(SamplerError::RaggedLogits { .. })));
+        assert_eq!(
+            argmax_rows(&[1.0, 5.0, 5.0, 0.0, 0.0, 0.0], 3).unwrap(),
+            vec![1, 0]
+        );
+        assert!(matches!(
+            argmax_rows(&[1.0; 5], 3),
+            Err(SamplerError::RaggedLogits { .. })
+        ));
     }
 
     #[test]
@@ -265,9 +337,15 @@ mod tests {
     fn multi_guidance_with_one_condition_is_plain_guidance() {
         let cond = [1.0f32, -2.0, 0.5];
         let uncond = [0.25f32, 1.0, -0.5];
-        assert_eq!(guide_multi(&[&cond], &uncond, &[3.0]).unwrap(), guide(&cond, &uncond, 3.0).unwrap());
+        assert_eq!(
+            guide_multi(&[&cond], &uncond, &[3.0]).unwrap(),
+            guide(&cond, &uncond, 3.0).unwrap()
+        );
         let two = guide_multi(&[&cond, &uncond], &uncond, &[2.0, 5.0]).unwrap();
         assert_eq!(two, guide(&cond, &uncond, 2.0).unwrap());
-        assert!(matches!(guide_multi(&[&cond], &uncond, &[1.0, 2.0]), Err(SamplerError::GuidanceWeightCount { .. })));
+        assert!(matches!(
+            guide_multi(&[&cond], &uncond, &[1.0, 2.0]),
+            Err(SamplerError::GuidanceWeightCount { .. })
+        ));
     }
 }

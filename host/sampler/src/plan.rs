@@ -41,7 +41,9 @@ impl FromStr for Scheme {
             "maskgit" => Ok(Scheme::MaskGit),
             "roar" => Ok(Scheme::Roar),
             "autoregressive" => Ok(Scheme::Autoregressive),
-            _ => Err(SamplerError::UnknownScheme { name: name.to_owned() }),
+            _ => Err(SamplerError::UnknownScheme {
+                name: name.to_owned(),
+            }),
         }
     }
 }
@@ -149,18 +151,26 @@ pub fn build_chained_schedule(plan: &GenerationPlan) -> Result<Vec<GenerationSte
             });
         }
         let token_schedule = match target.scheme {
-            Scheme::MaskGit => target.token_schedule.tokens_per_step(target.decoding_steps, target.num_tokens),
+            Scheme::MaskGit => target
+                .token_schedule
+                .tokens_per_step(target.decoding_steps, target.num_tokens),
             // The reference ignores the configured token schedule for ROAR.
             _ => linear_schedule(target.decoding_steps, target.num_tokens),
         };
-        let temperatures =
-            target.temperature_schedule.temperatures(target.temperature, target.decoding_steps, &token_schedule);
-        for (step_index, (&tokens, &temperature)) in token_schedule.iter().zip(&temperatures).enumerate() {
-            let num_tokens = usize::try_from(tokens).map_err(|_| SamplerError::NegativeStepTokens {
-                domain: target.domain.clone(),
-                step: step_index,
-                tokens,
-            })?;
+        let temperatures = target.temperature_schedule.temperatures(
+            target.temperature,
+            target.decoding_steps,
+            &token_schedule,
+        );
+        for (step_index, (&tokens, &temperature)) in
+            token_schedule.iter().zip(&temperatures).enumerate()
+        {
+            let num_tokens =
+                usize::try_from(tokens).map_err(|_| SamplerError::NegativeStepTokens {
+                    domain: target.domain.clone(),
+                    step: step_index,
+                    tokens,
+                })?;
             steps.push(GenerationStep {
                 target_domain: target.domain.clone(),
                 scheme: target.scheme,
@@ -208,8 +218,14 @@ mod tests {
         let steps = build_chained_schedule(&plan).unwrap();
         assert_eq!(steps.len(), 4);
         assert_eq!(steps[0].num_tokens, None);
-        assert_eq!(steps[1].guidance_condition_domains, vec!["rgb@224".to_owned()]);
-        assert_eq!(steps[3].guidance_condition_domains, vec!["rgb@224".to_owned(), "tok_depth@224".to_owned()]);
+        assert_eq!(
+            steps[1].guidance_condition_domains,
+            vec!["rgb@224".to_owned()]
+        );
+        assert_eq!(
+            steps[3].guidance_condition_domains,
+            vec!["rgb@224".to_owned(), "tok_depth@224".to_owned()]
+        );
         // ROAR ignores the configured cosine schedule and uses linear chunks.
         assert_eq!(steps[1].num_tokens, Some(8));
     }
@@ -218,10 +234,18 @@ mod tests {
     fn negative_cosine_chunks_are_refused() {
         let mut spec = target("tok_rgb@224", Scheme::MaskGit, 25);
         spec.num_tokens = 256;
-        let plan = GenerationPlan { condition_domains: vec![], targets: vec![spec], grow_guidance_conditioning: false };
+        let plan = GenerationPlan {
+            condition_domains: vec![],
+            targets: vec![spec],
+            grow_guidance_conditioning: false,
+        };
         assert_eq!(
             build_chained_schedule(&plan),
-            Err(SamplerError::NegativeStepTokens { domain: "tok_rgb@224".into(), step: 24, tokens: -1 })
+            Err(SamplerError::NegativeStepTokens {
+                domain: "tok_rgb@224".into(),
+                step: 24,
+                tokens: -1
+            })
         );
     }
 
@@ -232,6 +256,9 @@ mod tests {
             targets: vec![target("tok_rgb@224", Scheme::Roar, 0)],
             grow_guidance_conditioning: false,
         };
-        assert!(matches!(build_chained_schedule(&plan), Err(SamplerError::ZeroDecodingSteps { .. })));
+        assert!(matches!(
+            build_chained_schedule(&plan),
+            Err(SamplerError::ZeroDecodingSteps { .. })
+        ));
     }
 }

@@ -36,10 +36,16 @@ pub trait RandomSource {
         num_queries: usize,
     ) -> Result<Vec<usize>, SamplerError> {
         let _ = step_index;
-        let mut keyed: Vec<(f64, usize)> =
-            masked_positions.iter().map(|&position| (self.next_uniform(), position)).collect();
+        let mut keyed: Vec<(f64, usize)> = masked_positions
+            .iter()
+            .map(|&position| (self.next_uniform(), position))
+            .collect();
         keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Ok(keyed.into_iter().take(num_queries).map(|(_, position)| position).collect())
+        Ok(keyed
+            .into_iter()
+            .take(num_queries)
+            .map(|(_, position)| position)
+            .collect())
     }
 }
 
@@ -63,7 +69,10 @@ impl SeededRandom {
     /// A generator for a run with this seed; until the first [`RandomSource::begin_step`] it
     /// draws as step 0.
     pub fn new(seed: u64) -> Self {
-        let mut generator = Self { seed, state: [0; 4] };
+        let mut generator = Self {
+            seed,
+            state: [0; 4],
+        };
         generator.reseed(seed);
         generator
     }
@@ -117,7 +126,10 @@ pub struct RecordedRoarOrders<S> {
 
 impl<S: RandomSource> RecordedRoarOrders<S> {
     pub fn new(inner: S) -> Self {
-        Self { inner, orders: HashMap::new() }
+        Self {
+            inner,
+            orders: HashMap::new(),
+        }
     }
 
     /// Records the query positions of schedule step `step_index`, in query order.
@@ -165,16 +177,29 @@ pub fn roar_queries(
         .collect();
     let expected = num_select.min(masked.len());
     let order = source.roar_query_order(step_index, &masked, expected)?;
-    let invalid = |reason: String| SamplerError::InvalidRoarOrder { step: step_index, reason };
+    let invalid = |reason: String| SamplerError::InvalidRoarOrder {
+        step: step_index,
+        reason,
+    };
     if order.len() != expected {
-        return Err(invalid(format!("{} positions given, {} expected", order.len(), expected)));
+        return Err(invalid(format!(
+            "{} positions given, {} expected",
+            order.len(),
+            expected
+        )));
     }
     let mut seen = vec![false; target_mask.len()];
     for &position in &order {
         match target_mask.get(position) {
-            None => return Err(invalid(format!("position {position} is outside the modality"))),
+            None => {
+                return Err(invalid(format!(
+                    "position {position} is outside the modality"
+                )));
+            }
             Some(true) => return Err(invalid(format!("position {position} is not masked"))),
-            Some(false) if seen[position] => return Err(invalid(format!("position {position} repeats"))),
+            Some(false) if seen[position] => {
+                return Err(invalid(format!("position {position} repeats")));
+            }
             Some(false) => seen[position] = true,
         }
     }
@@ -188,7 +213,10 @@ mod tests {
     #[test]
     fn xoshiro_reference_stream() {
         // Reference output of xoshiro256** for the state {1, 2, 3, 4} (from the authors' C code).
-        let mut generator = SeededRandom { seed: 0, state: [1, 2, 3, 4] };
+        let mut generator = SeededRandom {
+            seed: 0,
+            state: [1, 2, 3, 4],
+        };
         let first: Vec<u64> = (0..3).map(|_| generator.next_u64()).collect();
         assert_eq!(first, vec![11520, 0, 1509978240]);
     }
@@ -204,7 +232,10 @@ mod tests {
         a.begin_step(3);
         let mut c = SeededRandom::new(10);
         assert_eq!(a.next_uniform(), c.next_uniform());
-        assert_ne!(SeededRandom::new(8).next_uniform(), SeededRandom::new(7).next_uniform());
+        assert_ne!(
+            SeededRandom::new(8).next_uniform(),
+            SeededRandom::new(7).next_uniform()
+        );
     }
 
     #[test]
@@ -223,9 +254,17 @@ mod tests {
     #[test]
     fn recorded_orders_are_replayed_and_checked() {
         let mask = [false, true, false, false];
-        let mut source = RecordedRoarOrders::new(SeededRandom::new(0)).with_order(0, vec![3, 0]).with_order(1, vec![1]);
+        let mut source = RecordedRoarOrders::new(SeededRandom::new(0))
+            .with_order(0, vec![3, 0])
+            .with_order(1, vec![1]);
         assert_eq!(roar_queries(&mut source, 0, &mask, 2).unwrap(), vec![3, 0]);
-        assert!(matches!(roar_queries(&mut source, 1, &mask, 1), Err(SamplerError::InvalidRoarOrder { step: 1, .. })));
-        assert_eq!(roar_queries(&mut source, 2, &mask, 1), Err(SamplerError::MissingRecordedOrder { step: 2 }));
+        assert!(matches!(
+            roar_queries(&mut source, 1, &mask, 1),
+            Err(SamplerError::InvalidRoarOrder { step: 1, .. })
+        ));
+        assert_eq!(
+            roar_queries(&mut source, 2, &mask, 1),
+            Err(SamplerError::MissingRecordedOrder { step: 2 })
+        );
     }
 }

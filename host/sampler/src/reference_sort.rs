@@ -29,7 +29,12 @@ fn floor_log2(n: usize) -> usize {
     (usize::BITS - 1 - n.leading_zeros()) as usize
 }
 
-fn introsort_loop(items: &mut [(f32, usize)], first: usize, mut last: usize, mut depth_limit: usize) {
+fn introsort_loop(
+    items: &mut [(f32, usize)],
+    first: usize,
+    mut last: usize,
+    mut depth_limit: usize,
+) {
     while last - first > THRESHOLD {
         if depth_limit == 0 {
             heap_sort(&mut items[first..last]);
@@ -68,7 +73,12 @@ fn move_median_to_first(items: &mut [(f32, usize)], result: usize, a: usize, b: 
     items.swap(result, median);
 }
 
-fn unguarded_partition(items: &mut [(f32, usize)], mut first: usize, mut last: usize, pivot: usize) -> usize {
+fn unguarded_partition(
+    items: &mut [(f32, usize)],
+    mut first: usize,
+    mut last: usize,
+    pivot: usize,
+) -> usize {
     let pivot_value = items[pivot].0;
     loop {
         // The pivot sits outside [first, last) and is a median, so both scans stop in bounds;
@@ -160,7 +170,7 @@ fn adjust_heap(items: &mut [(f32, usize)], mut hole: usize, len: usize, value: (
         items[hole] = items[second_child];
         hole = second_child;
     }
-    if len % 2 == 0 && second_child == (len - 2) / 2 {
+    if len.is_multiple_of(2) && second_child == (len - 2) / 2 {
         second_child = 2 * (second_child + 1);
         items[hole] = items[second_child - 1];
         hole = second_child - 1;
@@ -200,7 +210,10 @@ mod tests {
         let items = sorted(&[1.0, f32::NAN, 3.0, 3.0, f32::NEG_INFINITY]);
         assert!(items[0].0.is_nan());
         // Below 16 elements libstdc++ only insertion-sorts, which keeps ties in order.
-        assert_eq!(items[1..].iter().map(|&(_, i)| i).collect::<Vec<_>>(), vec![2, 3, 0, 4]);
+        assert_eq!(
+            items[1..].iter().map(|&(_, i)| i).collect::<Vec<_>>(),
+            vec![2, 3, 0, 4]
+        );
     }
 
     #[test]

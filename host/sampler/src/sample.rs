@@ -2,7 +2,10 @@
 //! sampling) and MaskGIT's choice of the most confident predictions.
 
 use crate::error::SamplerError;
-use crate::logits::{SamplingOptions, argmax_rows, filter_top_k_top_p, is_argmax_temperature, row_count, softmax_with_temperature};
+use crate::logits::{
+    SamplingOptions, argmax_rows, filter_top_k_top_p, is_argmax_temperature, row_count,
+    softmax_with_temperature,
+};
 use crate::random::RandomSource;
 
 /// One sampled token and its confidence (the probability it was sampled with; 1.0 for argmax).
@@ -29,7 +32,10 @@ pub fn sample_rows(
     if is_argmax_temperature(temperature) {
         return Ok(argmax_rows(logits, vocab)?
             .into_iter()
-            .map(|token| SampledToken { token, confidence: 1.0 })
+            .map(|token| SampledToken {
+                token,
+                confidence: 1.0,
+            })
             .collect());
     }
     let mut filtered = logits.to_vec();
@@ -41,7 +47,10 @@ pub fn sample_rows(
         .map(|(row, row_probabilities)| {
             let token = sample_categorical(row_probabilities, source.next_uniform())
                 .ok_or(SamplerError::NothingToSample { row })?;
-            Ok(SampledToken { token: token as u32, confidence: row_probabilities[token] })
+            Ok(SampledToken {
+                token: token as u32,
+                confidence: row_probabilities[token],
+            })
         })
         .collect()
 }
@@ -49,9 +58,15 @@ pub fn sample_rows(
 /// Inverse-CDF draw from unnormalised probabilities with the uniform `u` in `[0, 1)`. Only
 /// finite, positive entries can be drawn; `None` if there is none.
 pub fn sample_categorical(probabilities: &[f32], u: f64) -> Option<usize> {
-    let weight = |p: f32| if p.is_finite() && p > 0.0 { p as f64 } else { 0.0 };
+    let weight = |p: f32| {
+        if p.is_finite() && p > 0.0 {
+            p as f64
+        } else {
+            0.0
+        }
+    };
     let total: f64 = probabilities.iter().map(|&p| weight(p)).sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return None;
     }
     let target = u * total;
@@ -75,16 +90,24 @@ pub fn sample_categorical(probabilities: &[f32], u: f64) -> Option<usize> {
 /// MaskGIT's selection: the indices of the `num_select` highest confidences, most confident
 /// first; equal confidences keep index order (the reference's `torch.topk` breaks ties in an
 /// unspecified order, which is why parity tests avoid multi-step MaskGIT at temperature 0).
-pub fn select_most_confident(confidences: &[f32], num_select: usize) -> Result<Vec<usize>, SamplerError> {
+pub fn select_most_confident(
+    confidences: &[f32],
+    num_select: usize,
+) -> Result<Vec<usize>, SamplerError> {
     if num_select > confidences.len() {
-        return Err(SamplerError::SelectionTooLarge { requested: num_select, available: confidences.len() });
+        return Err(SamplerError::SelectionTooLarge {
+            requested: num_select,
+            available: confidences.len(),
+        });
     }
     let mut order: Vec<usize> = (0..confidences.len()).collect();
     order.sort_by(|&a, &b| {
-        confidences[b].partial_cmp(&confidences[a]).unwrap_or_else(|| {
-            // NaN confidences sort last.
-            confidences[a].is_nan().cmp(&confidences[b].is_nan())
-        })
+        confidences[b]
+            .partial_cmp(&confidences[a])
+            .unwrap_or_else(|| {
+                // NaN confidences sort last.
+                confidences[a].is_nan().cmp(&confidences[b].is_nan())
+            })
     });
     order.truncate(num_select);
     Ok(order)
@@ -119,7 +142,10 @@ mod tests {
         assert_eq!(first, again);
         let probabilities = softmax_with_temperature(&logits, 4, 1.0).unwrap();
         for (row, sampled) in first.iter().enumerate() {
-            assert_eq!(sampled.confidence, probabilities[row * 4 + sampled.token as usize]);
+            assert_eq!(
+                sampled.confidence,
+                probabilities[row * 4 + sampled.token as usize]
+            );
         }
     }
 
@@ -129,7 +155,11 @@ mod tests {
         let mut source = SeededRandom::new(11);
         let draws = 20_000;
         let ones = (0..draws)
-            .filter(|_| sample_rows(&logits, 2, 1.0, &SamplingOptions::default(), &mut source).unwrap()[0].token == 1)
+            .filter(|_| {
+                sample_rows(&logits, 2, 1.0, &SamplingOptions::default(), &mut source).unwrap()[0]
+                    .token
+                    == 1
+            })
             .count();
         let frequency = ones as f64 / draws as f64;
         assert!((frequency - 0.75).abs() < 0.02, "frequency {frequency}");
@@ -140,13 +170,26 @@ mod tests {
         // At T = 0.01 the argmax is overwhelmingly likely but the confidence is a probability,
         // not the argmax path's exact 1.0 for a near tie.
         let logits = [1.0f32, 1.0 - 1e-3];
-        let sampled = sample_rows(&logits, 2, 0.01, &SamplingOptions::default(), &mut SeededRandom::new(0)).unwrap();
+        let sampled = sample_rows(
+            &logits,
+            2,
+            0.01,
+            &SamplingOptions::default(),
+            &mut SeededRandom::new(0),
+        )
+        .unwrap();
         assert!(sampled[0].confidence < 0.6);
     }
 
     #[test]
     fn most_confident_first_ties_in_index_order() {
-        assert_eq!(select_most_confident(&[0.1, 0.9, 0.5, 0.9], 3).unwrap(), vec![1, 3, 2]);
-        assert!(matches!(select_most_confident(&[0.1], 2), Err(SamplerError::SelectionTooLarge { .. })));
+        assert_eq!(
+            select_most_confident(&[0.1, 0.9, 0.5, 0.9], 3).unwrap(),
+            vec![1, 3, 2]
+        );
+        assert!(matches!(
+            select_most_confident(&[0.1], 2),
+            Err(SamplerError::SelectionTooLarge { .. })
+        ));
     }
 }

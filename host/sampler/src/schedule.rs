@@ -21,7 +21,9 @@ impl FromStr for TokenScheduleKind {
         match name {
             "linear" => Ok(Self::Linear),
             "cosine" => Ok(Self::Cosine),
-            _ => Err(SamplerError::UnknownTokenSchedule { name: name.to_owned() }),
+            _ => Err(SamplerError::UnknownTokenSchedule {
+                name: name.to_owned(),
+            }),
         }
     }
 }
@@ -50,7 +52,9 @@ pub(crate) fn numpy_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     let step = delta / divisions;
     let mut values: Vec<f64> = if step == 0.0 {
         // numpy's branch for denormal steps: divide first, then scale.
-        (0..num).map(|i| (i as f64 / divisions) * delta + start).collect()
+        (0..num)
+            .map(|i| (i as f64 / divisions) * delta + start)
+            .collect()
     } else {
         (0..num).map(|i| i as f64 * step + start).collect()
     };
@@ -65,7 +69,10 @@ pub fn linear_schedule(num_steps: usize, total_tokens: usize) -> Vec<i64> {
         .into_iter()
         .map(|value| value.floor() as i64)
         .collect();
-    let mut chunks: Vec<i64> = boundaries.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    let mut chunks: Vec<i64> = boundaries
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .collect();
     chunks.sort_unstable_by(|a, b| b.cmp(a));
     while chunks.last() == Some(&0) {
         chunks.pop();
@@ -121,32 +128,49 @@ impl FromStr for TemperatureSchedule {
             return Err(invalid("expected constant, linear or onex:{min_t}:{power}"));
         };
         let mut parts = parameters.split(':');
-        let (Some(min_text), Some(power_text), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(invalid("onex takes exactly two parameters, onex:{min_t}:{power}"));
+        let (Some(min_text), Some(power_text), None) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid(
+                "onex takes exactly two parameters, onex:{min_t}:{power}",
+            ));
         };
-        let min_temperature: f64 =
-            min_text.trim().parse().map_err(|_| invalid("min_t is not a number"))?;
-        let power: f64 = power_text.trim().parse().map_err(|_| invalid("power is not a number"))?;
+        let min_temperature: f64 = min_text
+            .trim()
+            .parse()
+            .map_err(|_| invalid("min_t is not a number"))?;
+        let power: f64 = power_text
+            .trim()
+            .parse()
+            .map_err(|_| invalid("power is not a number"))?;
         if !min_temperature.is_finite() || min_temperature < 0.0 {
             return Err(invalid("min_t must be finite and not negative"));
         }
         if !power.is_finite() {
             return Err(invalid("power must be finite"));
         }
-        Ok(Self::OneOverX { min_temperature, power })
+        Ok(Self::OneOverX {
+            min_temperature,
+            power,
+        })
     }
 }
 
 impl TemperatureSchedule {
     /// One temperature per scheduled step. `num_steps` is the requested step count (the constant
     /// schedule has that many entries; the builder zips with the token schedule, which may be shorter).
-    pub fn temperatures(&self, temperature: f64, num_steps: usize, token_schedule: &[i64]) -> Vec<f64> {
+    pub fn temperatures(
+        &self,
+        temperature: f64,
+        num_steps: usize,
+        token_schedule: &[i64],
+    ) -> Vec<f64> {
         match *self {
             Self::Constant => vec![temperature * 1.0; num_steps],
             Self::Linear => linear_temperature_schedule(temperature, token_schedule),
-            Self::OneOverX { min_temperature, power } => {
-                onex_temperature_schedule(temperature, min_temperature, token_schedule, power)
-            }
+            Self::OneOverX {
+                min_temperature,
+                power,
+            } => onex_temperature_schedule(temperature, min_temperature, token_schedule, power),
         }
     }
 }
@@ -183,7 +207,10 @@ pub fn linear_temperature_schedule(temperature: f64, token_schedule: &[i64]) -> 
         // numpy evaluates `temp * (sum - cumsum) / sum` left to right.
         temperatures.push(temperature * (total - running) as f64 / total as f64);
     }
-    temperatures.into_iter().map(|t| clip_low(t, TEMPERATURE_FLOOR)).collect()
+    temperatures
+        .into_iter()
+        .map(|t| clip_low(t, TEMPERATURE_FLOOR))
+        .collect()
 }
 
 /// `onex` temperature schedule: `y = x^-power` over `x = linspace(1, 100, N)` (N = total tokens),
@@ -210,7 +237,10 @@ pub fn onex_temperature_schedule(
         .zip(shifted.iter())
         .map(|(fraction, y)| {
             let unscaled = (1.0 - fraction) * (y / highest);
-            clip_low(min_temperature + (max_temperature - min_temperature) * unscaled, TEMPERATURE_FLOOR)
+            clip_low(
+                min_temperature + (max_temperature - min_temperature) * unscaled,
+                TEMPERATURE_FLOOR,
+            )
         })
         .collect()
 }
@@ -244,7 +274,10 @@ mod tests {
 
     #[test]
     fn linear_examples_from_the_reference_doc() {
-        assert_eq!(linear_schedule(8, 196), vec![25, 25, 25, 25, 24, 24, 24, 24]);
+        assert_eq!(
+            linear_schedule(8, 196),
+            vec![25, 25, 25, 25, 24, 24, 24, 24]
+        );
         assert_eq!(linear_schedule(1, 7), vec![7]);
         assert_eq!(linear_schedule(5, 3), vec![1, 1, 1]);
         assert_eq!(linear_schedule(3, 0), Vec::<i64>::new());
@@ -267,12 +300,25 @@ mod tests {
 
     #[test]
     fn temperature_schedule_names_parse() {
-        assert_eq!("constant".parse::<TemperatureSchedule>().unwrap(), TemperatureSchedule::Constant);
+        assert_eq!(
+            "constant".parse::<TemperatureSchedule>().unwrap(),
+            TemperatureSchedule::Constant
+        );
         assert_eq!(
             "onex:0.5:0.5".parse::<TemperatureSchedule>().unwrap(),
-            TemperatureSchedule::OneOverX { min_temperature: 0.5, power: 0.5 }
+            TemperatureSchedule::OneOverX {
+                min_temperature: 0.5,
+                power: 0.5
+            }
         );
-        for bad in ["onex", "onex:0.5", "onex:a:1", "onex:1:2:3", "cosine", "onex:-1:0.5"] {
+        for bad in [
+            "onex",
+            "onex:0.5",
+            "onex:a:1",
+            "onex:1:2:3",
+            "cosine",
+            "onex:-1:0.5",
+        ] {
             assert!(matches!(
                 bad.parse::<TemperatureSchedule>(),
                 Err(SamplerError::InvalidTemperatureSchedule { .. })

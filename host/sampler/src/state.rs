@@ -44,7 +44,11 @@ pub struct ModalityRow {
 
 impl ModalityRow {
     /// A row whose three vectors have equal lengths.
-    pub fn new(tokens: Vec<u32>, input_mask: Vec<bool>, target_mask: Vec<bool>) -> Result<Self, SamplerError> {
+    pub fn new(
+        tokens: Vec<u32>,
+        input_mask: Vec<bool>,
+        target_mask: Vec<bool>,
+    ) -> Result<Self, SamplerError> {
         if tokens.len() != input_mask.len() || tokens.len() != target_mask.len() {
             return Err(SamplerError::InvalidModalityState {
                 reason: format!(
@@ -55,12 +59,20 @@ impl ModalityRow {
                 ),
             });
         }
-        Ok(Self { tokens, input_mask, target_mask })
+        Ok(Self {
+            tokens,
+            input_mask,
+            target_mask,
+        })
     }
 
     fn uniform(tokens: Vec<u32>, input: bool, target: bool) -> Self {
         let length = tokens.len();
-        Self { tokens, input_mask: vec![input; length], target_mask: vec![target; length] }
+        Self {
+            tokens,
+            input_mask: vec![input; length],
+            target_mask: vec![target; length],
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -73,12 +85,22 @@ impl ModalityRow {
 
     /// The encoder input tokens (input mask false), in position order.
     pub fn input_tokens(&self) -> Vec<u32> {
-        self.tokens.iter().zip(&self.input_mask).filter(|(_, masked)| !**masked).map(|(&t, _)| t).collect()
+        self.tokens
+            .iter()
+            .zip(&self.input_mask)
+            .filter(|(_, masked)| !**masked)
+            .map(|(&t, _)| t)
+            .collect()
     }
 
     /// Positions still to be predicted (target mask false), ascending.
     pub fn target_positions(&self) -> Vec<usize> {
-        self.target_mask.iter().enumerate().filter(|(_, done)| !**done).map(|(i, _)| i).collect()
+        self.target_mask
+            .iter()
+            .enumerate()
+            .filter(|(_, done)| !**done)
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 
@@ -89,7 +111,11 @@ pub struct ModalityState {
 }
 
 fn check_batch(batch_size: usize) -> Result<(), SamplerError> {
-    if batch_size == 0 { Err(SamplerError::EmptyBatch) } else { Ok(()) }
+    if batch_size == 0 {
+        Err(SamplerError::EmptyBatch)
+    } else {
+        Ok(())
+    }
 }
 
 impl ModalityState {
@@ -134,56 +160,86 @@ impl ModalityState {
 
     /// Token ids, row-major `batch × width` (for building a tensor).
     pub fn flat_tokens(&self) -> Vec<u32> {
-        self.rows.iter().flat_map(|row| row.tokens.iter().copied()).collect()
+        self.rows
+            .iter()
+            .flat_map(|row| row.tokens.iter().copied())
+            .collect()
     }
 
     /// Input mask, row-major `batch × width`.
     pub fn flat_input_mask(&self) -> Vec<bool> {
-        self.rows.iter().flat_map(|row| row.input_mask.iter().copied()).collect()
+        self.rows
+            .iter()
+            .flat_map(|row| row.input_mask.iter().copied())
+            .collect()
     }
 
     /// Target mask, row-major `batch × width`.
     pub fn flat_target_mask(&self) -> Vec<bool> {
-        self.rows.iter().flat_map(|row| row.target_mask.iter().copied()).collect()
+        self.rows
+            .iter()
+            .flat_map(|row| row.target_mask.iter().copied())
+            .collect()
     }
 
     /// Whether nothing is left to predict (every target mask entry true).
     pub fn is_finished(&self) -> bool {
-        self.rows.iter().all(|row| row.target_mask.iter().all(|&done| done))
+        self.rows
+            .iter()
+            .all(|row| row.target_mask.iter().all(|&done| done))
     }
 
     /// Image-like target to generate: `num_tokens` zeros, nothing input, everything to predict.
     /// `num_tokens` must be the domain's grid size (checked by plan validation).
     pub fn empty_image_target(batch_size: usize, num_tokens: usize) -> Result<Self, SamplerError> {
         check_batch(batch_size)?;
-        Ok(Self { rows: vec![ModalityRow::uniform(vec![0; num_tokens], true, false); batch_size] })
+        Ok(Self {
+            rows: vec![ModalityRow::uniform(vec![0; num_tokens], true, false); batch_size],
+        })
     }
 
     /// Sequence target to generate, `max(num_tokens, 2)` long: `[S_1] [S_1] 0 … 0 [S_2]`, only the
     /// first `[S_1]` is input, every other position is a target (the leading target `[S_1]` starts
     /// decoding, the final `[S_2]` is the end token).
-    pub fn empty_sequence_target(batch_size: usize, num_tokens: usize) -> Result<Self, SamplerError> {
+    pub fn empty_sequence_target(
+        batch_size: usize,
+        num_tokens: usize,
+    ) -> Result<Self, SamplerError> {
         check_batch(batch_size)?;
-        Ok(Self { rows: vec![empty_sequence_row(num_tokens.max(2)); batch_size] })
+        Ok(Self {
+            rows: vec![empty_sequence_row(num_tokens.max(2)); batch_size],
+        })
     }
 
     /// Empty sequence of embeddings (`seq_emb`): zeros, only position 0 is input (one zero
     /// embedding, which the reference needs for guidance to work), nothing to predict.
-    pub fn empty_sequence_embedding(batch_size: usize, length: usize) -> Result<Self, SamplerError> {
+    pub fn empty_sequence_embedding(
+        batch_size: usize,
+        length: usize,
+    ) -> Result<Self, SamplerError> {
         check_batch(batch_size)?;
         let length = length.max(1);
-        Ok(Self { rows: vec![empty_sequence_embedding_row(length); batch_size] })
+        Ok(Self {
+            rows: vec![empty_sequence_embedding_row(length); batch_size],
+        })
     }
 
     /// Image-like full input (tokens, or zeros for pixel domains): everything input, nothing to predict.
     pub fn full_input_image_like(token_rows: Vec<Vec<u32>>) -> Result<Self, SamplerError> {
-        Self::from_rows(token_rows.into_iter().map(|tokens| ModalityRow::uniform(tokens, false, true)).collect())
+        Self::from_rows(
+            token_rows
+                .into_iter()
+                .map(|tokens| ModalityRow::uniform(tokens, false, true))
+                .collect(),
+        )
     }
 
     /// Pixel input (`rgb@*`) of `num_patches = (H / p) * (W / p)` positions: masks only.
     pub fn full_input_pixels(batch_size: usize, num_patches: usize) -> Result<Self, SamplerError> {
         check_batch(batch_size)?;
-        Ok(Self { rows: vec![ModalityRow::uniform(vec![0; num_patches], false, true); batch_size] })
+        Ok(Self {
+            rows: vec![ModalityRow::uniform(vec![0; num_patches], false, true); batch_size],
+        })
     }
 
     /// Sequence full input: tokens up to and including the first `[EOS]` are input (its column is
@@ -193,9 +249,14 @@ impl ModalityState {
     pub fn full_input_sequence(token_rows: Vec<Vec<u32>>) -> Result<Self, SamplerError> {
         let mut state = Self::full_input_image_like(token_rows)?;
         if state.width() == 0 {
-            return Err(SamplerError::InvalidModalityState { reason: "empty sequence input".into() });
+            return Err(SamplerError::InvalidModalityState {
+                reason: "empty sequence input".into(),
+            });
         }
-        let eos_column = state.rows.iter().find_map(|row| row.tokens.iter().position(|&t| t == text_ids::EOS));
+        let eos_column = state
+            .rows
+            .iter()
+            .find_map(|row| row.tokens.iter().position(|&t| t == text_ids::EOS));
         let eos_column = match eos_column {
             Some(column) => column,
             None => {
@@ -233,7 +294,12 @@ impl ModalityState {
     /// A text condition with a span to complete (the reference's `custom_text`), batch 1:
     /// `input_ids` (the encoded text, e.g. ending in `[S_1]`) are encoder inputs, followed by the
     /// target `start [PAD] … [PAD] end`, `max(target_length, 2)` ids, all to predict.
-    pub fn custom_text(input_ids: &[u32], start_token: u32, end_token: u32, target_length: usize) -> Self {
+    pub fn custom_text(
+        input_ids: &[u32],
+        start_token: u32,
+        end_token: u32,
+        target_length: usize,
+    ) -> Self {
         let target_length = target_length.max(2);
         let mut tokens = input_ids.to_vec();
         tokens.push(start_token);
@@ -242,7 +308,13 @@ impl ModalityState {
         let input_length = input_ids.len();
         let input_mask = (0..tokens.len()).map(|i| i >= input_length).collect();
         let target_mask = (0..tokens.len()).map(|i| i < input_length).collect();
-        Self { rows: vec![ModalityRow { tokens, input_mask, target_mask }] }
+        Self {
+            rows: vec![ModalityRow {
+                tokens,
+                input_mask,
+                target_mask,
+            }],
+        }
     }
 
     /// Repeats a batch-1 state to `batch_size` rows (the reference's `expand_to_batch`).
@@ -250,7 +322,9 @@ impl ModalityState {
         check_batch(batch_size)?;
         match self.batch_size() {
             size if size == batch_size => Ok(self.clone()),
-            1 => Ok(Self { rows: vec![self.rows[0].clone(); batch_size] }),
+            1 => Ok(Self {
+                rows: vec![self.rows[0].clone(); batch_size],
+            }),
             size => Err(SamplerError::InvalidModalityState {
                 reason: format!("cannot expand batch size {size} to {batch_size}"),
             }),
@@ -259,11 +333,22 @@ impl ModalityState {
 
     /// Commits decoded tokens: per row, writes `tokens[i]` at `positions[i]` and makes it an
     /// input that is no longer a target.
-    pub fn commit(&mut self, positions: &[Vec<usize>], tokens: &[Vec<u32>]) -> Result<(), SamplerError> {
+    pub fn commit(
+        &mut self,
+        positions: &[Vec<usize>],
+        tokens: &[Vec<u32>],
+    ) -> Result<(), SamplerError> {
         let batch_size = self.batch_size();
-        for (what, len) in [("commit positions", positions.len()), ("commit tokens", tokens.len())] {
+        for (what, len) in [
+            ("commit positions", positions.len()),
+            ("commit tokens", tokens.len()),
+        ] {
             if len != batch_size {
-                return Err(SamplerError::LengthMismatch { what, len, expected: batch_size });
+                return Err(SamplerError::LengthMismatch {
+                    what,
+                    len,
+                    expected: batch_size,
+                });
             }
         }
         let width = self.width();
@@ -281,7 +366,9 @@ impl ModalityState {
                 });
             }
         }
-        for (row, (row_positions, row_tokens)) in self.rows.iter_mut().zip(positions.iter().zip(tokens)) {
+        for (row, (row_positions, row_tokens)) in
+            self.rows.iter_mut().zip(positions.iter().zip(tokens))
+        {
             for (&position, &token) in row_positions.iter().zip(row_tokens) {
                 row.tokens[position] = token;
                 row.input_mask[position] = false;
@@ -312,7 +399,9 @@ impl ModalityState {
             }
             DomainKind::Sequence | DomainKind::SequenceToken => {
                 if width < 2 {
-                    return Err(format!("an empty sequence needs 2 positions, this one has {width}"));
+                    return Err(format!(
+                        "an empty sequence needs 2 positions, this one has {width}"
+                    ));
                 }
                 empty_sequence_row(width)
             }
@@ -323,24 +412,35 @@ impl ModalityState {
                 empty_sequence_embedding_row(width)
             }
         };
-        Ok(Self { rows: vec![row; self.batch_size()] })
+        Ok(Self {
+            rows: vec![row; self.batch_size()],
+        })
     }
 
     /// What autoregressive decoding of this (sequence) modality needs, from row 0 as in the
     /// reference: the start token (first target token), the end token (last target token: `[S_2]`
     /// for empty targets, `[EOS]` for `custom_text` targets) and the number of iterations,
     /// `min(max_tokens, number of target slots)`.
-    pub fn autoregressive_target(&self, domain: &str, max_tokens: usize) -> Result<AutoregressiveTarget, SamplerError> {
+    pub fn autoregressive_target(
+        &self,
+        domain: &str,
+        max_tokens: usize,
+    ) -> Result<AutoregressiveTarget, SamplerError> {
         let row = &self.rows[0];
         let positions = row.target_positions();
         let (Some(&first), Some(&last)) = (positions.first(), positions.last()) else {
-            return Err(SamplerError::NoTargetPositions { domain: domain.to_owned() });
+            return Err(SamplerError::NoTargetPositions {
+                domain: domain.to_owned(),
+            });
         };
         for (index, other) in self.rows.iter().enumerate().skip(1) {
             let count = other.target_positions().len();
             if count != positions.len() {
                 return Err(SamplerError::InvalidModalityState {
-                    reason: format!("row {index} has {count} target positions, row 0 has {}", positions.len()),
+                    reason: format!(
+                        "row {index} has {count} target positions, row 0 has {}",
+                        positions.len()
+                    ),
                 });
             }
         }
@@ -384,7 +484,11 @@ impl ModalityState {
                 let valid = tokens.len();
                 tokens.resize(width, text_ids::PAD);
                 let mask: Vec<bool> = (0..width).map(|i| i >= valid).collect();
-                ModalityRow { tokens, input_mask: mask.clone(), target_mask: mask }
+                ModalityRow {
+                    tokens,
+                    input_mask: mask.clone(),
+                    target_mask: mask,
+                }
             })
             .collect();
         Ok(Self { rows })
@@ -398,7 +502,11 @@ fn empty_sequence_row(length: usize) -> ModalityRow {
     tokens[length - 1] = text_ids::S2;
     let input_mask: Vec<bool> = (0..length).map(|i| i != 0).collect();
     let target_mask = input_mask.iter().map(|&m| !m).collect();
-    ModalityRow { tokens, input_mask, target_mask }
+    ModalityRow {
+        tokens,
+        input_mask,
+        target_mask,
+    }
 }
 
 fn empty_sequence_embedding_row(length: usize) -> ModalityRow {
@@ -426,7 +534,11 @@ pub struct AutoregressiveTarget {
 /// each sentinel of `inputs` is replaced by every token that followed that sentinel anywhere in
 /// the stream (a repeated sentinel appends to the same span); tokens before the first sentinel or
 /// after a sentinel absent from `inputs` are dropped.
-pub fn merge_span_masking(inputs: &[u32], stream: &[u32], is_sentinel: impl Fn(u32) -> bool) -> Vec<u32> {
+pub fn merge_span_masking(
+    inputs: &[u32],
+    stream: &[u32],
+    is_sentinel: impl Fn(u32) -> bool,
+) -> Vec<u32> {
     let mut spans: Vec<(u32, Vec<u32>)> = Vec::new();
     let mut current: Option<u32> = None;
     for &token in stream {
@@ -465,12 +577,20 @@ impl GenerationState {
     }
 
     /// Adds a modality at the end, or replaces it in place; the batch size must match the others.
-    pub fn insert(&mut self, domain: impl Into<String>, modality: ModalityState) -> Result<(), SamplerError> {
+    pub fn insert(
+        &mut self,
+        domain: impl Into<String>,
+        modality: ModalityState,
+    ) -> Result<(), SamplerError> {
         let domain = domain.into();
         if let Some(expected) = self.batch_size() {
             let only_this = self.modalities.len() == 1 && self.modalities[0].0 == domain;
             if modality.batch_size() != expected && !only_this {
-                return Err(SamplerError::BatchSizeMismatch { domain, found: modality.batch_size(), expected });
+                return Err(SamplerError::BatchSizeMismatch {
+                    domain,
+                    found: modality.batch_size(),
+                    expected,
+                });
             }
         }
         match self.modalities.iter_mut().find(|(name, _)| *name == domain) {
@@ -486,16 +606,25 @@ impl GenerationState {
     }
 
     pub fn get(&self, domain: &str) -> Option<&ModalityState> {
-        self.modalities.iter().find(|(name, _)| name == domain).map(|(_, m)| m)
+        self.modalities
+            .iter()
+            .find(|(name, _)| name == domain)
+            .map(|(_, m)| m)
     }
 
     pub fn get_mut(&mut self, domain: &str) -> Option<&mut ModalityState> {
-        self.modalities.iter_mut().find(|(name, _)| name == domain).map(|(_, m)| m)
+        self.modalities
+            .iter_mut()
+            .find(|(name, _)| name == domain)
+            .map(|(_, m)| m)
     }
 
     /// The modality, or an error naming it.
     pub fn require(&self, domain: &str) -> Result<&ModalityState, SamplerError> {
-        self.get(domain).ok_or_else(|| SamplerError::MissingModality { domain: domain.to_owned() })
+        self.get(domain)
+            .ok_or_else(|| SamplerError::MissingModality {
+                domain: domain.to_owned(),
+            })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &ModalityState)> {
@@ -503,7 +632,10 @@ impl GenerationState {
     }
 
     pub fn remove(&mut self, domain: &str) -> Option<ModalityState> {
-        let index = self.modalities.iter().position(|(name, _)| name == domain)?;
+        let index = self
+            .modalities
+            .iter()
+            .position(|(name, _)| name == domain)?;
         Some(self.modalities.remove(index).1)
     }
 
@@ -511,16 +643,23 @@ impl GenerationState {
     /// `condition_domains` present in the state is blanked by its kind; others (including the
     /// current and future targets) are unchanged. Condition domains absent from the state are
     /// skipped, but they must be known to the catalog.
-    pub fn unconditional(&self, condition_domains: &[String], catalog: &DomainCatalog) -> Result<Self, SamplerError> {
+    pub fn unconditional(
+        &self,
+        condition_domains: &[String],
+        catalog: &DomainCatalog,
+    ) -> Result<Self, SamplerError> {
         let mut blanked = self.clone();
         for domain in condition_domains {
             let info = catalog.lookup(domain, DomainRole::GuidanceCondition)?;
             if let Some(modality) = blanked.get_mut(domain) {
-                *modality = modality.blanked(info.kind).map_err(|reason| SamplerError::CannotBlank {
-                    domain: domain.clone(),
-                    kind: info.kind,
-                    reason,
-                })?;
+                *modality =
+                    modality
+                        .blanked(info.kind)
+                        .map_err(|reason| SamplerError::CannotBlank {
+                            domain: domain.clone(),
+                            kind: info.kind,
+                            reason,
+                        })?;
             }
         }
         Ok(blanked)
@@ -546,30 +685,53 @@ mod tests {
         let row = &state.rows()[1];
         assert_eq!(row.tokens, vec![5, 5, 0, 0, 0, 6]);
         assert_eq!(row.input_mask, vec![false, true, true, true, true, true]);
-        assert_eq!(row.target_mask, vec![true, false, false, false, false, false]);
-        assert_eq!(ModalityState::empty_sequence_target(1, 1).unwrap().rows()[0].tokens, vec![5, 6]);
+        assert_eq!(
+            row.target_mask,
+            vec![true, false, false, false, false, false]
+        );
+        assert_eq!(
+            ModalityState::empty_sequence_target(1, 1).unwrap().rows()[0].tokens,
+            vec![5, 6]
+        );
         let ar = state.autoregressive_target("caption", 256).unwrap();
         assert_eq!((ar.start_token, ar.end_token, ar.max_iterations), (5, 6, 5));
-        assert_eq!(state.autoregressive_target("caption", 3).unwrap().max_iterations, 3);
+        assert_eq!(
+            state
+                .autoregressive_target("caption", 3)
+                .unwrap()
+                .max_iterations,
+            3
+        );
     }
 
     #[test]
     fn empty_image_target_layout() {
         let state = ModalityState::empty_image_target(1, 4).unwrap();
-        assert_eq!(state.rows()[0], ModalityRow::uniform(vec![0; 4], true, false));
+        assert_eq!(
+            state.rows()[0],
+            ModalityRow::uniform(vec![0; 4], true, false)
+        );
         assert!(!state.is_finished());
-        assert_eq!(ModalityState::empty_image_target(0, 4), Err(SamplerError::EmptyBatch));
+        assert_eq!(
+            ModalityState::empty_image_target(0, 4),
+            Err(SamplerError::EmptyBatch)
+        );
     }
 
     #[test]
     fn full_input_sequence_stops_at_first_eos() {
-        let state = ModalityState::full_input_sequence(vec![vec![10, 11, 3, 12, 3], vec![20, 21, 22, 23, 24]]).unwrap();
+        let state = ModalityState::full_input_sequence(vec![
+            vec![10, 11, 3, 12, 3],
+            vec![20, 21, 22, 23, 24],
+        ])
+        .unwrap();
         for row in state.rows() {
             assert_eq!(row.input_mask, vec![false, false, false, true, true]);
             assert_eq!(row.target_mask, vec![true; 5]);
         }
         // The column comes from the first EOS in row-major order, here in row 1.
-        let state = ModalityState::full_input_sequence(vec![vec![10, 11, 12], vec![20, 3, 22]]).unwrap();
+        let state =
+            ModalityState::full_input_sequence(vec![vec![10, 11, 12], vec![20, 3, 22]]).unwrap();
         assert_eq!(state.rows()[0].input_mask, vec![false, false, true]);
     }
 
@@ -586,8 +748,14 @@ mod tests {
         let state = ModalityState::custom_text(&[100, 101, 5], 5, 3, 4);
         let row = &state.rows()[0];
         assert_eq!(row.tokens, vec![100, 101, 5, 5, 0, 0, 3]);
-        assert_eq!(row.input_mask, vec![false, false, false, true, true, true, true]);
-        assert_eq!(row.target_mask, vec![true, true, true, false, false, false, false]);
+        assert_eq!(
+            row.input_mask,
+            vec![false, false, false, true, true, true, true]
+        );
+        assert_eq!(
+            row.target_mask,
+            vec![true, true, true, false, false, false, false]
+        );
         let ar = state.autoregressive_target("caption", 256).unwrap();
         assert_eq!((ar.start_token, ar.end_token, ar.max_iterations), (5, 3, 4));
         assert_eq!(ModalityState::custom_text(&[], 5, 3, 50).width(), 50);
@@ -597,9 +765,15 @@ mod tests {
     fn merge_replaces_sentinels_with_their_spans() {
         // Sentinels are ids 4..=203, so content ids here are >= 1000.
         // Empty-initialised target: input [S_1]; everything after the end sentinel is dropped.
-        assert_eq!(merge_span_masking(&[5], &[5, 1040, 1041, 6, 1042], text_ids::is_sentinel), vec![1040, 1041]);
+        assert_eq!(
+            merge_span_masking(&[5], &[5, 1040, 1041, 6, 1042], text_ids::is_sentinel),
+            vec![1040, 1041]
+        );
         // Infilling: the span after [S_1] (ending in [EOS], not a sentinel) fills the input's [S_1].
-        assert_eq!(merge_span_masking(&[1100, 5], &[5, 1040, 3], text_ids::is_sentinel), vec![1100, 1040, 3]);
+        assert_eq!(
+            merge_span_masking(&[1100, 5], &[5, 1040, 3], text_ids::is_sentinel),
+            vec![1100, 1040, 3]
+        );
         // A repeated sentinel appends to the same span; tokens before the first sentinel and
         // after an unknown sentinel are dropped; an input sentinel without a span vanishes.
         assert_eq!(
@@ -611,7 +785,9 @@ mod tests {
     #[test]
     fn merged_rows_are_padded_and_become_inputs() {
         let state = ModalityState::empty_sequence_target(2, 5).unwrap();
-        let merged = state.merged_after_autoregression(&[vec![5, 1040, 1041, 6], vec![5, 1050, 6, 7]]).unwrap();
+        let merged = state
+            .merged_after_autoregression(&[vec![5, 1040, 1041, 6], vec![5, 1050, 6, 7]])
+            .unwrap();
         assert_eq!(merged.rows()[0].tokens, vec![1040, 1041]);
         assert_eq!(merged.rows()[1].tokens, vec![1050, 0]);
         assert_eq!(merged.rows()[1].input_mask, vec![false, true]);
@@ -632,18 +808,63 @@ mod tests {
     #[test]
     fn unconditional_blanks_only_the_conditions() {
         let catalog = DomainCatalog::new()
-            .with("caption", DomainInfo { kind: DomainKind::Sequence, num_tokens: 256, generatable: true })
-            .with("tok_rgb@224", DomainInfo { kind: DomainKind::Image, num_tokens: 4, generatable: true })
-            .with("t5_caption", DomainInfo { kind: DomainKind::SequenceEmbedding, num_tokens: 3, generatable: false });
+            .with(
+                "caption",
+                DomainInfo {
+                    kind: DomainKind::Sequence,
+                    num_tokens: 256,
+                    generatable: true,
+                },
+            )
+            .with(
+                "tok_rgb@224",
+                DomainInfo {
+                    kind: DomainKind::Image,
+                    num_tokens: 4,
+                    generatable: true,
+                },
+            )
+            .with(
+                "t5_caption",
+                DomainInfo {
+                    kind: DomainKind::SequenceEmbedding,
+                    num_tokens: 3,
+                    generatable: false,
+                },
+            );
         let mut state = GenerationState::new();
-        state.insert("caption", ModalityState::full_input_sequence(vec![vec![10, 11, 3, 0]]).unwrap()).unwrap();
-        state.insert("tok_rgb@224", ModalityState::empty_image_target(1, 4).unwrap()).unwrap();
-        state.insert("t5_caption", ModalityState::full_input_embedding(vec![vec![true, true, false]]).unwrap()).unwrap();
+        state
+            .insert(
+                "caption",
+                ModalityState::full_input_sequence(vec![vec![10, 11, 3, 0]]).unwrap(),
+            )
+            .unwrap();
+        state
+            .insert(
+                "tok_rgb@224",
+                ModalityState::empty_image_target(1, 4).unwrap(),
+            )
+            .unwrap();
+        state
+            .insert(
+                "t5_caption",
+                ModalityState::full_input_embedding(vec![vec![true, true, false]]).unwrap(),
+            )
+            .unwrap();
         let conditions = vec!["caption".to_owned(), "t5_caption".to_owned()];
         let blank = state.unconditional(&conditions, &catalog).unwrap();
-        assert_eq!(blank.get("caption").unwrap().rows()[0].tokens, vec![5, 5, 0, 6]);
-        assert_eq!(blank.get("caption").unwrap().rows()[0].input_mask, vec![false, true, true, true]);
-        assert_eq!(blank.get("t5_caption").unwrap().rows()[0].input_mask, vec![false, true, true]);
+        assert_eq!(
+            blank.get("caption").unwrap().rows()[0].tokens,
+            vec![5, 5, 0, 6]
+        );
+        assert_eq!(
+            blank.get("caption").unwrap().rows()[0].input_mask,
+            vec![false, true, true, true]
+        );
+        assert_eq!(
+            blank.get("t5_caption").unwrap().rows()[0].input_mask,
+            vec![false, true, true]
+        );
         assert_eq!(blank.get("tok_rgb@224"), state.get("tok_rgb@224"));
         assert!(matches!(
             state.unconditional(&["nope".to_owned()], &catalog),

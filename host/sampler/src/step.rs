@@ -34,7 +34,11 @@ fn sample_queries(
 ) -> Result<Vec<crate::sample::SampledToken>, SamplerError> {
     let rows = row_count(logits, vocab, "query logits")?;
     if rows != batch_size * queries {
-        return Err(SamplerError::LengthMismatch { what: "query logit rows", len: rows, expected: batch_size * queries });
+        return Err(SamplerError::LengthMismatch {
+            what: "query logit rows",
+            len: rows,
+            expected: batch_size * queries,
+        });
     }
     sample_rows(logits, vocab, temperature, options, source)
 }
@@ -54,15 +58,34 @@ pub fn maskgit_commit(
     let batch_size = query_positions.len();
     let queries = query_positions.first().map_or(0, Vec::len);
     if let Some(row) = query_positions.iter().find(|row| row.len() != queries) {
-        return Err(SamplerError::LengthMismatch { what: "MaskGIT queries of a row", len: row.len(), expected: queries });
+        return Err(SamplerError::LengthMismatch {
+            what: "MaskGIT queries of a row",
+            len: row.len(),
+            expected: queries,
+        });
     }
-    let sampled = sample_queries(logits, vocab, batch_size, queries, temperature, options, source)?;
-    let mut commit = StepCommit { positions: Vec::with_capacity(batch_size), tokens: Vec::with_capacity(batch_size) };
+    let sampled = sample_queries(
+        logits,
+        vocab,
+        batch_size,
+        queries,
+        temperature,
+        options,
+        source,
+    )?;
+    let mut commit = StepCommit {
+        positions: Vec::with_capacity(batch_size),
+        tokens: Vec::with_capacity(batch_size),
+    };
     for (row_positions, row_samples) in query_positions.iter().zip(sampled.chunks(queries.max(1))) {
         let confidences: Vec<f32> = row_samples.iter().map(|s| s.confidence).collect();
         let chosen = select_most_confident(&confidences, num_select)?;
-        commit.positions.push(chosen.iter().map(|&q| row_positions[q]).collect());
-        commit.tokens.push(chosen.iter().map(|&q| row_samples[q].token).collect());
+        commit
+            .positions
+            .push(chosen.iter().map(|&q| row_positions[q]).collect());
+        commit
+            .tokens
+            .push(chosen.iter().map(|&q| row_samples[q].token).collect());
     }
     Ok(commit)
 }
@@ -79,13 +102,27 @@ pub fn roar_commit(
     source: &mut dyn RandomSource,
 ) -> Result<StepCommit, SamplerError> {
     let queries = query_positions.len();
-    let sampled = sample_queries(logits, vocab, batch_size, queries, temperature, options, source)?;
+    let sampled = sample_queries(
+        logits,
+        vocab,
+        batch_size,
+        queries,
+        temperature,
+        options,
+        source,
+    )?;
     let tokens = if queries == 0 {
         vec![Vec::new(); batch_size]
     } else {
-        sampled.chunks(queries).map(|row| row.iter().map(|s| s.token).collect()).collect()
+        sampled
+            .chunks(queries)
+            .map(|row| row.iter().map(|s| s.token).collect())
+            .collect()
     };
-    Ok(StepCommit { positions: vec![query_positions.to_vec(); batch_size], tokens })
+    Ok(StepCommit {
+        positions: vec![query_positions.to_vec(); batch_size],
+        tokens,
+    })
 }
 
 #[cfg(test)]
@@ -101,9 +138,23 @@ mod tests {
         assert_eq!(queries[0], vec![0, 2, 3]);
         // Vocabulary of 2; at temperature 0 all confidences are 1, so the first queries win.
         let logits = [0.0, 1.0, 1.0, 0.0, 0.0, 1.0];
-        let commit =
-            maskgit_commit(&logits, 2, &queries, 2, 0.0, &SamplingOptions::default(), &mut SeededRandom::new(0)).unwrap();
-        assert_eq!(commit, StepCommit { positions: vec![vec![0, 2]], tokens: vec![vec![1, 0]] });
+        let commit = maskgit_commit(
+            &logits,
+            2,
+            &queries,
+            2,
+            0.0,
+            &SamplingOptions::default(),
+            &mut SeededRandom::new(0),
+        )
+        .unwrap();
+        assert_eq!(
+            commit,
+            StepCommit {
+                positions: vec![vec![0, 2]],
+                tokens: vec![vec![1, 0]]
+            }
+        );
         commit.apply(&mut modality).unwrap();
         assert_eq!(modality.rows()[0].target_positions(), vec![3]);
     }
@@ -112,8 +163,16 @@ mod tests {
     fn maskgit_prefers_confident_samples() {
         // Row 0 is nearly certain, row 1 uniform: with one token to commit the first query wins.
         let logits = [20.0, 0.0, 0.0, 0.0];
-        let commit = maskgit_commit(&logits, 2, &[vec![5, 6]], 1, 1.0, &SamplingOptions::default(), &mut SeededRandom::new(1))
-            .unwrap();
+        let commit = maskgit_commit(
+            &logits,
+            2,
+            &[vec![5, 6]],
+            1,
+            1.0,
+            &SamplingOptions::default(),
+            &mut SeededRandom::new(1),
+        )
+        .unwrap();
         assert_eq!(commit.positions, vec![vec![5]]);
         assert_eq!(commit.tokens, vec![vec![0]]);
     }
@@ -124,14 +183,31 @@ mod tests {
         let mut source = SeededRandom::new(4);
         let queries = roar_queries(&mut source, 0, &modality.rows()[0].target_mask, 2).unwrap();
         let logits = [3.0, 0.0, 0.0, 3.0, 0.0, 3.0, 3.0, 0.0];
-        let commit = roar_commit(&logits, 2, 2, &queries, 0.0, &SamplingOptions::default(), &mut source).unwrap();
+        let commit = roar_commit(
+            &logits,
+            2,
+            2,
+            &queries,
+            0.0,
+            &SamplingOptions::default(),
+            &mut source,
+        )
+        .unwrap();
         assert_eq!(commit.tokens, vec![vec![0, 1], vec![1, 0]]);
         commit.apply(&mut modality).unwrap();
         for row in modality.rows() {
             assert_eq!(row.target_positions().len(), 3);
         }
         assert!(matches!(
-            roar_commit(&logits, 2, 3, &queries, 0.0, &SamplingOptions::default(), &mut source),
+            roar_commit(
+                &logits,
+                2,
+                3,
+                &queries,
+                0.0,
+                &SamplingOptions::default(),
+                &mut source
+            ),
             Err(SamplerError::LengthMismatch { .. })
         ));
     }

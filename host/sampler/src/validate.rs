@@ -71,22 +71,25 @@ impl DomainCatalog {
 
     /// The domain's info, or an error naming where the unknown name was used.
     pub fn lookup(&self, name: &str, role: DomainRole) -> Result<&DomainInfo, SamplerError> {
-        self.get(name)
-            .ok_or_else(|| SamplerError::UnknownDomain { domain: name.to_owned(), role })
+        self.get(name).ok_or_else(|| SamplerError::UnknownDomain {
+            domain: name.to_owned(),
+            role,
+        })
     }
 }
 
 /// Checks the sampling options: `top_p` in (0, 1], a top-k fraction in (0, 1].
 pub fn validate_sampling_options(options: &SamplingOptions) -> Result<(), SamplerError> {
-    if let Some(top_p) = options.top_p {
-        if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(SamplerError::TopPOutOfRange { top_p });
-        }
+    let in_unit_interval = |value: f64| value > 0.0 && value <= 1.0;
+    if let Some(top_p) = options.top_p
+        && !in_unit_interval(top_p)
+    {
+        return Err(SamplerError::TopPOutOfRange { top_p });
     }
-    if let TopK::Fraction(fraction) = options.top_k {
-        if !(fraction > 0.0 && fraction <= 1.0) {
-            return Err(SamplerError::TopKFractionOutOfRange { fraction });
-        }
+    if let TopK::Fraction(fraction) = options.top_k
+        && !in_unit_interval(fraction)
+    {
+        return Err(SamplerError::TopKFractionOutOfRange { fraction });
     }
     Ok(())
 }
@@ -113,7 +116,10 @@ fn check_temperature(domain: &str, temperature: f64) -> Result<(), SamplerError>
     if temperature.is_finite() && temperature >= 0.0 {
         Ok(())
     } else {
-        Err(SamplerError::InvalidTemperature { domain: domain.to_owned(), temperature })
+        Err(SamplerError::InvalidTemperature {
+            domain: domain.to_owned(),
+            temperature,
+        })
     }
 }
 
@@ -126,7 +132,10 @@ pub fn validate_plan(plan: &GenerationPlan, catalog: &DomainCatalog) -> Result<(
         let domain = target.domain.as_str();
         let info = catalog.lookup(domain, DomainRole::Target)?;
         if !info.generatable || info.kind == DomainKind::SequenceEmbedding {
-            return Err(SamplerError::DomainNotGeneratable { domain: domain.to_owned(), kind: info.kind });
+            return Err(SamplerError::DomainNotGeneratable {
+                domain: domain.to_owned(),
+                kind: info.kind,
+            });
         }
         match (info.kind.is_token_sequence(), target.scheme) {
             (true, Scheme::MaskGit | Scheme::Roar) => {
@@ -136,7 +145,9 @@ pub fn validate_plan(plan: &GenerationPlan, catalog: &DomainCatalog) -> Result<(
                 });
             }
             (false, Scheme::Autoregressive) => {
-                return Err(SamplerError::ImageDomainNotAutoregressive { domain: domain.to_owned() });
+                return Err(SamplerError::ImageDomainNotAutoregressive {
+                    domain: domain.to_owned(),
+                });
             }
             _ => {}
         }
@@ -152,12 +163,18 @@ pub fn validate_plan(plan: &GenerationPlan, catalog: &DomainCatalog) -> Result<(
             return Err(SamplerError::TokenCountMismatch {
                 domain: domain.to_owned(),
                 tokens: target.num_tokens,
-                requirement: format!("an image-like target has exactly {} tokens", info.num_tokens),
+                requirement: format!(
+                    "an image-like target has exactly {} tokens",
+                    info.num_tokens
+                ),
             });
         }
         if target.scheme != Scheme::Autoregressive {
             if target.decoding_steps == 0 {
-                return Err(SamplerError::ZeroDecodingSteps { domain: domain.to_owned(), scheme: target.scheme });
+                return Err(SamplerError::ZeroDecodingSteps {
+                    domain: domain.to_owned(),
+                    scheme: target.scheme,
+                });
             }
             if target.decoding_steps > target.num_tokens {
                 return Err(SamplerError::StepsExceedTokens {
@@ -172,7 +189,9 @@ pub fn validate_plan(plan: &GenerationPlan, catalog: &DomainCatalog) -> Result<(
             Guidance::Scale(scale) => check_guidance_value(domain, *scale)?,
             Guidance::Weights(weights) => {
                 if weights.is_empty() {
-                    return Err(SamplerError::EmptyGuidanceWeights { domain: domain.to_owned() });
+                    return Err(SamplerError::EmptyGuidanceWeights {
+                        domain: domain.to_owned(),
+                    });
                 }
                 for &weight in weights {
                     check_guidance_value(domain, weight)?;
@@ -187,7 +206,10 @@ fn check_guidance_value(domain: &str, value: f64) -> Result<(), SamplerError> {
     if value.is_finite() {
         Ok(())
     } else {
-        Err(SamplerError::InvalidGuidanceScale { domain: domain.to_owned(), value })
+        Err(SamplerError::InvalidGuidanceScale {
+            domain: domain.to_owned(),
+            value,
+        })
     }
 }
 
@@ -198,14 +220,39 @@ mod tests {
     use crate::schedule::{TemperatureSchedule, TokenScheduleKind};
 
     fn catalog() -> DomainCatalog {
-        let image = |n| DomainInfo { kind: DomainKind::Image, num_tokens: n, generatable: true };
+        let image = |n| DomainInfo {
+            kind: DomainKind::Image,
+            num_tokens: n,
+            generatable: true,
+        };
         DomainCatalog::new()
-            .with("rgb@224", DomainInfo { kind: DomainKind::Image, num_tokens: 196, generatable: false })
+            .with(
+                "rgb@224",
+                DomainInfo {
+                    kind: DomainKind::Image,
+                    num_tokens: 196,
+                    generatable: false,
+                },
+            )
             .with("tok_rgb@224", image(196))
             .with("tok_dinov2_global", image(16))
             .with("tok_single", image(1))
-            .with("caption", DomainInfo { kind: DomainKind::Sequence, num_tokens: 256, generatable: true })
-            .with("t5_caption", DomainInfo { kind: DomainKind::SequenceEmbedding, num_tokens: 77, generatable: false })
+            .with(
+                "caption",
+                DomainInfo {
+                    kind: DomainKind::Sequence,
+                    num_tokens: 256,
+                    generatable: true,
+                },
+            )
+            .with(
+                "t5_caption",
+                DomainInfo {
+                    kind: DomainKind::SequenceEmbedding,
+                    num_tokens: 77,
+                    generatable: false,
+                },
+            )
     }
 
     fn plan(domain: &str, scheme: Scheme, num_tokens: usize, steps: usize) -> GenerationPlan {
@@ -231,29 +278,52 @@ mod tests {
 
     #[test]
     fn a_good_plan_passes() {
-        assert_eq!(prepare(&plan("tok_rgb@224", Scheme::Roar, 196, 25)).unwrap().len(), 25);
-        assert_eq!(prepare(&plan("caption", Scheme::Autoregressive, 256, 0)).unwrap().len(), 1);
+        assert_eq!(
+            prepare(&plan("tok_rgb@224", Scheme::Roar, 196, 25))
+                .unwrap()
+                .len(),
+            25
+        );
+        assert_eq!(
+            prepare(&plan("caption", Scheme::Autoregressive, 256, 0))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn each_bad_plan_is_named() {
         assert_eq!(
             prepare(&plan("tok_rgb@224", Scheme::Roar, 196, 197)),
-            Err(SamplerError::StepsExceedTokens { domain: "tok_rgb@224".into(), steps: 197, tokens: 196 })
+            Err(SamplerError::StepsExceedTokens {
+                domain: "tok_rgb@224".into(),
+                steps: 197,
+                tokens: 196
+            })
         );
         assert_eq!(
             prepare(&plan("tok_nope", Scheme::Roar, 196, 1)),
-            Err(SamplerError::UnknownDomain { domain: "tok_nope".into(), role: DomainRole::Target })
+            Err(SamplerError::UnknownDomain {
+                domain: "tok_nope".into(),
+                role: DomainRole::Target
+            })
         );
         let mut unknown_condition = plan("tok_rgb@224", Scheme::Roar, 196, 1);
         unknown_condition.condition_domains.push("nope".into());
         assert_eq!(
             prepare(&unknown_condition),
-            Err(SamplerError::UnknownDomain { domain: "nope".into(), role: DomainRole::GuidanceCondition })
+            Err(SamplerError::UnknownDomain {
+                domain: "nope".into(),
+                role: DomainRole::GuidanceCondition
+            })
         );
         assert_eq!(
             prepare(&plan("caption", Scheme::MaskGit, 256, 8)),
-            Err(SamplerError::SequenceDomainNeedsAutoregressive { domain: "caption".into(), scheme: Scheme::MaskGit })
+            Err(SamplerError::SequenceDomainNeedsAutoregressive {
+                domain: "caption".into(),
+                scheme: Scheme::MaskGit
+            })
         );
         assert!(matches!(
             prepare(&plan("tok_rgb@224", Scheme::Autoregressive, 196, 1)),
@@ -279,12 +349,22 @@ mod tests {
         negative.targets[0].temperature = -0.5;
         assert_eq!(
             prepare(&negative),
-            Err(SamplerError::InvalidTemperature { domain: "tok_rgb@224".into(), temperature: -0.5 })
+            Err(SamplerError::InvalidTemperature {
+                domain: "tok_rgb@224".into(),
+                temperature: -0.5
+            })
         );
         for top_p in [0.0, -0.1, 1.5, f64::NAN] {
-            let options = SamplingOptions { top_k: TopK::Disabled, top_p: Some(top_p) };
+            let options = SamplingOptions {
+                top_k: TopK::Disabled,
+                top_p: Some(top_p),
+            };
             assert!(matches!(
-                prepare_schedule(&plan("tok_rgb@224", Scheme::Roar, 196, 1), &catalog(), &options),
+                prepare_schedule(
+                    &plan("tok_rgb@224", Scheme::Roar, 196, 1),
+                    &catalog(),
+                    &options
+                ),
                 Err(SamplerError::TopPOutOfRange { .. })
             ));
         }
@@ -292,13 +372,18 @@ mod tests {
 
     #[test]
     fn onex_over_one_token_is_refused_before_compute() {
-        let onex = TemperatureSchedule::OneOverX { min_temperature: 0.5, power: 0.5 };
+        let onex = TemperatureSchedule::OneOverX {
+            min_temperature: 0.5,
+            power: 0.5,
+        };
         let mut sixteen = plan("tok_dinov2_global", Scheme::Roar, 16, 1);
         sixteen.targets[0].temperature_schedule = onex;
         assert!(prepare(&sixteen).is_ok());
         // A 1/x curve over a single token normalises 0 by 0.
         let mut single = plan("tok_single", Scheme::Roar, 1, 1);
         single.targets[0].temperature_schedule = onex;
-        assert!(matches!(prepare(&single), Err(SamplerError::InvalidTemperature { temperature, .. }) if temperature.is_nan()));
+        assert!(
+            matches!(prepare(&single), Err(SamplerError::InvalidTemperature { temperature, .. }) if temperature.is_nan())
+        );
     }
 }

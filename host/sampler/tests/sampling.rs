@@ -31,20 +31,32 @@ mod fixtures {
         let cases_path = dir.join("cases.json");
         if !cases_path.is_file() {
             if std::env::var_os("CI").is_some() {
-                panic!("sampling fixtures missing at {} (set TESSERA_FIXTURES)", cases_path.display());
+                panic!(
+                    "sampling fixtures missing at {} (set TESSERA_FIXTURES)",
+                    cases_path.display()
+                );
             }
-            eprintln!("SKIP {test}: sampling fixtures not found at {} (set TESSERA_FIXTURES)", cases_path.display());
+            eprintln!(
+                "SKIP {test}: sampling fixtures not found at {} (set TESSERA_FIXTURES)",
+                cases_path.display()
+            );
             return None;
         }
         let text = std::fs::read_to_string(&cases_path).expect("read cases.json");
         let cases = serde_json::from_str(&text).expect("parse cases.json");
-        let tensor_bytes = std::fs::read(dir.join("tensors.safetensors")).expect("read tensors.safetensors");
-        Some(Fixtures { cases, tensor_bytes })
+        let tensor_bytes =
+            std::fs::read(dir.join("tensors.safetensors")).expect("read tensors.safetensors");
+        Some(Fixtures {
+            cases,
+            tensor_bytes,
+        })
     }
 
     impl Fixtures {
         pub fn section(&self, name: &str) -> &[Value] {
-            let cases = self.cases[name].as_array().unwrap_or_else(|| panic!("section `{name}` missing"));
+            let cases = self.cases[name]
+                .as_array()
+                .unwrap_or_else(|| panic!("section `{name}` missing"));
             assert!(!cases.is_empty(), "section `{name}` is empty");
             cases
         }
@@ -52,10 +64,15 @@ mod fixtures {
         /// An F32 tensor as (shape, values).
         pub fn f32_tensor(&self, key: &str) -> (Vec<usize>, Vec<f32>) {
             let tensors = SafeTensors::deserialize(&self.tensor_bytes).expect("parse safetensors");
-            let view = tensors.tensor(key).unwrap_or_else(|e| panic!("tensor `{key}`: {e}"));
+            let view = tensors
+                .tensor(key)
+                .unwrap_or_else(|e| panic!("tensor `{key}`: {e}"));
             assert_eq!(view.dtype(), Dtype::F32, "tensor `{key}` dtype");
-            let values =
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
             (view.shape().to_vec(), values)
         }
 
@@ -68,19 +85,39 @@ mod fixtures {
     }
 
     pub fn usize_list(value: &Value) -> Vec<usize> {
-        value.as_array().expect("list").iter().map(|v| v.as_u64().expect("unsigned") as usize).collect()
+        value
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|v| v.as_u64().expect("unsigned") as usize)
+            .collect()
     }
 
     pub fn i64_list(value: &Value) -> Vec<i64> {
-        value.as_array().expect("list").iter().map(|v| v.as_i64().expect("integer")).collect()
+        value
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|v| v.as_i64().expect("integer"))
+            .collect()
     }
 
     pub fn f64_list(value: &Value) -> Vec<f64> {
-        value.as_array().expect("list").iter().map(|v| v.as_f64().expect("number")).collect()
+        value
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|v| v.as_f64().expect("number"))
+            .collect()
     }
 
     pub fn string_list(value: &Value) -> Vec<String> {
-        value.as_array().expect("list").iter().map(|v| v.as_str().expect("string").to_owned()).collect()
+        value
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|v| v.as_str().expect("string").to_owned())
+            .collect()
     }
 }
 
@@ -90,7 +127,9 @@ mod token_schedules {
 
     #[test]
     fn every_token_schedule_case_is_exact() {
-        let Some(fixtures) = load("token_schedules") else { return };
+        let Some(fixtures) = load("token_schedules") else {
+            return;
+        };
         for case in fixtures.section("token_schedules") {
             let steps = case["num_steps"].as_u64().unwrap() as usize;
             let total = case["total_tokens"].as_u64().unwrap() as usize;
@@ -111,12 +150,16 @@ mod temperature_schedules {
 
     #[test]
     fn every_temperature_schedule_case_matches_to_1e_12() {
-        let Some(fixtures) = load("temperature_schedules") else { return };
+        let Some(fixtures) = load("temperature_schedules") else {
+            return;
+        };
         for case in fixtures.section("temperature_schedules") {
             let token_schedule = i64_list(&case["token_schedule"]);
             let expected = f64_list(&case["expected"]);
             let actual = match case["function"].as_str().unwrap() {
-                "linear_temp_schedule" => linear_temperature_schedule(case["temp"].as_f64().unwrap(), &token_schedule),
+                "linear_temp_schedule" => {
+                    linear_temperature_schedule(case["temp"].as_f64().unwrap(), &token_schedule)
+                }
                 "onex_temp_schedule" => onex_temperature_schedule(
                     case["max_t"].as_f64().unwrap(),
                     case["min_t"].as_f64().unwrap(),
@@ -127,7 +170,11 @@ mod temperature_schedules {
             };
             assert_eq!(actual.len(), expected.len(), "{case}");
             for (step, (a, e)) in actual.iter().zip(&expected).enumerate() {
-                assert!((a - e).abs() <= 1e-12, "{} step {step}: {a} vs {e}", case["function"]);
+                assert!(
+                    (a - e).abs() <= 1e-12,
+                    "{} step {step}: {a} vs {e}",
+                    case["function"]
+                );
             }
         }
     }
@@ -137,7 +184,8 @@ mod schedule_builder {
     use super::fixtures::*;
     use serde_json::Value;
     use tessera_sampler::{
-        GenerationPlan, Guidance, Scheme, TargetSpec, TemperatureSchedule, TokenScheduleKind, build_chained_schedule,
+        GenerationPlan, Guidance, Scheme, TargetSpec, TemperatureSchedule, TokenScheduleKind,
+        build_chained_schedule,
     };
 
     fn guidance(value: &Value) -> Guidance {
@@ -154,8 +202,15 @@ mod schedule_builder {
             .iter()
             .enumerate()
             .map(|(i, domain)| {
-                assert_eq!(args["cfg_schedules"][i], "constant", "only constant guidance schedules exist");
-                let scheme: Scheme = args["autoregression_schemes"][i].as_str().unwrap().parse().unwrap();
+                assert_eq!(
+                    args["cfg_schedules"][i], "constant",
+                    "only constant guidance schedules exist"
+                );
+                let scheme: Scheme = args["autoregression_schemes"][i]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 TargetSpec {
                     domain: domain.clone(),
                     scheme,
@@ -184,27 +239,54 @@ mod schedule_builder {
 
     #[test]
     fn every_schedule_builder_case_is_reproduced() {
-        let Some(fixtures) = load("schedule_builder") else { return };
+        let Some(fixtures) = load("schedule_builder") else {
+            return;
+        };
         for (case_index, case) in fixtures.section("schedule_builder").iter().enumerate() {
             let steps = build_chained_schedule(&plan_from_args(&case["args"])).unwrap();
             let expected = case["expected"].as_array().unwrap();
-            assert_eq!(steps.len(), expected.len(), "case {case_index}: number of steps");
+            assert_eq!(
+                steps.len(),
+                expected.len(),
+                "case {case_index}: number of steps"
+            );
             for (index, (step, want)) in steps.iter().zip(expected).enumerate() {
                 let at = format!("case {case_index} step {index}");
-                assert_eq!(step.target_domain, want["target_domain"].as_str().unwrap(), "{at}");
+                assert_eq!(
+                    step.target_domain,
+                    want["target_domain"].as_str().unwrap(),
+                    "{at}"
+                );
                 assert_eq!(step.scheme.name(), want["scheme"].as_str().unwrap(), "{at}");
-                assert_eq!(step.num_tokens, want["num_tokens"].as_u64().map(|n| n as usize), "{at}");
+                assert_eq!(
+                    step.num_tokens,
+                    want["num_tokens"].as_u64().map(|n| n as usize),
+                    "{at}"
+                );
                 let temperature = want["temperature"].as_f64().unwrap();
-                assert!((step.temperature - temperature).abs() <= 1e-12, "{at}: {} vs {temperature}", step.temperature);
+                assert!(
+                    (step.temperature - temperature).abs() <= 1e-12,
+                    "{at}: {} vs {temperature}",
+                    step.temperature
+                );
                 match (&step.guidance, guidance(&want["cfg_scale"])) {
-                    (Guidance::Scale(a), Guidance::Scale(e)) => assert!((a - e).abs() <= 1e-12, "{at}"),
+                    (Guidance::Scale(a), Guidance::Scale(e)) => {
+                        assert!((a - e).abs() <= 1e-12, "{at}")
+                    }
                     (Guidance::Weights(a), Guidance::Weights(e)) => {
                         assert_eq!(a.len(), e.len(), "{at}");
-                        assert!(a.iter().zip(&e).all(|(a, e)| (a - e).abs() <= 1e-12), "{at}");
+                        assert!(
+                            a.iter().zip(&e).all(|(a, e)| (a - e).abs() <= 1e-12),
+                            "{at}"
+                        );
                     }
                     (actual, expected) => panic!("{at}: guidance {actual:?} vs {expected:?}"),
                 }
-                assert_eq!(step.guidance_condition_domains, string_list(&want["cfg_cond_domains"]), "{at}");
+                assert_eq!(
+                    step.guidance_condition_domains,
+                    string_list(&want["cfg_cond_domains"]),
+                    "{at}"
+                );
             }
         }
     }
@@ -222,12 +304,17 @@ mod filtering {
             other => panic!("unknown top_k_kind `{other}`"),
         };
         let top_p = case["top_p"].as_f64().unwrap();
-        SamplingOptions { top_k, top_p: (top_p > 0.0).then_some(top_p) }
+        SamplingOptions {
+            top_k,
+            top_p: (top_p > 0.0).then_some(top_p),
+        }
     }
 
     #[test]
     fn every_filtering_case_matches() {
-        let Some(fixtures) = load("filtering") else { return };
+        let Some(fixtures) = load("filtering") else {
+            return;
+        };
         for case in fixtures.section("filtering") {
             let name = case["name"].as_str().unwrap();
             let (vocab, mut logits) = fixtures.logits(case["input"].as_str().unwrap());
@@ -236,9 +323,19 @@ mod filtering {
             assert_eq!(logits.len(), expected.len(), "{name}");
             for (index, (a, e)) in logits.iter().zip(&expected).enumerate() {
                 if *e == f32::NEG_INFINITY {
-                    assert_eq!(*a, f32::NEG_INFINITY, "{name}: entry {index} (row {}) should be removed", index / vocab);
+                    assert_eq!(
+                        *a,
+                        f32::NEG_INFINITY,
+                        "{name}: entry {index} (row {}) should be removed",
+                        index / vocab
+                    );
                 } else {
-                    assert_eq!(a.to_bits(), e.to_bits(), "{name}: entry {index} (row {}) should be kept as is", index / vocab);
+                    assert_eq!(
+                        a.to_bits(),
+                        e.to_bits(),
+                        "{name}: entry {index} (row {}) should be kept as is",
+                        index / vocab
+                    );
                 }
             }
             let softmaxes = case["softmax"].as_array().unwrap();
@@ -248,7 +345,10 @@ mod filtering {
                 let probabilities = softmax_with_temperature(&logits, vocab, temperature).unwrap();
                 let (_, expected) = fixtures.logits(softmax["expected_probs"].as_str().unwrap());
                 for (index, (a, e)) in probabilities.iter().zip(&expected).enumerate() {
-                    assert!((a - e).abs() <= 1e-6, "{name} T={temperature}: entry {index}: {a} vs {e}");
+                    assert!(
+                        (a - e).abs() <= 1e-6,
+                        "{name} T={temperature}: entry {index}: {a} vs {e}"
+                    );
                 }
             }
         }
@@ -270,26 +370,48 @@ mod argmax {
 
     #[test]
     fn every_argmax_case_matches_without_randomness() {
-        let Some(fixtures) = load("argmax") else { return };
+        let Some(fixtures) = load("argmax") else {
+            return;
+        };
         for case in fixtures.section("argmax") {
             let temperature = case["temperature"].as_f64().unwrap();
             let (vocab, logits) = fixtures.logits(case["input"].as_str().unwrap());
             // Filtering options do not apply on the argmax path.
-            let options = SamplingOptions { top_k: TopK::Count(1), top_p: Some(1e-9) };
+            let options = SamplingOptions {
+                top_k: TopK::Count(1),
+                top_p: Some(1e-9),
+            };
             let sampled = sample_rows(&logits, vocab, temperature, &options, &mut NoDraws).unwrap();
             let tokens: Vec<usize> = sampled.iter().map(|s| s.token as usize).collect();
-            assert_eq!(tokens, usize_list(&case["expected_tokens"]), "T={temperature}");
+            assert_eq!(
+                tokens,
+                usize_list(&case["expected_tokens"]),
+                "T={temperature}"
+            );
             let confidences: Vec<f64> = sampled.iter().map(|s| s.confidence as f64).collect();
-            assert_eq!(confidences, f64_list(&case["expected_confidence"]), "T={temperature}");
+            assert_eq!(
+                confidences,
+                f64_list(&case["expected_confidence"]),
+                "T={temperature}"
+            );
         }
     }
 
     #[test]
     fn temperature_001_samples() {
-        let Some(fixtures) = load("argmax") else { return };
+        let Some(fixtures) = load("argmax") else {
+            return;
+        };
         let case = &fixtures.section("argmax")[0];
         let (vocab, logits) = fixtures.logits(case["input"].as_str().unwrap());
-        let sampled = sample_rows(&logits, vocab, 0.01, &SamplingOptions::default(), &mut SeededRandom::new(3)).unwrap();
+        let sampled = sample_rows(
+            &logits,
+            vocab,
+            0.01,
+            &SamplingOptions::default(),
+            &mut SeededRandom::new(3),
+        )
+        .unwrap();
         // Sampling reports probabilities; on the fixture's tie row no token has probability 1.
         assert!(sampled.iter().any(|s| s.confidence < 1.0));
     }
@@ -301,7 +423,9 @@ mod cfg_combine {
 
     #[test]
     fn every_guidance_case_is_exact() {
-        let Some(fixtures) = load("cfg_combine") else { return };
+        let Some(fixtures) = load("cfg_combine") else {
+            return;
+        };
         for case in fixtures.section("cfg_combine") {
             assert_eq!(case["formula"], "uncond + (cond - uncond) * scale");
             let scale = case["scale"].as_f64().unwrap();
@@ -311,8 +435,16 @@ mod cfg_combine {
             let single = guide(&conditional, &unconditional, scale).unwrap();
             let multi = guide_multi(&[&conditional], &unconditional, &[scale]).unwrap();
             for (index, ((s, m), e)) in single.iter().zip(&multi).zip(&expected).enumerate() {
-                assert_eq!(s.to_bits(), e.to_bits(), "scale {scale} entry {index}: {s} vs {e}");
-                assert_eq!(m.to_bits(), e.to_bits(), "multi, scale {scale} entry {index}: {m} vs {e}");
+                assert_eq!(
+                    s.to_bits(),
+                    e.to_bits(),
+                    "scale {scale} entry {index}: {s} vs {e}"
+                );
+                assert_eq!(
+                    m.to_bits(),
+                    e.to_bits(),
+                    "multi, scale {scale} entry {index}: {m} vs {e}"
+                );
             }
         }
     }
@@ -321,8 +453,8 @@ mod cfg_combine {
 mod properties {
     use proptest::prelude::*;
     use tessera_sampler::{
-        SamplingOptions, SeededRandom, TopK, argmax_rows, cosine_schedule, filter_top_k_top_p, linear_schedule,
-        sample_rows,
+        SamplingOptions, SeededRandom, TopK, argmax_rows, cosine_schedule, filter_top_k_top_p,
+        linear_schedule, sample_rows,
     };
 
     proptest! {
