@@ -202,6 +202,46 @@ pub fn validate_plan(plan: &GenerationPlan, catalog: &DomainCatalog) -> Result<(
     Ok(())
 }
 
+/// Checks a plan for multi-condition guidance (the reference's `generate_multi_guided`) run with
+/// `condition_sets` conditional states: on top of [`validate_plan`], every target must be an
+/// image-like MaskGIT/ROAR target with a list of weights, and — because each finished target joins
+/// the guidance as one more condition — the `k`-th target (counting changes of target domain)
+/// needs exactly `condition_sets + k` weights.
+pub fn validate_multi_guided_plan(
+    plan: &GenerationPlan,
+    catalog: &DomainCatalog,
+    condition_sets: usize,
+) -> Result<(), SamplerError> {
+    validate_plan(plan, catalog)?;
+    let mut finished_targets = 0usize;
+    let mut previous: Option<&str> = None;
+    for target in &plan.targets {
+        if target.scheme == Scheme::Autoregressive {
+            return Err(SamplerError::ImageDomainNotAutoregressive {
+                domain: target.domain.clone(),
+            });
+        }
+        if let Some(previous) = previous
+            && previous != target.domain
+        {
+            finished_targets += 1;
+        }
+        previous = Some(&target.domain);
+        let conditions = condition_sets + finished_targets;
+        let weights = match &target.guidance {
+            Guidance::Weights(weights) => weights.len(),
+            Guidance::Scale(_) => 0,
+        };
+        if weights != conditions {
+            return Err(SamplerError::GuidanceWeightCount {
+                weights,
+                conditions,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_guidance_value(domain: &str, value: f64) -> Result<(), SamplerError> {
     if value.is_finite() {
         Ok(())
@@ -368,6 +408,33 @@ mod tests {
                 Err(SamplerError::TopPOutOfRange { .. })
             ));
         }
+    }
+
+    #[test]
+    fn multi_guidance_needs_one_more_weight_per_finished_target() {
+        let mut chained = plan("tok_rgb@224", Scheme::Roar, 196, 4);
+        chained.targets[0].guidance = Guidance::Weights(vec![1.0, 2.0]);
+        let mut second = chained.targets[0].clone();
+        second.domain = "tok_dinov2_global".into();
+        second.num_tokens = 16;
+        second.guidance = Guidance::Weights(vec![1.0, 2.0, 0.5]);
+        chained.targets.push(second);
+        assert_eq!(validate_multi_guided_plan(&chained, &catalog(), 2), Ok(()));
+        assert_eq!(
+            validate_multi_guided_plan(&chained, &catalog(), 1),
+            Err(SamplerError::GuidanceWeightCount {
+                weights: 2,
+                conditions: 1
+            })
+        );
+        chained.targets[1].guidance = Guidance::Scale(3.0);
+        assert_eq!(
+            validate_multi_guided_plan(&chained, &catalog(), 2),
+            Err(SamplerError::GuidanceWeightCount {
+                weights: 0,
+                conditions: 3
+            })
+        );
     }
 
     #[test]
