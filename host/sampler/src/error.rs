@@ -76,6 +76,9 @@ pub enum SamplerError {
     #[error("target `{domain}`: temperature {temperature} must be finite and not negative")]
     InvalidTemperature { domain: String, temperature: f64 },
 
+    #[error("sampling temperature {temperature} must be finite and positive (or ~0 for argmax)")]
+    InvalidSamplingTemperature { temperature: f64 },
+
     #[error("top_p {top_p} is outside (0, 1]")]
     TopPOutOfRange { top_p: f64 },
 

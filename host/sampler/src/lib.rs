@@ -40,6 +40,6 @@ pub use state::{
 };
 pub use step::{StepCommit, maskgit_commit, roar_commit};
 pub use validate::{
-    DomainCatalog, DomainInfo, DomainKind, prepare_schedule, validate_multi_guided_plan,
-    validate_plan, validate_sampling_options,
+    DomainCatalog, DomainInfo, DomainKind, prepare_multi_guided_schedule, prepare_schedule,
+    validate_multi_guided_plan, validate_plan, validate_sampling_options,
 };

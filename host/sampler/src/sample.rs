@@ -38,6 +38,9 @@ pub fn sample_rows(
             })
             .collect());
     }
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(SamplerError::InvalidSamplingTemperature { temperature });
+    }
     let mut filtered = logits.to_vec();
     filter_top_k_top_p(&mut filtered, vocab, options)?;
     let probabilities = softmax_with_temperature(&filtered, vocab, temperature)?;
@@ -179,6 +182,22 @@ mod tests {
         )
         .unwrap();
         assert!(sampled[0].confidence < 0.6);
+    }
+
+    #[test]
+    fn bad_temperatures_are_errors() {
+        for temperature in [-1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                sample_rows(
+                    &[0.0, 1.0],
+                    2,
+                    temperature,
+                    &SamplingOptions::default(),
+                    &mut SeededRandom::new(0)
+                ),
+                Err(SamplerError::InvalidSamplingTemperature { .. })
+            ));
+        }
     }
 
     #[test]

@@ -211,14 +211,16 @@ impl ModalityState {
         })
     }
 
-    /// Empty sequence of embeddings (`seq_emb`): zeros, only position 0 is input (one zero
+    /// Empty sequence of embeddings (`seq_emb`), `max(length, 2)` long: zeros, only position 0 is
+    /// input (one zero
     /// embedding, which the reference needs for guidance to work), nothing to predict.
     pub fn empty_sequence_embedding(
         batch_size: usize,
         length: usize,
     ) -> Result<Self, SamplerError> {
         check_batch(batch_size)?;
-        let length = length.max(1);
+        // The reference gives every empty sequence-like target at least two positions.
+        let length = length.max(2);
         Ok(Self {
             rows: vec![empty_sequence_embedding_row(length); batch_size],
         })

@@ -77,7 +77,8 @@ pub fn maskgit_commit(
         positions: Vec::with_capacity(batch_size),
         tokens: Vec::with_capacity(batch_size),
     };
-    for (row_positions, row_samples) in query_positions.iter().zip(sampled.chunks(queries.max(1))) {
+    for (row, row_positions) in query_positions.iter().enumerate() {
+        let row_samples = &sampled[row * queries..(row + 1) * queries];
         let confidences: Vec<f32> = row_samples.iter().map(|s| s.confidence).collect();
         let chosen = select_most_confident(&confidences, num_select)?;
         commit
@@ -175,6 +176,33 @@ mod tests {
         .unwrap();
         assert_eq!(commit.positions, vec![vec![5]]);
         assert_eq!(commit.tokens, vec![vec![0]]);
+    }
+
+    #[test]
+    fn maskgit_with_nothing_left_commits_nothing_per_row() {
+        let commit = maskgit_commit(
+            &[],
+            3,
+            &[vec![], vec![]],
+            0,
+            1.0,
+            &SamplingOptions::default(),
+            &mut SeededRandom::new(0),
+        )
+        .unwrap();
+        assert_eq!(commit.positions, vec![Vec::<usize>::new(), Vec::new()]);
+        assert!(matches!(
+            maskgit_commit(
+                &[],
+                3,
+                &[vec![]],
+                1,
+                1.0,
+                &SamplingOptions::default(),
+                &mut SeededRandom::new(0)
+            ),
+            Err(SamplerError::SelectionTooLarge { .. })
+        ));
     }
 
     #[test]

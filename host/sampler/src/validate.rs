@@ -95,13 +95,41 @@ pub fn validate_sampling_options(options: &SamplingOptions) -> Result<(), Sample
 }
 
 /// Checks a plan against the model's domains and the sampling options, then builds its steps.
-/// This is the entry point the generation loop should use: nothing is computed on a bad plan.
+/// This is the entry point of plain (single-condition) generation: nothing is computed on a bad
+/// plan. Per-condition weight lists belong to [`prepare_multi_guided_schedule`] and are refused.
 pub fn prepare_schedule(
     plan: &GenerationPlan,
     catalog: &DomainCatalog,
     options: &SamplingOptions,
 ) -> Result<Vec<GenerationStep>, SamplerError> {
     validate_plan(plan, catalog)?;
+    for target in &plan.targets {
+        if let Guidance::Weights(weights) = &target.guidance {
+            return Err(SamplerError::GuidanceWeightCount {
+                weights: weights.len(),
+                conditions: 1,
+            });
+        }
+    }
+    checked_steps(plan, options)
+}
+
+/// [`prepare_schedule`] for multi-condition guidance with `condition_sets` conditional states
+/// (see [`validate_multi_guided_plan`]).
+pub fn prepare_multi_guided_schedule(
+    plan: &GenerationPlan,
+    catalog: &DomainCatalog,
+    options: &SamplingOptions,
+    condition_sets: usize,
+) -> Result<Vec<GenerationStep>, SamplerError> {
+    validate_multi_guided_plan(plan, catalog, condition_sets)?;
+    checked_steps(plan, options)
+}
+
+fn checked_steps(
+    plan: &GenerationPlan,
+    options: &SamplingOptions,
+) -> Result<Vec<GenerationStep>, SamplerError> {
     validate_sampling_options(options)?;
     let steps = build_chained_schedule(plan)?;
     // Schedules can still produce unusable temperatures (e.g. `onex` over a single token
@@ -435,6 +463,24 @@ mod tests {
                 conditions: 3
             })
         );
+    }
+
+    #[test]
+    fn weight_lists_need_the_multi_guided_entry_point() {
+        let mut weighted = plan("tok_rgb@224", Scheme::Roar, 196, 2);
+        weighted.targets[0].guidance = Guidance::Weights(vec![1.5, 2.0]);
+        assert_eq!(
+            prepare(&weighted),
+            Err(SamplerError::GuidanceWeightCount {
+                weights: 2,
+                conditions: 1
+            })
+        );
+        let steps =
+            prepare_multi_guided_schedule(&weighted, &catalog(), &SamplingOptions::default(), 2)
+                .unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[1].guidance, Guidance::Weights(vec![1.5, 2.0]));
     }
 
     #[test]
