@@ -383,8 +383,14 @@ impl ModalityState {
     /// The unconditional-pass version of this modality for guidance: image-like ⇒ nothing input
     /// (may leave zero encoder tokens); `seq` ⇒ `[S_1] [S_1] 0 … 0 [S_2]` at the same width with
     /// only the first `[S_1]` input; `seq_emb` ⇒ zeros with only position 0 input.
-    pub fn blanked(&self, kind: DomainKind) -> Result<Self, String> {
+    /// `domain` only names the modality in errors.
+    pub fn blanked(&self, domain: &str, kind: DomainKind) -> Result<Self, SamplerError> {
         let width = self.width();
+        let cannot = |reason: String| SamplerError::CannotBlank {
+            domain: domain.to_owned(),
+            kind,
+            reason,
+        };
         let row = match kind {
             DomainKind::Image => {
                 return Ok(Self {
@@ -401,15 +407,17 @@ impl ModalityState {
             }
             DomainKind::Sequence | DomainKind::SequenceToken => {
                 if width < 2 {
-                    return Err(format!(
+                    return Err(cannot(format!(
                         "an empty sequence needs 2 positions, this one has {width}"
-                    ));
+                    )));
                 }
                 empty_sequence_row(width)
             }
             DomainKind::SequenceEmbedding => {
                 if width < 1 {
-                    return Err("an empty embedding sequence needs 1 position".into());
+                    return Err(cannot(
+                        "an empty embedding sequence needs 1 position".into(),
+                    ));
                 }
                 empty_sequence_embedding_row(width)
             }
@@ -654,14 +662,7 @@ impl GenerationState {
         for domain in condition_domains {
             let info = catalog.lookup(domain, DomainRole::GuidanceCondition)?;
             if let Some(modality) = blanked.get_mut(domain) {
-                *modality =
-                    modality
-                        .blanked(info.kind)
-                        .map_err(|reason| SamplerError::CannotBlank {
-                            domain: domain.clone(),
-                            kind: info.kind,
-                            reason,
-                        })?;
+                *modality = modality.blanked(domain, info.kind)?;
             }
         }
         Ok(blanked)
@@ -871,6 +872,11 @@ mod tests {
         assert!(matches!(
             state.unconditional(&["nope".to_owned()], &catalog),
             Err(SamplerError::UnknownDomain { .. })
+        ));
+        let short = ModalityState::full_input_sequence(vec![vec![3]]).unwrap();
+        assert!(matches!(
+            short.blanked("caption", DomainKind::Sequence),
+            Err(SamplerError::CannotBlank { .. })
         ));
         assert!(matches!(
             state.insert("other", ModalityState::empty_image_target(2, 4).unwrap()),
