@@ -23,8 +23,9 @@ pub struct PluginHarness {
 }
 
 impl PluginHarness {
-    /// Loads an installed plugin (`plugin.toml` with its component) with default settings and
-    /// no compile cache, so every test run compiles what is on disk now.
+    /// Loads an installed plugin (`plugin.toml` with its component) with default settings. The
+    /// compile cache is the user's (`$TESSERA_CACHE_DIR`); entries are keyed by the component's
+    /// digest, so a rebuilt plugin is never served from a stale entry.
     pub fn load(manifest: impl AsRef<Path>) -> Result<Self, LoadError> {
         Self::load_with(manifest, &LoadOptions::default(), Arc::new(NoGraphs))
     }
@@ -35,7 +36,7 @@ impl PluginHarness {
         options: &LoadOptions,
         graphs: Arc<dyn GraphRegistry>,
     ) -> Result<Self, LoadError> {
-        let runtime = Runtime::new(RuntimeConfig { cache_dir: None, graphs })?;
+        let runtime = Runtime::new(RuntimeConfig { graphs, ..RuntimeConfig::default() })?;
         let plugin = runtime.load(manifest.as_ref(), options)?;
         Ok(Self { plugin, _runtime: runtime })
     }

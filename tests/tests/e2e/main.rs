@@ -2,3 +2,4 @@
 
 mod sandbox;
 mod sdk_example;
+mod text_plugins;
