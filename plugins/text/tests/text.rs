@@ -348,7 +348,7 @@ mod palette {
     #[test]
     fn bad_palettes_are_rejected() {
         assert_eq!(parse_palette_json(b"[]").unwrap_err(), TextError::PaletteSize { count: 0, max: 7 });
-        let eight = format!("[{}]", vec!["[1,2,3]"; 8].join(","));
+        let eight = format!("[{}]", ["[1,2,3]"; 8].join(","));
         assert_eq!(parse_palette_json(eight.as_bytes()).unwrap_err(), TextError::PaletteSize { count: 8, max: 7 });
         assert_eq!(
             parse_palette_json(b"[[1,2,3],[0,256,0]]").unwrap_err(),
