@@ -7,12 +7,21 @@
 //! structural ids (specials, sentinels, `v0=`…`v3=`, class names) are derived from that file.
 
 mod chars;
+pub mod det;
 pub mod error;
 pub mod layout;
+pub mod metadata;
+pub mod palette;
+mod png;
+pub mod stream;
 pub mod tokenizer;
 
+pub use det::{DetDecoded, DetOptions, DetectionBox};
 pub use error::TextError;
 pub use layout::{TokenKind, VocabularyLayout};
+pub use metadata::{MetadataChunk, MetadataDecoded, MetadataValue};
+pub use palette::{PaletteDecoded, Rgb};
+pub use stream::SkippedTokens;
 pub use tokenizer::TextTokenizer;
 
 #[cfg(feature = "sdk")]

@@ -163,30 +163,48 @@ impl NormalizerOptions {
     };
 
     /// Normalises `piece` into `out` (cleared first); `stage` is scratch space.
+    ///
+    /// ASCII runs take a byte fast path; only non-ASCII runs go through decomposition. Splitting
+    /// there is exact: ASCII characters are canonical starters, so NFD never reorders across them.
     fn normalize_into(&self, piece: &str, stage: &mut String, out: &mut String) {
         out.clear();
-        if piece.is_ascii() {
-            // ASCII never decomposes, has no CJK ideographs and lowercases to one byte.
-            out.reserve(piece.len());
-            for byte in piece.bytes() {
-                let c = byte as char;
-                if self.clean_text {
-                    if byte == 0 || is_bert_control(c) {
-                        continue;
-                    }
-                    if is_bert_whitespace(c) {
-                        out.push(' ');
-                        continue;
-                    }
-                }
-                out.push(if self.lowercase { c.to_ascii_lowercase() } else { c });
+        out.reserve(piece.len());
+        let mut rest = piece;
+        while !rest.is_empty() {
+            let ascii_len = rest.bytes().position(|b| !b.is_ascii()).unwrap_or(rest.len());
+            self.push_ascii(&rest[..ascii_len], out);
+            rest = &rest[ascii_len..];
+            let other_len = rest.bytes().position(|b| b.is_ascii()).unwrap_or(rest.len());
+            if other_len > 0 {
+                self.push_non_ascii(&rest[..other_len], stage, out);
+                rest = &rest[other_len..];
             }
-            return;
         }
+    }
+
+    /// ASCII never decomposes, has no CJK ideographs and lowercases to one byte.
+    fn push_ascii(&self, run: &str, out: &mut String) {
+        for byte in run.bytes() {
+            let c = byte as char;
+            if self.clean_text {
+                if byte == 0 || is_bert_control(c) {
+                    continue;
+                }
+                if is_bert_whitespace(c) {
+                    out.push(' ');
+                    continue;
+                }
+            }
+            out.push(if self.lowercase { c.to_ascii_lowercase() } else { c });
+        }
+    }
+
+    /// Full BertNormalizer on a run of non-ASCII characters.
+    fn push_non_ascii(&self, run: &str, stage: &mut String, out: &mut String) {
         stage.clear();
-        for c in piece.chars() {
+        for c in run.chars() {
             let c = if self.clean_text {
-                if c == '\0' || c == '\u{FFFD}' || is_bert_control(c) {
+                if c == '\u{FFFD}' || is_bert_control(c) {
                     continue;
                 }
                 if is_bert_whitespace(c) { ' ' } else { c }
