@@ -99,7 +99,7 @@ fn caption_throughput(c: &mut Criterion) {
     let rt = runtime(None);
     let plugin = rt.load(&manifest("plugins", "caption"), &options).unwrap();
     let vocab = std::fs::read(&options.asset_overrides["vocab"]).unwrap();
-    let native = tessera_text::WordPiece::from_tokenizer_json(&vocab).unwrap();
+    let native = tessera_text::TextTokenizer::from_json_bytes(&vocab).unwrap();
     let text = caption_corpus();
     let value = Value::Text(text.clone());
     let params = Vec::new();

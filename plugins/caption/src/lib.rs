@@ -26,11 +26,8 @@ impl ModalityPlugin for Caption {
     }
 
     fn tokenize(&mut self, domain: &str, input: Value, params: &Params) -> Result<Tokens, PluginError> {
-        let mut ids = self.tokenizer.encode(input.as_text()?);
-        if params.parse_or("eos", false)? {
-            ids.push(self.tokenizer.layout().eos_id());
-        }
-        Ok(Tokens::sequence(domain, ids))
+        let ids = self.tokenizer.encode(input.as_text()?);
+        tessera_text::plugin::sequence_tokens(&self.tokenizer, domain, ids, params)
     }
 
     fn detokenize(&mut self, tokens: Tokens, _params: &Params) -> Result<Detokenized, PluginError> {

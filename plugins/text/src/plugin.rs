@@ -23,3 +23,30 @@ impl From<TextError> for PluginError {
         }
     }
 }
+
+/// Ids as a sequence of `domain`, with `[EOS]` appended when the call's `eos` parameter is true
+/// (4M appends it to training targets and full inputs).
+pub fn sequence_tokens(
+    tokenizer: &TextTokenizer,
+    domain: &str,
+    mut ids: Vec<u32>,
+    params: &tessera_sdk::Params,
+) -> Result<tessera_sdk::Tokens, PluginError> {
+    if params.parse_or("eos", false)? {
+        ids.push(tokenizer.layout().eos_id());
+    }
+    Ok(tessera_sdk::Tokens::sequence(domain, ids))
+}
+
+/// One warning per skipped run of tokens, for `Detokenized::warnings`.
+pub fn skip_warnings(skipped: &[crate::SkippedTokens]) -> Vec<String> {
+    skipped
+        .iter()
+        .map(|s| format!("skipped tokens {}..{}: {}", s.start, s.end, s.reason))
+        .collect()
+}
+
+/// JSON text of a value the plugins render (their own serialisable types never fail).
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<String, PluginError> {
+    serde_json::to_string(value).map_err(|e| PluginError::Other(format!("cannot render JSON: {e}")))
+}

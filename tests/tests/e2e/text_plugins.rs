@@ -88,3 +88,110 @@ fn a_missing_or_broken_vocabulary_is_reported_at_load() {
     let err = PluginHarness::load_with(plugin_manifest("caption"), &options, Arc::new(NoGraphs)).err().unwrap().to_string();
     assert!(err.contains("caption") && err.contains("line 1"), "{err}");
 }
+
+fn json(h: &PluginHarness, domain: &str, text: &str) -> Result<Vec<u32>, String> {
+    h.tokenize(domain, &Value::Json(text.into()), &[]).map(|t| t.ids).map_err(|e| e.to_string())
+}
+
+fn back(h: &PluginHarness, domain: &str, ids: Vec<u32>) -> (Json, Vec<String>) {
+    let tokens = Tokens { domain: domain.into(), shape: vec![ids.len() as u32], ids };
+    let out = h.detokenize(&tokens, &[]).unwrap();
+    let Value::Json(primary) = &out.artifacts[0].value else { panic!("primary artifact is not JSON") };
+    (serde_json::from_str(primary).unwrap(), out.warnings)
+}
+
+#[test]
+fn det_round_trips_boxes_through_the_sandbox() {
+    let Some(h) = load("det") else { return };
+    let input = r#"[{"label":"dog","xmin":0.5,"ymin":0.5,"xmax":0.9,"ymax":1.0,"score":0.9},
+                   {"label":"potted plant","xmin":0.0,"ymin":0.1,"xmax":0.2,"ymax":0.3},
+                   {"label":"cat","xmin":0.1,"ymin":0.1,"xmax":0.2,"ymax":0.2,"score":0.59}]"#;
+    let ids = json(&h, "det", input).unwrap();
+    // Low-score box dropped; nearest the origin first; one token per coordinate and per class.
+    assert_eq!(ids.len(), 10);
+    let (boxes, warnings) = back(&h, "det", ids);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let boxes = boxes.as_array().unwrap();
+    assert_eq!(boxes.len(), 2);
+    assert_eq!(boxes[0]["label"], "potted plant");
+    assert_eq!(boxes[1]["label"], "dog");
+    for (b, (xmin, ymax)) in boxes.iter().zip([(0.0, 0.3), (0.5, 1.0)]) {
+        assert!((b["xmin"].as_f64().unwrap() - xmin).abs() <= 1.0 / 999.0);
+        assert!((b["ymax"].as_f64().unwrap() - ymax).abs() <= 1.0 / 999.0);
+    }
+    // No boxes at all is a valid, empty sequence.
+    assert_eq!(json(&h, "det", "[]").unwrap(), Vec::<u32>::new());
+    assert_eq!(back(&h, "det", vec![]).0, serde_json::json!([]));
+}
+
+#[test]
+fn det_skips_malformed_generated_groups_and_says_so() {
+    let Some(h) = load("det") else { return };
+    let good = json(&h, "det", r#"[{"label":"dog","xmin":0.1,"ymin":0.2,"xmax":0.3,"ymax":0.4}]"#).unwrap();
+    // A truncated group (two coordinates, then a sentinel) before a good one, then [EOS].
+    let mut ids = vec![good[0], good[1], 5];
+    ids.extend(&good);
+    ids.push(3);
+    let (boxes, warnings) = back(&h, "det", ids);
+    assert_eq!(boxes.as_array().unwrap().len(), 1);
+    assert_eq!(boxes[0]["label"], "dog");
+    assert!(!warnings.is_empty() && warnings[0].contains("0..2"), "{warnings:?}");
+}
+
+#[test]
+fn det_refuses_bad_boxes_naming_the_box_and_field() {
+    let Some(h) = load("det") else { return };
+    let cases = [
+        (r#"[{"label":"dog","xmin":-0.1,"ymin":0.2,"xmax":0.3,"ymax":0.4}]"#, "box 0"),
+        (r#"[{"label":"dog","xmin":0.1,"ymin":0.2,"xmax":0.3,"ymax":0.4},{"label":"cat","xmin":0.5,"ymin":0.2,"xmax":0.3,"ymax":0.4}]"#, "box 1"),
+        (r#"[{"label":"dog","xmin":NaN,"ymin":0.2,"xmax":0.3,"ymax":0.4}]"#, "column"),
+        (r#"[{"label":"unicorn","xmin":0.1,"ymin":0.2,"xmax":0.3,"ymax":0.4}]"#, "unicorn"),
+        (r#"[{"label":"dog","xmin":0.1"#, "line 1"),
+    ];
+    for (input, expected) in cases {
+        let err = json(&h, "det", input).unwrap_err();
+        assert!(err.contains("det") && err.contains("invalid input") && err.contains(expected), "{input}: {err}");
+    }
+    let err = h.tokenize("det", &Value::Bytes(vec![b'[', 0xff, b']']), &[]).unwrap_err().to_string();
+    assert!(err.contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn metadata_round_trips_with_reference_binning_and_clipping() {
+    let Some(h) = load("metadata") else { return };
+    let ids = json(&h, "metadata", r#"{"original_width": 640, "n_humans": 3, "watermark_score": 0.7, "brightness": 255}"#).unwrap();
+    let (values, warnings) = back(&h, "metadata", ids);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(values["original_width"], 640);
+    assert_eq!(values["n_humans"], 3);
+    assert_eq!(values["watermark_score"], 1);
+    assert_eq!(values["brightness"], 249.9);
+    // Out-of-range values are clipped, as the reference does: 1e6 humans -> 999, width -> 999 * 32.
+    let ids = json(&h, "metadata", r#"{"n_humans": 1000000, "original_width": 1000000, "contrast": -5}"#).unwrap();
+    let (values, _) = back(&h, "metadata", ids);
+    assert_eq!(values["n_humans"], 999);
+    assert_eq!(values["original_width"], 999 * 32);
+    assert_eq!(values["contrast"], 0.0);
+    let err = json(&h, "metadata", r#"{"shoe_size": 42}"#).unwrap_err();
+    assert!(err.contains("shoe_size"), "{err}");
+}
+
+#[test]
+fn palette_round_trips_one_to_seven_colours_and_renders_a_swatch() {
+    let Some(h) = load("color-palette") else { return };
+    let seven = r##"[[0,0,0],[255,255,255],[255,0,0],[0,255,0],[0,0,255],"#808080",[12,34,56]]"##;
+    let ids = json(&h, "color_palette", seven).unwrap();
+    assert_eq!(ids.len(), 1 + 3 * 7);
+    let (colours, warnings) = back(&h, "color_palette", ids.clone());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(colours[5], serde_json::json!([128, 128, 128]));
+    assert_eq!(colours.as_array().unwrap().len(), 7);
+    let tokens = Tokens { domain: "color_palette".into(), shape: vec![ids.len() as u32], ids };
+    let out = h.detokenize(&tokens, &[]).unwrap();
+    let Value::Image(swatch) = &out.artifacts[1].value else { panic!("no swatch") };
+    assert!(swatch.data.starts_with(b"\x89PNG"));
+    for (input, expected) in [("[]", "1"), (r#"[[1,2,3],[1,2,3],[1,2,3],[1,2,3],[1,2,3],[1,2,3],[1,2,3],[1,2,3]]"#, "8"), ("[[1,2,300]]", "300")] {
+        let err = json(&h, "color_palette", input).unwrap_err();
+        assert!(err.contains("invalid input") && err.contains(expected), "{input}: {err}");
+    }
+}
