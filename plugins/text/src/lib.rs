@@ -6,6 +6,8 @@
 //! `wasm32-unknown-unknown`. The vocabulary is given as the tokenizer JSON bytes at runtime; all
 //! structural ids (specials, sentinels, `v0=`…`v3=`, class names) are derived from that file.
 
+#![warn(missing_docs)]
+
 mod chars;
 pub mod det;
 pub mod error;
@@ -15,6 +17,8 @@ pub mod palette;
 mod png;
 pub mod stream;
 pub mod tokenizer;
+#[cfg(test)]
+mod test_support;
 
 pub use det::{DetDecoded, DetOptions, DetectionBox};
 pub use error::TextError;
