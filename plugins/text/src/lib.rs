@@ -12,6 +12,7 @@ mod chars;
 pub mod det;
 pub mod error;
 pub mod layout;
+mod matcher;
 pub mod metadata;
 pub mod palette;
 mod png;
