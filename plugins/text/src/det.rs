@@ -166,6 +166,16 @@ pub fn det_to_ids(
     Ok(ids)
 }
 
+/// Parses a JSON box list and serialises it to ids in one step (what the `det` plugin's
+/// `tokenize` does).
+pub fn encode_boxes_json(
+    tokenizer: &TextTokenizer,
+    json: &[u8],
+    options: DetOptions,
+) -> Result<Vec<u32>, TextError> {
+    det_to_ids(tokenizer, &parse_boxes_json(json)?, options)
+}
+
 /// Appends a skip, merging it with the previous one when contiguous with the same reason.
 fn record_skip(skipped: &mut Vec<SkippedTokens>, start: usize, end: usize, reason: String) {
     if let Some(last) = skipped.last_mut()

@@ -192,6 +192,11 @@ pub fn metadata_to_ids(
     Ok(ids)
 }
 
+/// Parses a metadata JSON object and serialises it to ids in one step.
+pub fn encode_metadata_json(tokenizer: &TextTokenizer, json: &[u8]) -> Result<Vec<u32>, TextError> {
+    metadata_to_ids(tokenizer, &parse_metadata_json(json)?)
+}
+
 /// Value of `bin` for a field, as the reference's `decode_metadata` computes it.
 fn unbin(binning: Binning, bin: u32) -> MetadataValue {
     match binning {

@@ -107,6 +107,11 @@ pub fn palette_to_ids(tokenizer: &TextTokenizer, colours: &[Rgb]) -> Result<Vec<
     Ok(ids)
 }
 
+/// Parses a palette JSON list and serialises it to ids in one step.
+pub fn encode_palette_json(tokenizer: &TextTokenizer, json: &[u8]) -> Result<Vec<u32>, TextError> {
+    palette_to_ids(tokenizer, &parse_palette_json(json)?)
+}
+
 /// Parses generated palette ids; never fails.
 ///
 /// The first content token should be `v1=k` (1 ≤ k ≤ 7); then `v0=` channels are grouped in

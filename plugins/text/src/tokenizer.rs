@@ -516,6 +516,7 @@ impl TextTokenizer {
         let infos: Vec<AddedTokenInfo<'_>> = file
             .added_tokens
             .iter()
+            .filter(|token| !token.content.is_empty())
             .map(|token| AddedTokenInfo { id: token.id, content: &token.content })
             .collect();
         let mut layout = VocabularyLayout::from_added_tokens(&infos, vocab_size)?;
