@@ -166,6 +166,16 @@ pub fn det_to_ids(
     Ok(ids)
 }
 
+/// Parses a JSON box list and serialises it to ids in one step (what the `det` plugin's
+/// `tokenize` does).
+pub fn encode_boxes_json(
+    tokenizer: &TextTokenizer,
+    json: &[u8],
+    options: DetOptions,
+) -> Result<Vec<u32>, TextError> {
+    det_to_ids(tokenizer, &parse_boxes_json(json)?, options)
+}
+
 /// Appends a skip, merging it with the previous one when contiguous with the same reason.
 fn record_skip(skipped: &mut Vec<SkippedTokens>, start: usize, end: usize, reason: String) {
     if let Some(last) = skipped.last_mut()
@@ -291,4 +301,61 @@ pub fn ids_to_det(tokenizer: &TextTokenizer, ids: &[u32]) -> DetDecoded {
     }
     drop_partial(&mut partial, &mut skipped, ids.len(), "stream ended");
     DetDecoded { boxes, skipped }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::synthetic_4m_tokenizer;
+
+    fn boxed(label: &str, xmin: f64, ymin: f64, xmax: f64, ymax: f64, score: Option<f64>) -> DetectionBox {
+        DetectionBox { label: label.into(), xmin, ymin, xmax, ymax, score }
+    }
+
+    #[test]
+    fn filters_orders_rounds_and_encodes() {
+        let tokenizer = synthetic_4m_tokenizer();
+        let boxes = [
+            boxed("DOG", 0.5, 0.5, 1.0, 1.0, None),
+            boxed("cat", 0.5, 0.5, 0.6, 0.6, Some(0.7)), // same distance: stays after the dog
+            boxed("potted plant", 0.0, 0.1, 0.2, 0.3, Some(0.9)),
+            boxed("cat", 0.0, 0.0, 0.1, 0.1, Some(0.2)),
+        ];
+        let text = det_to_text(&tokenizer, &boxes, DetOptions::default()).unwrap();
+        // 0.5 · 999 = 499.5 rounds to the even 500, as Python's round does.
+        assert_eq!(
+            text,
+            "v0=0 v1=100 v2=200 v3=300 potted plant v0=500 v1=500 v2=999 v3=999 dog \
+             v0=500 v1=500 v2=599 v3=599 cat"
+        );
+        let ids = det_to_ids(&tokenizer, &boxes, DetOptions::default()).unwrap();
+        assert_eq!(ids, tokenizer.encode(&text));
+        let decoded = ids_to_det(&tokenizer, &ids);
+        assert_eq!(decoded.boxes.len(), 3);
+        assert!(decoded.skipped.is_empty());
+        assert_eq!(decoded.boxes[1].label, "dog");
+        assert_eq!(decoded.boxes[1].xmax, 1.0);
+    }
+
+    #[test]
+    fn threshold_is_configurable() {
+        let tokenizer = synthetic_4m_tokenizer();
+        let boxes = [boxed("cat", 0.1, 0.1, 0.2, 0.2, Some(0.3))];
+        assert!(det_to_ids(&tokenizer, &boxes, DetOptions::default()).unwrap().is_empty());
+        let loose = DetOptions { score_threshold: 0.25 };
+        assert_eq!(det_to_ids(&tokenizer, &boxes, loose).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn truncated_stream_reports_the_unfinished_box() {
+        let tokenizer = synthetic_4m_tokenizer();
+        let ids = tokenizer.encode("v0=1 v1=2 v2=3 v3=4 cat v0=5 v1=6");
+        let decoded = ids_to_det(&tokenizer, &ids);
+        assert_eq!(decoded.boxes.len(), 1);
+        assert_eq!(decoded.skipped, vec![SkippedTokens::new(
+            5,
+            7,
+            "incomplete box (2 of 4 coordinates, no label): stream ended"
+        )]);
+    }
 }

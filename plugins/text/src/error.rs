@@ -152,14 +152,6 @@ pub enum TextError {
         /// How many values per axis the vocabulary has.
         bins: usize,
     },
-    /// An input larger than the caller-chosen limit.
-    #[error("input is {len} bytes, over the limit of {limit} bytes")]
-    InputTooLarge {
-        /// Size of the input.
-        len: usize,
-        /// The limit.
-        limit: usize,
-    },
 }
 
 impl TextError {

@@ -6,15 +6,20 @@
 //! `wasm32-unknown-unknown`. The vocabulary is given as the tokenizer JSON bytes at runtime; all
 //! structural ids (specials, sentinels, `v0=`…`v3=`, class names) are derived from that file.
 
+#![warn(missing_docs)]
+
 mod chars;
 pub mod det;
 pub mod error;
 pub mod layout;
+mod matcher;
 pub mod metadata;
 pub mod palette;
 mod png;
 pub mod stream;
 pub mod tokenizer;
+#[cfg(test)]
+mod test_support;
 
 pub use det::{DetDecoded, DetOptions, DetectionBox};
 pub use error::TextError;

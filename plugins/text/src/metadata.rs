@@ -192,6 +192,11 @@ pub fn metadata_to_ids(
     Ok(ids)
 }
 
+/// Parses a metadata JSON object and serialises it to ids in one step.
+pub fn encode_metadata_json(tokenizer: &TextTokenizer, json: &[u8]) -> Result<Vec<u32>, TextError> {
+    metadata_to_ids(tokenizer, &parse_metadata_json(json)?)
+}
+
 /// Value of `bin` for a field, as the reference's `decode_metadata` computes it.
 fn unbin(binning: Binning, bin: u32) -> MetadataValue {
     match binning {
@@ -252,4 +257,41 @@ pub fn ids_to_metadata(tokenizer: &TextTokenizer, ids: &[u32]) -> MetadataDecode
         .filter_map(|(type_id, value)| Some((FIELDS[type_id].0, value?)))
         .collect();
     MetadataDecoded { values, skipped }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::synthetic_4m_tokenizer;
+
+    #[test]
+    fn every_field_bins_and_unbins() {
+        let tokenizer = synthetic_4m_tokenizer();
+        let json = br#"{"aesthetic_score": 6.0, "occlusion_score": 0.125, "colorfulness": 75,
+                        "original_width": 1023, "n_sam_instances": 0}"#;
+        let chunks = parse_metadata_json(json).unwrap();
+        let text = metadata_to_text(&chunks);
+        assert_eq!(text, "v1=0 v0=31 v1=6 v0=0 v1=9 v0=24 v1=18 v0=24 v1=20 v0=2");
+        let ids = metadata_to_ids(&tokenizer, &chunks).unwrap();
+        assert_eq!(ids, tokenizer.encode(&text));
+        let decoded = ids_to_metadata(&tokenizer, &ids);
+        assert_eq!(
+            decoded.values,
+            vec![
+                ("original_width", MetadataValue::Int(992)),
+                ("n_sam_instances", MetadataValue::Int(0)),
+                ("colorfulness", MetadataValue::Float(150.0 * (24.0 / 50.0))),
+                ("occlusion_score", MetadataValue::Float(0.25 * (24.0 / 50.0))),
+                ("aesthetic_score", MetadataValue::Int(2)),
+            ]
+        );
+        assert_eq!(metadata_field_names().count(), 21);
+    }
+
+    #[test]
+    fn duplicate_types_keep_the_last_value() {
+        let tokenizer = synthetic_4m_tokenizer();
+        let ids = tokenizer.encode("v1=5 v0=1 v1=5 v0=2");
+        assert_eq!(ids_to_metadata(&tokenizer, &ids).values, vec![("n_humans", MetadataValue::Int(2))]);
+    }
 }

@@ -107,6 +107,11 @@ pub fn palette_to_ids(tokenizer: &TextTokenizer, colours: &[Rgb]) -> Result<Vec<
     Ok(ids)
 }
 
+/// Parses a palette JSON list and serialises it to ids in one step.
+pub fn encode_palette_json(tokenizer: &TextTokenizer, json: &[u8]) -> Result<Vec<u32>, TextError> {
+    palette_to_ids(tokenizer, &parse_palette_json(json)?)
+}
+
 /// Parses generated palette ids; never fails.
 ///
 /// The first content token should be `v1=k` (1 ≤ k ≤ 7); then `v0=` channels are grouped in
@@ -203,4 +208,38 @@ pub fn palette_swatch_png(colours: &[Rgb], cell: u32) -> Vec<u8> {
     }
     let pixels = row.repeat(cell);
     crate::png::encode_rgb(width as u32, cell as u32, &pixels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::synthetic_4m_tokenizer;
+
+    #[test]
+    fn one_colour_round_trips_and_hex_formats() {
+        let tokenizer = synthetic_4m_tokenizer();
+        let colours = parse_palette_json(br##"["#FF8000"]"##).unwrap();
+        assert_eq!(colours, vec![Rgb([255, 128, 0])]);
+        assert_eq!(colours[0].to_hex(), "#ff8000");
+        let ids = palette_to_ids(&tokenizer, &colours).unwrap();
+        assert_eq!(ids, tokenizer.encode(&palette_to_text(&colours).unwrap()));
+        let decoded = ids_to_palette(&tokenizer, &ids);
+        assert_eq!((decoded.colours, decoded.declared_count), (colours, Some(1)));
+    }
+
+    #[test]
+    fn short_stream_reports_missing_colours() {
+        let tokenizer = synthetic_4m_tokenizer();
+        let ids = tokenizer.encode("v1=3 v0=1 v0=2 v0=3 v0=4");
+        let decoded = ids_to_palette(&tokenizer, &ids);
+        assert_eq!(decoded.colours, vec![Rgb([1, 2, 3])]);
+        let reasons: Vec<&str> = decoded.skipped.iter().map(|s| s.reason.as_str()).collect();
+        assert_eq!(reasons, ["unfinished colour (1 of 3 channels)", "declared 3 colours, found 1"]);
+    }
+
+    #[test]
+    fn channel_rounding_is_ties_to_even() {
+        let colours = parse_palette_json(b"[[0.5, 1.5, 254.5]]").unwrap();
+        assert_eq!(colours, vec![Rgb([0, 2, 254])]);
+    }
 }

@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::Deserialize;
 use unicode_normalization_alignments::UnicodeNormalization;
 use unicode_categories::UnicodeCategories;
@@ -24,6 +23,7 @@ use crate::chars::{
 };
 use crate::error::TextError;
 use crate::layout::{AddedTokenInfo, VocabularyLayout};
+use crate::matcher::PatternTrie;
 
 /// Multiply-rotate hash for the vocabulary maps: keys are a fixed vocabulary, so the DoS
 /// resistance of SipHash buys nothing and would cost a large share of encode time.
@@ -254,7 +254,7 @@ struct AddedMatchRule {
 /// Leftmost-longest matcher over one group of added tokens (raw or normalised).
 #[derive(Debug, Clone)]
 struct AddedTokenMatcher {
-    automaton: Option<AhoCorasick>,
+    trie: PatternTrie,
     rules: Vec<AddedMatchRule>,
 }
 
@@ -265,33 +265,18 @@ enum Split<'a> {
 }
 
 impl AddedTokenMatcher {
-    fn new(patterns: &[String], rules: Vec<AddedMatchRule>) -> Result<Self, TextError> {
-        if patterns.is_empty() {
-            return Ok(AddedTokenMatcher { automaton: None, rules });
-        }
-        let automaton = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(patterns)
-            .map_err(|error| TextError::VocabularyLayout {
-                problem: format!("cannot build the added-token matcher: {error}"),
-            })?;
-        Ok(AddedTokenMatcher { automaton: Some(automaton), rules })
+    fn new(patterns: &[String], rules: Vec<AddedMatchRule>) -> Self {
+        AddedTokenMatcher { trie: PatternTrie::new(patterns), rules }
     }
 
     /// Calls `each` for the consecutive pieces of `text`, empty pieces left out.
     fn for_each_split<'a>(&self, text: &'a str, mut each: impl FnMut(Split<'a>)) {
-        let Some(automaton) = &self.automaton else {
-            if !text.is_empty() {
-                each(Split::Text(text));
-            }
-            return;
-        };
         let mut consumed = 0;
         // Discarded candidates are not retried at later offsets: the search resumes after them,
         // exactly as the reference's non-overlapping iteration does.
-        for found in automaton.find_iter(text) {
-            let rule = self.rules[found.pattern().as_usize()];
-            let (mut start, mut stop) = (found.start(), found.end());
+        for found in self.trie.find_iter(text.as_bytes()) {
+            let rule = self.rules[found.pattern];
+            let (mut start, mut stop) = (found.start, found.end);
             if rule.single_word
                 && (ends_with_word_char(&text[..start]) || starts_with_word_char(&text[stop..]))
             {
@@ -531,6 +516,7 @@ impl TextTokenizer {
         let infos: Vec<AddedTokenInfo<'_>> = file
             .added_tokens
             .iter()
+            .filter(|token| !token.content.is_empty())
             .map(|token| AddedTokenInfo { id: token.id, content: &token.content })
             .collect();
         let mut layout = VocabularyLayout::from_added_tokens(&infos, vocab_size)?;
@@ -542,8 +528,8 @@ impl TextTokenizer {
 
         Ok(TextTokenizer {
             normalizer,
-            raw_added: AddedTokenMatcher::new(&raw_patterns, raw_rules)?,
-            normalized_added: AddedTokenMatcher::new(&normalized_patterns, normalized_rules)?,
+            raw_added: AddedTokenMatcher::new(&raw_patterns, raw_rules),
+            normalized_added: AddedTokenMatcher::new(&normalized_patterns, normalized_rules),
             word_start_pieces,
             continuation_pieces,
             longest_start_piece,

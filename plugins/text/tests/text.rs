@@ -373,3 +373,26 @@ mod palette {
         assert_eq!(first_pixels, &[255, 0, 0, 255, 0, 0]);
     }
 }
+
+mod one_step_json {
+    use super::*;
+    use tessera_text::{DetOptions, TextError};
+
+    #[test]
+    fn json_in_ids_out_for_every_domain() {
+        let Some(tokenizer) = tokenizer() else { return };
+        let ids = tessera_text::det::encode_boxes_json(
+            tokenizer,
+            br#"[{"label":"boat","xmin":0.35,"ymin":0.25,"xmax":0.7,"ymax":0.35,"score":0.9}]"#,
+            DetOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(ids, [554, 1454, 2903, 3554, 4215]);
+        let ids = tessera_text::metadata::encode_metadata_json(tokenizer, br#"{"n_humans": 2}"#).unwrap();
+        assert_eq!(tokenizer.decode(&ids), "v1=5 v0=2");
+        let ids = tessera_text::palette::encode_palette_json(tokenizer, b"[[1,2,3]]").unwrap();
+        assert_eq!(tokenizer.decode(&ids), "v1=1 v0=1 v0=2 v0=3");
+        let error = tessera_text::det::encode_boxes_json(tokenizer, b"[{\"label\": \"cat\", \"xmin\": NaN}]", DetOptions::default()).unwrap_err();
+        assert!(matches!(error, TextError::InputJson { line: 1, .. }), "{error}");
+    }
+}
