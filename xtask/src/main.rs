@@ -136,8 +136,9 @@ fn run(cmd: &mut Command) -> Result<()> {
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let toolchain = build_plugins(root)?;
     // Plugin crates' own unit tests run natively, with the same compiler that builds them.
-    let mut native = toolchain.cargo_native_test(&root.join("plugins"));
-    run(&mut native)?;
+    for ws in plugin_workspaces(root)? {
+        run(&mut toolchain.cargo_native_test(&ws.dir, &root.join("plugins/target")))?;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(cargo).current_dir(root).args(["test", "--workspace"]).args(extra))
 }

@@ -15,12 +15,14 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const DEBIAN_PACKAGES: [&str; 4] = ["rustc-web", "cargo-web", "rust-web-src", "lld-22"];
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const DEBIAN_RUSTDOC: &str = "/usr/bin/rustdoc";
 const DEBIAN_STD_SRC: &str = "/usr/lib/rustlib/src/rust/library";
 const DEBIAN_LLD: &str = "/usr/bin/rust-lld";
 
 /// Environment that must not leak from the outer (host) cargo into a plugin build.
-const SCRUBBED_ENV: [&str; 7] = [
+const SCRUBBED_ENV: [&str; 8] = [
     "RUSTC",
+    "RUSTDOC",
     "RUSTC_WRAPPER",
     "RUSTFLAGS",
     "CARGO_ENCODED_RUSTFLAGS",
@@ -93,9 +95,9 @@ impl Toolchain {
     }
 
     /// `cargo test` of a plugin workspace on the host target.
-    pub fn cargo_native_test(&self, workspace: &Path) -> Command {
+    pub fn cargo_native_test(&self, workspace: &Path, target_dir: &Path) -> Command {
         let mut cmd = self.cargo(workspace);
-        cmd.args(["test", "--workspace", "--target", host_triple()]);
+        cmd.args(["test", "--workspace", "--target", host_triple()]).env("CARGO_TARGET_DIR", target_dir);
         cmd
     }
 
@@ -114,7 +116,7 @@ impl Toolchain {
                     cmd.env_remove(var);
                 }
                 // Pinned here, not exported: a global RUSTC would also switch the host build.
-                cmd.env("RUSTC", DEBIAN_RUSTC).env("RUSTC_BOOTSTRAP", "1");
+                cmd.env("RUSTC", DEBIAN_RUSTC).env("RUSTDOC", DEBIAN_RUSTDOC).env("RUSTC_BOOTSTRAP", "1");
             }
         }
         cmd.current_dir(workspace);

@@ -133,6 +133,10 @@ macro_rules! export_plugin {
             }
         }
 
+        // Component exports only exist on wasm; native builds (unit tests of the plugin's logic)
+        // would otherwise carry symbol names such as `tessera:plugin/modality@0.1.0#tokenize`
+        // that native linkers reject.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::export_world!(__TesseraPluginExport with_types_in $crate::bindings);
     };
 }
