@@ -83,14 +83,14 @@ pub fn caption_for(scene: &SceneSpec, boxes: &[BoundingBox]) -> String {
     let mut sentences: Vec<String> = Vec::new();
     match mentioned.len() {
         0 => {
-            let options = ["an empty floor in front of a wall.", "a plain room with nothing in it.", "an empty scene."];
+            let options = ["an empty floor by a wall.", "a plain room with nothing in it.", "an empty scene."];
             sentences.push(options[rng.below(options.len())].to_string());
         }
         1 => {
             let name = describe(mentioned[0]);
             let options = [
                 format!("a {name} on the floor."),
-                format!("a single {name} in front of a wall."),
+                format!("a single {name} by a wall."),
                 format!("there is a {name}."),
                 format!("a photo of a {name}."),
             ];

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Most colours a palette holds (4M's limit).
 pub const MAX_PALETTE_COLOURS: usize = 7;
 /// Clusters covering less than this fraction of the image are not dominant and are dropped.
-pub const MIN_COLOUR_FRACTION: f64 = 0.02;
+pub const MIN_COLOUR_FRACTION: f64 = 0.005;
 
 const BITS_PER_CHANNEL: u32 = 5;
 const BIN_COUNT: usize = 1 << (3 * BITS_PER_CHANNEL);
@@ -97,8 +97,9 @@ fn squared_distance(a: &[f64; 3], b: &[f64; 3]) -> f64 {
     (0..3).map(|channel| (a[channel] - b[channel]).powi(2)).sum()
 }
 
-/// Farthest-point start: the heaviest bin, then repeatedly the bin farthest from every chosen centre,
-/// considering only bins with some weight so that isolated anti-aliasing pixels do not become centres.
+/// Deterministic k-means++-style start: the heaviest bin, then repeatedly the bin with the largest
+/// weight × squared distance to its nearest chosen centre, so that large distinct regions (a wall)
+/// win over rare extreme colours (a highlight); bins with very few pixels are never chosen.
 fn initial_centres(bins: &[(usize, [f64; 3], f64)], pixel_count: usize) -> Vec<[f64; 3]> {
     let min_weight = (pixel_count as f64 * 0.001).max(1.0);
     let heaviest = bins.iter().max_by(|a, b| a.2.total_cmp(&b.2).then(b.0.cmp(&a.0))).map(|bin| bin.1);
@@ -109,7 +110,7 @@ fn initial_centres(bins: &[(usize, [f64; 3], f64)], pixel_count: usize) -> Vec<[
             .filter(|bin| bin.2 >= min_weight)
             .map(|bin| {
                 let distance = centres.iter().map(|centre| squared_distance(&bin.1, centre)).fold(f64::INFINITY, f64::min);
-                (distance, bin)
+                (distance * bin.2, bin)
             })
             .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.0.cmp(&a.1.0)));
         match farthest {
