@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn captions_vary_in_phrasing() {
         let mut openings = std::collections::HashSet::new();
-        for seed in 0..60 {
+        for seed in 0..30 {
             let scene = SceneSpec::from_seed(seed);
             let images = crate::render::render(&scene);
             let boxes = crate::boxes::boxes_from_instances(&scene, &images.instance);

@@ -47,10 +47,19 @@ mod determinism {
 mod consistency {
     use super::*;
 
+    use rayon::prelude::*;
+
     const SEEDS: u64 = 24;
 
-    fn scenes() -> impl Iterator<Item = SceneModalities> {
-        sample_seeds(SEEDS).map(|seed| generate_scene(seed).unwrap())
+    /// The scenes every consistency test checks, generated once (in parallel) and shared.
+    fn scenes() -> impl Iterator<Item = &'static SceneModalities> {
+        static SCENES: std::sync::OnceLock<Vec<SceneModalities>> = std::sync::OnceLock::new();
+        SCENES
+            .get_or_init(|| {
+                let seeds: Vec<u64> = sample_seeds(SEEDS).collect();
+                seeds.into_par_iter().map(|seed| generate_scene(seed).unwrap()).collect()
+            })
+            .iter()
     }
 
     /// Camera-frame point of a pixel centre from z-depth (x right, y up, z towards the viewer).
@@ -66,57 +75,73 @@ mod consistency {
         ]
     }
 
+    /// Angle in degrees between the normal estimated from depth by central differences at a pixel and
+    /// the rendered normal there.
+    fn depth_normal_error_degrees(scene: &SceneModalities, column: usize, row: usize) -> f64 {
+        let size = tessera_world::IMAGE_SIZE;
+        let normals = &scene.images.normals;
+        let pixel = row * size + column;
+        let rendered = [normals[pixel * 3] as f64, normals[pixel * 3 + 1] as f64, normals[pixel * 3 + 2] as f64];
+        let right = back_project(scene, column + 1, row);
+        let left = back_project(scene, column - 1, row);
+        let below = back_project(scene, column, row + 1);
+        let above = back_project(scene, column, row - 1);
+        let horizontal = [right[0] - left[0], right[1] - left[1], right[2] - left[2]];
+        let vertical = [above[0] - below[0], above[1] - below[1], above[2] - below[2]];
+        let cross = [
+            horizontal[1] * vertical[2] - horizontal[2] * vertical[1],
+            horizontal[2] * vertical[0] - horizontal[0] * vertical[2],
+            horizontal[0] * vertical[1] - horizontal[1] * vertical[0],
+        ];
+        let length = cross.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let cosine = cross.iter().zip(rendered).map(|(a, b)| a / length * b).sum::<f64>();
+        cosine.clamp(-1.0, 1.0).acos().to_degrees()
+    }
+
+    /// A pixel lies on a smooth surface when its four neighbours (the ones central differences use)
+    /// show the same object or background class and rendered normals within about 5.7° of its own.
+    fn on_smooth_surface(scene: &SceneModalities, column: usize, row: usize) -> bool {
+        let size = tessera_world::IMAGE_SIZE;
+        let images = &scene.images;
+        let pixel = row * size + column;
+        [pixel - 1, pixel + 1, pixel - size, pixel + size].into_iter().all(|other| {
+            images.instance[other] == images.instance[pixel]
+                && images.semseg[other] == images.semseg[pixel]
+                && (0..3).map(|axis| images.normals[pixel * 3 + axis] * images.normals[other * 3 + axis]).sum::<f32>() > 0.995
+        })
+    }
+
     #[test]
     fn normals_from_depth_gradients_match_rendered_normals_on_smooth_surfaces() {
         let size = tessera_world::IMAGE_SIZE;
-        let mut checked = 0usize;
-        let mut worst_degrees = 0.0f64;
-        for scene in scenes() {
-            let normals = &scene.images.normals;
-            let normal_at = |pixel: usize| [normals[pixel * 3] as f64, normals[pixel * 3 + 1] as f64, normals[pixel * 3 + 2] as f64];
-            for row in 2..size - 2 {
-                for column in 2..size - 2 {
-                    let pixel = row * size + column;
-                    let rendered = normal_at(pixel);
-                    // Smooth: the same surface all around, and rendered normals that barely turn.
-                    let smooth = (-2isize..=2).all(|dr| {
-                        (-2isize..=2).all(|dc| {
-                            let other = (row as isize + dr) as usize * size + (column as isize + dc) as usize;
-                            let neighbour = normal_at(other);
-                            scene.images.instance[other] == scene.images.instance[pixel]
-                                && scene.images.semseg[other] == scene.images.semseg[pixel]
-                                && rendered.iter().zip(neighbour).map(|(a, b)| a * b).sum::<f64>() > 0.995
-                        })
-                    });
-                    if !smooth {
-                        continue;
+        let scenes: Vec<&SceneModalities> = scenes().collect();
+        let per_scene: Vec<(usize, f64)> = scenes
+            .par_iter()
+            .map(|scene| {
+                let mut checked = 0usize;
+                let mut worst = 0.0f64;
+                for row in 1..size - 1 {
+                    for column in 1..size - 1 {
+                        if !on_smooth_surface(scene, column, row) {
+                            continue;
+                        }
+                        let degrees = depth_normal_error_degrees(scene, column, row);
+                        assert!(
+                            degrees < 1.5,
+                            "seed {} pixel ({column}, {row}): depth normal off by {degrees:.2}°",
+                            scene.scene.seed
+                        );
+                        worst = worst.max(degrees);
+                        checked += 1;
                     }
-                    let right = back_project(&scene, column + 1, row);
-                    let left = back_project(&scene, column - 1, row);
-                    let below = back_project(&scene, column, row + 1);
-                    let above = back_project(&scene, column, row - 1);
-                    let horizontal = [right[0] - left[0], right[1] - left[1], right[2] - left[2]];
-                    let vertical = [above[0] - below[0], above[1] - below[1], above[2] - below[2]];
-                    let cross = [
-                        horizontal[1] * vertical[2] - horizontal[2] * vertical[1],
-                        horizontal[2] * vertical[0] - horizontal[0] * vertical[2],
-                        horizontal[0] * vertical[1] - horizontal[1] * vertical[0],
-                    ];
-                    let length = cross.iter().map(|v| v * v).sum::<f64>().sqrt();
-                    let cosine = cross.iter().zip(rendered).map(|(a, b)| a / length * b).sum::<f64>();
-                    let degrees = cosine.clamp(-1.0, 1.0).acos().to_degrees();
-                    worst_degrees = worst_degrees.max(degrees);
-                    assert!(
-                        degrees < 3.0,
-                        "seed {} pixel ({column}, {row}): depth normal off by {degrees:.2}°",
-                        scene.scene.seed
-                    );
-                    checked += 1;
                 }
-            }
-        }
-        assert!(checked > SEEDS as usize * 20_000, "only {checked} smooth pixels checked");
-        eprintln!("checked {checked} pixels, worst {worst_degrees:.3}°");
+                (checked, worst)
+            })
+            .collect();
+        let checked: usize = per_scene.iter().map(|(count, _)| count).sum();
+        let worst = per_scene.iter().map(|(_, worst)| *worst).fold(0.0, f64::max);
+        assert!(checked > SEEDS as usize * 40_000, "only {checked} smooth pixels checked");
+        eprintln!("checked {checked} pixels, worst {worst:.3}°");
     }
 
     #[test]
@@ -165,8 +190,8 @@ mod consistency {
     fn every_relation_a_caption_states_holds_for_the_boxes() {
         let shapes = ["sphere", "cube", "cylinder", "cone"];
         let mut relations_checked = 0;
-        for seed in sample_seeds(60) {
-            let scene = generate_scene(seed).unwrap();
+        for scene in scenes() {
+            let seed = scene.scene.seed;
             let words: Vec<&str> = scene
                 .caption
                 .split(|c: char| c.is_whitespace() || c == '.' || c == ',' || c == ':')
@@ -182,8 +207,8 @@ mod consistency {
                 };
                 let subject_end = (0..position).rev().find(|&i| shapes.contains(&words[i])).expect("subject");
                 let object_end = (position..words.len()).find(|&i| shapes.contains(&words[i])).expect("object");
-                let subject = named_box(&scene, &words[subject_end - 2..=subject_end]);
-                let object = named_box(&scene, &words[object_end - 2..=object_end]);
+                let subject = named_box(scene, &words[subject_end - 2..=subject_end]);
+                let object = named_box(scene, &words[object_end - 2..=object_end]);
                 let centre = |b: &tessera_world::BoundingBox| (b.pixel_box[0] + b.pixel_box[2]) as f64 / 2.0;
                 let holds = match relation {
                     "left" => subject.pixel_box[0] < object.pixel_box[0] && centre(subject) + 12.0 <= centre(object),
@@ -203,11 +228,11 @@ mod consistency {
             // Every object named in the caption exists.
             for (position, word) in words.iter().enumerate() {
                 if shapes.contains(word) {
-                    named_box(&scene, &words[position - 2..=position]);
+                    named_box(scene, &words[position - 2..=position]);
                 }
             }
         }
-        assert!(relations_checked >= 30, "only {relations_checked} relations stated in 60 captions");
+        assert!(relations_checked >= 12, "only {relations_checked} relations stated in {SEEDS} captions");
     }
 
     #[test]
