@@ -108,12 +108,16 @@ pub fn caption_for(scene: &SceneSpec, boxes: &[BoundingBox]) -> String {
             // true relation); after a list, add up to two relation sentences.
             let mut introduced = vec![listed; count];
             let mut relation_sentences = 0;
+            // Pairs already related, so that no sentence restates another one the other way round.
+            let mut related_pairs: Vec<(usize, usize)> = Vec::new();
             for index in 0..count {
                 let wants_sentence = if listed { relation_sentences < 2 } else { !introduced[index] };
                 if !wants_sentence {
                     continue;
                 }
-                let partners: Vec<usize> = (0..count).filter(|&other| other != index).collect();
+                let partners: Vec<usize> = (0..count)
+                    .filter(|&other| other != index && !related_pairs.contains(&(index.min(other), index.max(other))))
+                    .collect();
                 let mut options: Vec<(usize, Relation)> = Vec::new();
                 for &partner in &partners {
                     for relation in true_relations(mentioned[index], mentioned[partner]) {
@@ -140,6 +144,7 @@ pub fn caption_for(scene: &SceneSpec, boxes: &[BoundingBox]) -> String {
                 introduced[index] = true;
                 introduced[partner] = true;
                 relation_sentences += 1;
+                related_pairs.push((index.min(partner), index.max(partner)));
                 if sentences.len() >= 4 {
                     break;
                 }

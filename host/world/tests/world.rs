@@ -197,6 +197,7 @@ mod consistency {
                 .split(|c: char| c.is_whitespace() || c == '.' || c == ',' || c == ':')
                 .filter(|word| !word.is_empty())
                 .collect();
+            let mut related_pairs = std::collections::HashSet::new();
             for (position, word) in words.iter().enumerate() {
                 let relation = match *word {
                     "left" => "left",
@@ -217,6 +218,8 @@ mod consistency {
                     _ => object.pixel_box[3] >= subject.pixel_box[3] + 6,
                 };
                 assert!(holds, "seed {seed}: {:?} is false for boxes {subject:?} {object:?}", scene.caption);
+                let pair = (subject.instance_id.min(object.instance_id), subject.instance_id.max(object.instance_id));
+                assert!(related_pairs.insert(pair), "seed {seed}: {:?} relates a pair twice", scene.caption);
                 relations_checked += 1;
             }
             // A stated object count is the number of boxes.
