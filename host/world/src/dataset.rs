@@ -33,12 +33,12 @@ pub const INDEX_FILE: &str = "index.jsonl";
 /// The image modalities stored as tensor shards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ImageModality {
-    Rgb,
-    Depth,
-    Normal,
-    Semseg,
-    Instance,
-    Edges,
+    Rgb = 0,
+    Depth = 1,
+    Normal = 2,
+    Semseg = 3,
+    Instance = 4,
+    Edges = 5,
 }
 
 impl ImageModality {
@@ -316,7 +316,8 @@ fn write_at(file: &File, mut bytes: &[u8], mut offset: u64) -> std::io::Result<(
 pub struct Dataset {
     dir: PathBuf,
     manifest: Manifest,
-    shards: Vec<(ImageModality, MappedShard)>,
+    /// One mapped shard per modality, in the order of [`ImageModality::ALL`].
+    shards: Vec<MappedShard>,
     records: Vec<SceneRecord>,
 }
 
@@ -376,7 +377,7 @@ impl Dataset {
             if map.len() < data_start + expected_bytes {
                 return Err(malformed(format!("{} is truncated", modality.file_name())));
             }
-            shards.push((modality, MappedShard { map, data_start }));
+            shards.push(MappedShard { map, data_start });
         }
 
         let index_path = dir.join(&manifest.index);
@@ -428,7 +429,8 @@ impl Dataset {
 
     /// The whole tensor of a modality, straight from the mapping (little-endian, row-major).
     pub fn tensor_bytes(&self, modality: ImageModality) -> &[u8] {
-        let (_, shard) = self.shards.iter().find(|(m, _)| *m == modality).expect("every modality is mapped");
+        // `open` maps every modality in the order of ALL, whose positions are the discriminants.
+        let shard = &self.shards[modality as usize];
         &shard.map[shard.data_start..shard.data_start + self.len() * modality.bytes_per_scene()]
     }
 

@@ -113,6 +113,20 @@ impl Canvas {
         }
     }
 
+    /// Draws text with the built-in 5 × 7 font, each font pixel `scale` × `scale` canvas pixels.
+    pub fn draw_text(&mut self, left: usize, top: usize, text: &str, colour: [u8; 3], scale: usize) {
+        for (index, character) in text.chars().enumerate() {
+            let glyph_left = left + index * crate::font::CELL_WIDTH * scale;
+            for (row, bits) in crate::font::glyph(character).iter().enumerate() {
+                for column in 0..5 {
+                    if bits & (0b10000 >> column) != 0 {
+                        self.fill_rectangle(glyph_left + column * scale, top + row * scale, scale, scale, colour);
+                    }
+                }
+            }
+        }
+    }
+
     pub fn fill_rectangle(&mut self, left: usize, top: usize, width: usize, height: usize, colour: [u8; 3]) {
         for y in top..top + height {
             for x in left..left + width {

@@ -11,6 +11,7 @@ pub mod caption;
 pub mod dataset;
 pub mod edges;
 pub mod error;
+mod font;
 pub mod geometry;
 pub mod image_io;
 pub mod math;

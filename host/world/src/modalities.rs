@@ -167,12 +167,32 @@ pub(crate) fn prepare_output_dir(dir: &Path) -> Result<(), WorldError> {
     std::fs::create_dir_all(dir).map_err(WorldError::io("create directory", dir))
 }
 
-/// A 4 × 2 grid: RGB, RGB with boxes, depth, normals / semantic classes, instances, edges, palette.
+/// A 4 × 2 grid, each tile labelled: RGB, RGB with boxes, depth, normals / semantic classes,
+/// instances, edges, palette; the caption and seed below.
 fn contact_sheet(modalities: &SceneModalities) -> Canvas {
+    use crate::font::{CELL_WIDTH, LINE_HEIGHT, wrap};
+    const TEXT_SCALE: usize = 2;
     let size = IMAGE_SIZE;
     let gap = 4;
-    let mut canvas = Canvas::new(4 * size + 5 * gap, 2 * size + 3 * gap, [255, 255, 255]);
-    let cell = |column: usize, row: usize| (gap + column * (size + gap), gap + row * (size + gap));
+    let label_height = LINE_HEIGHT * TEXT_SCALE;
+    let width = 4 * size + 5 * gap;
+    let caption = format!("seed {}: {}", modalities.scene.seed, modalities.caption);
+    let caption_lines = wrap(&caption, (width - 2 * gap) / (CELL_WIDTH * TEXT_SCALE));
+    let caption_height = caption_lines.len() * LINE_HEIGHT * TEXT_SCALE + gap;
+    let height = 2 * (label_height + size) + 3 * gap + caption_height;
+    let mut canvas = Canvas::new(width, height, [255, 255, 255]);
+    let labels = ["rgb", "boxes", "depth", "normal", "semseg", "instance", "edges", "palette"];
+    for (index, label) in labels.iter().enumerate() {
+        let (column, row) = (index % 4, index / 4);
+        let left = gap + column * (size + gap);
+        let top = gap + row * (label_height + size + gap);
+        canvas.draw_text(left, top + 2, label, [40, 40, 40], TEXT_SCALE);
+    }
+    let caption_top = 2 * (label_height + size + gap) + gap;
+    for (line_index, line) in caption_lines.iter().enumerate() {
+        canvas.draw_text(gap, caption_top + line_index * LINE_HEIGHT * TEXT_SCALE, line, [20, 20, 20], TEXT_SCALE);
+    }
+    let cell = |column: usize, row: usize| (gap + column * (size + gap), gap + row * (label_height + size + gap) + label_height);
     let images = &modalities.images;
     let rgb_at = |pixel: usize| [images.rgb[pixel * 3], images.rgb[pixel * 3 + 1], images.rgb[pixel * 3 + 2]];
 
