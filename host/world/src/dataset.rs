@@ -385,7 +385,7 @@ impl Dataset {
         let records = index_text
             .lines()
             .filter(|line| !line.trim().is_empty())
-            .map(|line| serde_json::from_str::<SceneRecord>(line))
+            .map(serde_json::from_str::<SceneRecord>)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| WorldError::Json { action: "read", path: index_path.clone(), source })?;
         if records.len() != count {

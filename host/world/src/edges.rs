@@ -111,17 +111,16 @@ fn gaussian_blur(image: &[f32], size: usize) -> Vec<f32> {
         let output = &mut horizontal[row * size..(row + 1) * size];
         for column in 0..size {
             let mut sum = 0.0;
-            for tap in 0..5 {
-                sum += WEIGHTS[tap] * line[clamped(column, tap)];
+            for (tap, weight) in WEIGHTS.iter().enumerate() {
+                sum += weight * line[clamped(column, tap)];
             }
             output[column] = sum;
         }
     }
     let mut blurred = vec![0.0f32; size * size];
     for row in 0..size {
-        for tap in 0..5 {
+        for (tap, &weight) in WEIGHTS.iter().enumerate() {
             let source = clamped(row, tap) * size;
-            let weight = WEIGHTS[tap];
             for column in 0..size {
                 blurred[row * size + column] += weight * horizontal[source + column];
             }

@@ -98,9 +98,8 @@ pub fn render(scene: &SceneSpec) -> RenderedImages {
                 0.0
             };
             let light = ambient + (1.0 - ambient) * diffuse;
-            for channel in 0..3 {
-                let value = base_colour[channel] as f64 * light + 255.0 * specular;
-                images.rgb[pixel * 3 + channel] = value.round().clamp(0.0, 255.0) as u8;
+            for (output, &base) in images.rgb[pixel * 3..pixel * 3 + 3].iter_mut().zip(&base_colour) {
+                *output = (base as f64 * light + 255.0 * specular).round().clamp(0.0, 255.0) as u8;
             }
 
             images.depth_metres[pixel] = (nearest * direction.dot(forward)) as f32;
