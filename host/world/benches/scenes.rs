@@ -29,29 +29,41 @@ fn scenes(criterion: &mut Criterion) {
 
     group.throughput(Throughput::Elements(BATCH));
     let mut first = 0u64;
-    group.bench_with_input(BenchmarkId::new("all_modalities_all_cores", BATCH), &BATCH, |bench, &batch| {
-        bench.iter(|| {
-            first += batch;
-            (first..first + batch)
-                .into_par_iter()
-                .map(|seed| tessera_world::modalities::modalities_of(SceneSpec::from_seed(seed)).caption.len())
-                .sum::<usize>()
-        })
-    });
+    group.bench_with_input(
+        BenchmarkId::new("all_modalities_all_cores", BATCH),
+        &BATCH,
+        |bench, &batch| {
+            bench.iter(|| {
+                first += batch;
+                (first..first + batch)
+                    .into_par_iter()
+                    .map(|seed| {
+                        tessera_world::modalities::modalities_of(SceneSpec::from_seed(seed))
+                            .caption
+                            .len()
+                    })
+                    .sum::<usize>()
+            })
+        },
+    );
 
     // Writing a dataset end to end (shards on disk), as `tessera world dataset` does.
     let dir = tempfile::tempdir().expect("temporary directory");
-    group.bench_with_input(BenchmarkId::new("write_dataset", BATCH), &BATCH, |bench, &batch| {
-        bench.iter(|| {
-            let options = tessera_world::DatasetOptions {
-                count: batch as usize,
-                first_seed: 0,
-                out: dir.path().to_path_buf(),
-                threads: 0,
-            };
-            tessera_world::write_dataset(&options, &|_, _| {}).expect("dataset")
-        })
-    });
+    group.bench_with_input(
+        BenchmarkId::new("write_dataset", BATCH),
+        &BATCH,
+        |bench, &batch| {
+            bench.iter(|| {
+                let options = tessera_world::DatasetOptions {
+                    count: batch as usize,
+                    first_seed: 0,
+                    out: dir.path().to_path_buf(),
+                    threads: 0,
+                };
+                tessera_world::write_dataset(&options, &|_, _| {}).expect("dataset")
+            })
+        },
+    );
     group.finish();
 }
 

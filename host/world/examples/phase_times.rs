@@ -26,7 +26,10 @@ fn main() {
         let _metadata = tessera_world::metadata::compute_metadata(&images, &boxes, &caption);
         totals[4] += start.elapsed().as_secs_f64();
     }
-    for (name, total) in ["render", "edges", "boxes+caption", "palette", "metadata"].iter().zip(totals) {
+    for (name, total) in ["render", "edges", "boxes+caption", "palette", "metadata"]
+        .iter()
+        .zip(totals)
+    {
         println!("{name:>14}: {:.2} ms/scene", total * 1000.0 / scenes as f64);
     }
 }

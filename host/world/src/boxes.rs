@@ -71,7 +71,9 @@ pub fn boxes_from_instances(scene: &SceneSpec, instance_map: &[u8]) -> Vec<Bound
         .collect();
     boxes.sort_by(|first, second| {
         let distance = |b: &BoundingBox| b.normalized_box[0].powi(2) + b.normalized_box[1].powi(2);
-        distance(first).total_cmp(&distance(second)).then(first.instance_id.cmp(&second.instance_id))
+        distance(first)
+            .total_cmp(&distance(second))
+            .then(first.instance_id.cmp(&second.instance_id))
     });
     boxes
 }
@@ -82,8 +84,13 @@ pub fn boxes_to_4m_string(boxes: &[BoundingBox]) -> String {
     boxes
         .iter()
         .map(|bounding_box| {
-            let [xmin, ymin, xmax, ymax] = bounding_box.normalized_box.map(|value| (value * 999.0).round() as u32);
-            format!("v0={xmin} v1={ymin} v2={xmax} v3={ymax} {}", bounding_box.label)
+            let [xmin, ymin, xmax, ymax] = bounding_box
+                .normalized_box
+                .map(|value| (value * 999.0).round() as u32);
+            format!(
+                "v0={xmin} v1={ymin} v2={xmax} v3={ymax} {}",
+                bounding_box.label
+            )
         })
         .collect::<Vec<_>>()
         .join(" ")

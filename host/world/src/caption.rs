@@ -24,7 +24,12 @@ pub enum Relation {
 }
 
 impl Relation {
-    pub const ALL: [Relation; 4] = [Relation::LeftOf, Relation::RightOf, Relation::InFrontOf, Relation::Behind];
+    pub const ALL: [Relation; 4] = [
+        Relation::LeftOf,
+        Relation::RightOf,
+        Relation::InFrontOf,
+        Relation::Behind,
+    ];
 
     /// Whether `subject` stands in this relation to `object`, judged on their visible boxes:
     /// - left of: the subject's box starts and ends further left, and its centre is at least
@@ -36,7 +41,9 @@ impl Relation {
         let (s, o) = (&subject.pixel_box, &object.pixel_box);
         match self {
             Relation::LeftOf => {
-                s[0] < o[0] && s[2] < o[2] && subject.centre_x() + MIN_HORIZONTAL_SEPARATION <= object.centre_x()
+                s[0] < o[0]
+                    && s[2] < o[2]
+                    && subject.centre_x() + MIN_HORIZONTAL_SEPARATION <= object.centre_x()
             }
             Relation::RightOf => Relation::LeftOf.holds(object, subject),
             Relation::InFrontOf => s[3] >= o[3] + MIN_DEPTH_SEPARATION,
@@ -62,9 +69,15 @@ const CAPTION_STREAM: u64 = 0xCA97_10A5;
 pub fn caption_for(scene: &SceneSpec, boxes: &[BoundingBox]) -> String {
     let mut rng = SceneRng::new(scene.seed ^ CAPTION_STREAM);
     // Mention objects from left to right, as a person scanning the image would.
-    let mut mentioned: Vec<&BoundingBox> =
-        boxes.iter().filter(|bounding_box| bounding_box.visible_pixels >= MIN_MENTIONED_PIXELS).collect();
-    mentioned.sort_by(|a, b| a.centre_x().total_cmp(&b.centre_x()).then(a.instance_id.cmp(&b.instance_id)));
+    let mut mentioned: Vec<&BoundingBox> = boxes
+        .iter()
+        .filter(|bounding_box| bounding_box.visible_pixels >= MIN_MENTIONED_PIXELS)
+        .collect();
+    mentioned.sort_by(|a, b| {
+        a.centre_x()
+            .total_cmp(&b.centre_x())
+            .then(a.instance_id.cmp(&b.instance_id))
+    });
     let front_behind_agrees_in_3d = |subject: &BoundingBox, object: &BoundingBox| {
         camera_distance(scene, subject.instance_id) < camera_distance(scene, object.instance_id)
     };
@@ -83,7 +96,11 @@ pub fn caption_for(scene: &SceneSpec, boxes: &[BoundingBox]) -> String {
     let mut sentences: Vec<String> = Vec::new();
     match mentioned.len() {
         0 => {
-            let options = ["an empty floor by a wall.", "a plain room with nothing in it.", "an empty scene."];
+            let options = [
+                "an empty floor by a wall.",
+                "a plain room with nothing in it.",
+                "an empty scene.",
+            ];
             sentences.push(options[rng.below(options.len())].to_string());
         }
         1 => {
@@ -100,9 +117,17 @@ pub fn caption_for(scene: &SceneSpec, boxes: &[BoundingBox]) -> String {
             let all_objects_mentioned = count == boxes.len();
             let listed = all_objects_mentioned && rng.chance(0.4);
             if listed {
-                let names: Vec<String> = mentioned.iter().map(|b| format!("a {}", describe(b))).collect();
+                let names: Vec<String> = mentioned
+                    .iter()
+                    .map(|b| format!("a {}", describe(b)))
+                    .collect();
                 let (init, last) = names.split_at(names.len() - 1);
-                sentences.push(format!("{} objects: {} and {}.", count_word(count), init.join(", "), last[0]));
+                sentences.push(format!(
+                    "{} objects: {} and {}.",
+                    count_word(count),
+                    init.join(", "),
+                    last[0]
+                ));
             }
             // Without a list, introduce every object in a sentence relating it to another one (with a
             // true relation); after a list, add up to two relation sentences.
@@ -111,12 +136,19 @@ pub fn caption_for(scene: &SceneSpec, boxes: &[BoundingBox]) -> String {
             // Pairs already related, so that no sentence restates another one the other way round.
             let mut related_pairs: Vec<(usize, usize)> = Vec::new();
             for index in 0..count {
-                let wants_sentence = if listed { relation_sentences < 2 } else { !introduced[index] };
+                let wants_sentence = if listed {
+                    relation_sentences < 2
+                } else {
+                    !introduced[index]
+                };
                 if !wants_sentence {
                     continue;
                 }
                 let partners: Vec<usize> = (0..count)
-                    .filter(|&other| other != index && !related_pairs.contains(&(index.min(other), index.max(other))))
+                    .filter(|&other| {
+                        other != index
+                            && !related_pairs.contains(&(index.min(other), index.max(other)))
+                    })
                     .collect();
                 let mut options: Vec<(usize, Relation)> = Vec::new();
                 for &partner in &partners {
@@ -156,11 +188,17 @@ pub fn caption_for(scene: &SceneSpec, boxes: &[BoundingBox]) -> String {
 
 /// "large red sphere".
 fn describe(bounding_box: &BoundingBox) -> String {
-    format!("{} {} {}", bounding_box.size, bounding_box.colour, bounding_box.label)
+    format!(
+        "{} {} {}",
+        bounding_box.size, bounding_box.colour, bounding_box.label
+    )
 }
 
 fn count_word(count: usize) -> &'static str {
-    ["zero", "one", "two", "three", "four", "five", "six"].get(count).copied().unwrap_or("many")
+    ["zero", "one", "two", "three", "four", "five", "six"]
+        .get(count)
+        .copied()
+        .unwrap_or("many")
 }
 
 /// Distance from the camera to the centre of an object's footprint.
@@ -199,8 +237,14 @@ mod tests {
         assert!(Relation::InFrontOf.holds(&left, &right));
         assert!(Relation::Behind.holds(&right, &left));
         let overlapping = boxed([15, 50, 45, 92]);
-        assert!(!Relation::LeftOf.holds(&left, &overlapping), "centres 5 px apart are not 'left of'");
-        assert!(!Relation::InFrontOf.holds(&overlapping, &left), "bottoms 2 px apart are not 'in front of'");
+        assert!(
+            !Relation::LeftOf.holds(&left, &overlapping),
+            "centres 5 px apart are not 'left of'"
+        );
+        assert!(
+            !Relation::InFrontOf.holds(&overlapping, &left),
+            "bottoms 2 px apart are not 'in front of'"
+        );
     }
 
     #[test]

@@ -80,7 +80,11 @@ impl ImageModality {
     }
 
     pub fn safetensors_dtype(self) -> safetensors::Dtype {
-        if self == ImageModality::Depth { safetensors::Dtype::U16 } else { safetensors::Dtype::U8 }
+        if self == ImageModality::Depth {
+            safetensors::Dtype::U16
+        } else {
+            safetensors::Dtype::U8
+        }
     }
 
     /// Shape of the whole tensor for `count` scenes; single-channel modalities have no channel axis.
@@ -101,9 +105,10 @@ impl ImageModality {
         let images = &modalities.images;
         match self {
             ImageModality::Rgb => images.rgb.clone(),
-            ImageModality::Depth => {
-                depth_to_millimetres(&images.depth_metres).iter().flat_map(|value| value.to_le_bytes()).collect()
-            }
+            ImageModality::Depth => depth_to_millimetres(&images.depth_metres)
+                .iter()
+                .flat_map(|value| value.to_le_bytes())
+                .collect(),
             ImageModality::Normal => encode_normals(&images.normals),
             ImageModality::Semseg => images.semseg.clone(),
             ImageModality::Instance => images.instance.clone(),
@@ -187,10 +192,17 @@ fn validate(options: &DatasetOptions) -> Result<(), WorldError> {
         return Err(WorldError::EmptyDataset { count: 0 });
     }
     if options.first_seed > MAX_SEED {
-        return Err(WorldError::SeedOutOfRange { seed: options.first_seed, max: MAX_SEED });
+        return Err(WorldError::SeedOutOfRange {
+            seed: options.first_seed,
+            max: MAX_SEED,
+        });
     }
     if MAX_SEED - options.first_seed < options.count as u64 - 1 {
-        return Err(WorldError::SeedRangeOverflow { first_seed: options.first_seed, count: options.count, max: MAX_SEED });
+        return Err(WorldError::SeedRangeOverflow {
+            first_seed: options.first_seed,
+            count: options.count,
+            max: MAX_SEED,
+        });
     }
     Ok(())
 }
@@ -220,26 +232,39 @@ pub fn write_dataset(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.threads)
         .build()
-        .map_err(|error| WorldError::ThreadPool { threads: options.threads, message: error.to_string() })?;
+        .map_err(|error| WorldError::ThreadPool {
+            threads: options.threads,
+            message: error.to_string(),
+        })?;
     let done = AtomicUsize::new(0);
     let index_lines: Vec<String> = pool.install(|| {
         (0..count)
             .into_par_iter()
             .map(|index| -> Result<String, WorldError> {
-                let modalities = modalities_of(SceneSpec::from_seed(options.first_seed + index as u64));
+                let modalities =
+                    modalities_of(SceneSpec::from_seed(options.first_seed + index as u64));
                 for (modality, (file, data_start, path)) in &shards {
                     let offset = data_start + (index * modality.bytes_per_scene()) as u64;
-                    write_at(file, &modality.scene_bytes(&modalities), offset).map_err(WorldError::io("write", path))?;
+                    write_at(file, &modality.scene_bytes(&modalities), offset)
+                        .map_err(WorldError::io("write", path))?;
                 }
-                let line = serde_json::to_string(&SceneRecord::new(index, &modalities))
-                    .map_err(|source| WorldError::Json { action: "write", path: out.join(INDEX_FILE), source })?;
+                let line = serde_json::to_string(&SceneRecord::new(index, &modalities)).map_err(
+                    |source| WorldError::Json {
+                        action: "write",
+                        path: out.join(INDEX_FILE),
+                        source,
+                    },
+                )?;
                 progress(done.fetch_add(1, Ordering::Relaxed) + 1, count);
                 Ok(line)
             })
             .collect::<Result<Vec<String>, WorldError>>()
     })?;
 
-    let mut files: Vec<PathBuf> = shards.iter().map(|(_, (_, _, path))| path.clone()).collect();
+    let mut files: Vec<PathBuf> = shards
+        .iter()
+        .map(|(_, (_, _, path))| path.clone())
+        .collect();
     let index_path = out.join(INDEX_FILE);
     let mut index_text = index_lines.join("\n");
     index_text.push('\n');
@@ -252,26 +277,49 @@ pub fn write_dataset(
         count,
         first_seed: options.first_seed,
         image_size: IMAGE_SIZE,
-        images: ImageModality::ALL.iter().map(|m| (m.name().to_string(), m.file_name())).collect(),
+        images: ImageModality::ALL
+            .iter()
+            .map(|m| (m.name().to_string(), m.file_name()))
+            .collect(),
         index: INDEX_FILE.to_string(),
-        semantic_classes: SemanticClass::ALL.iter().map(|class| class.name().to_string()).collect(),
+        semantic_classes: SemanticClass::ALL
+            .iter()
+            .map(|class| class.name().to_string())
+            .collect(),
         depth_unit: "millimetres".to_string(),
     };
-    let manifest_text = serde_json::to_string_pretty(&manifest)
-        .map_err(|source| WorldError::Json { action: "write", path: manifest_path.clone(), source })?;
-    std::fs::write(&manifest_path, manifest_text + "\n").map_err(WorldError::io("write", &manifest_path))?;
+    let manifest_text =
+        serde_json::to_string_pretty(&manifest).map_err(|source| WorldError::Json {
+            action: "write",
+            path: manifest_path.clone(),
+            source,
+        })?;
+    std::fs::write(&manifest_path, manifest_text + "\n")
+        .map_err(WorldError::io("write", &manifest_path))?;
     files.push(manifest_path);
 
     let mut total_bytes = 0;
     for file in &files {
-        total_bytes += std::fs::metadata(file).map_err(WorldError::io("inspect", file))?.len();
+        total_bytes += std::fs::metadata(file)
+            .map_err(WorldError::io("inspect", file))?
+            .len();
     }
-    Ok(DatasetSummary { count, first_seed: options.first_seed, out: out.clone(), files, total_bytes })
+    Ok(DatasetSummary {
+        count,
+        first_seed: options.first_seed,
+        out: out.clone(),
+        files,
+        total_bytes,
+    })
 }
 
 /// Creates a safetensors file holding one zero-filled tensor for `count` scenes; returns the file,
 /// the byte offset where tensor data starts, and the path.
-fn create_shard(dir: &Path, modality: ImageModality, count: usize) -> Result<(File, u64, PathBuf), WorldError> {
+fn create_shard(
+    dir: &Path,
+    modality: ImageModality,
+    count: usize,
+) -> Result<(File, u64, PathBuf), WorldError> {
     let path = dir.join(modality.file_name());
     let data_bytes = count * modality.bytes_per_scene();
     let header = serde_json::json!({
@@ -282,8 +330,11 @@ fn create_shard(dir: &Path, modality: ImageModality, count: usize) -> Result<(Fi
             "data_offsets": [0, data_bytes],
         }
     });
-    let mut header_bytes = serde_json::to_vec(&header)
-        .map_err(|source| WorldError::Json { action: "write", path: path.clone(), source })?;
+    let mut header_bytes = serde_json::to_vec(&header).map_err(|source| WorldError::Json {
+        action: "write",
+        path: path.clone(),
+        source,
+    })?;
     // Pad with spaces (allowed by the format) so tensor data starts 8-byte aligned in the mapping.
     while (8 + header_bytes.len()) % 8 != 0 {
         header_bytes.push(b' ');
@@ -293,7 +344,8 @@ fn create_shard(dir: &Path, modality: ImageModality, count: usize) -> Result<(Fi
     prefix.extend_from_slice(&header_bytes);
     write_at(&file, &prefix, 0).map_err(WorldError::io("write", &path))?;
     let data_start = prefix.len() as u64;
-    file.set_len(data_start + data_bytes as u64).map_err(WorldError::io("resize", &path))?;
+    file.set_len(data_start + data_bytes as u64)
+        .map_err(WorldError::io("resize", &path))?;
     Ok((file, data_start, path))
 }
 
@@ -331,11 +383,19 @@ impl Dataset {
     /// header (dtype, shape, size) and the number of index records.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, WorldError> {
         let dir = dir.as_ref().to_path_buf();
-        let malformed = |reason: String| WorldError::MalformedDataset { path: dir.clone(), reason };
+        let malformed = |reason: String| WorldError::MalformedDataset {
+            path: dir.clone(),
+            reason,
+        };
         let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest_text = std::fs::read_to_string(&manifest_path).map_err(WorldError::io("read", &manifest_path))?;
-        let manifest: Manifest = serde_json::from_str(&manifest_text)
-            .map_err(|source| WorldError::Json { action: "read", path: manifest_path.clone(), source })?;
+        let manifest_text = std::fs::read_to_string(&manifest_path)
+            .map_err(WorldError::io("read", &manifest_path))?;
+        let manifest: Manifest =
+            serde_json::from_str(&manifest_text).map_err(|source| WorldError::Json {
+                action: "read",
+                path: manifest_path.clone(),
+                source,
+            })?;
         if manifest.format != FORMAT_NAME || manifest.version != FORMAT_VERSION {
             return Err(malformed(format!(
                 "format {:?} version {} is not {FORMAT_NAME:?} version {FORMAT_VERSION}",
@@ -343,7 +403,10 @@ impl Dataset {
             )));
         }
         if manifest.image_size != IMAGE_SIZE {
-            return Err(malformed(format!("image size {} is not {IMAGE_SIZE}", manifest.image_size)));
+            return Err(malformed(format!(
+                "image size {} is not {IMAGE_SIZE}",
+                manifest.image_size
+            )));
         }
         let count = manifest.count;
 
@@ -353,12 +416,17 @@ impl Dataset {
             let file = File::open(&path).map_err(WorldError::io("open", &path))?;
             // SAFETY: the mapping is read-only; the dataset files are not modified while a reader
             // holds them (writers create new datasets, they do not edit opened ones).
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(WorldError::io("memory-map", &path))?;
+            let map = unsafe { memmap2::Mmap::map(&file) }
+                .map_err(WorldError::io("memory-map", &path))?;
             let (header_size, metadata) = safetensors::SafeTensors::read_metadata(&map)
                 .map_err(|error| malformed(format!("{}: {error}", modality.file_name())))?;
-            let info = metadata
-                .info(modality.name())
-                .ok_or_else(|| malformed(format!("{} has no tensor {:?}", modality.file_name(), modality.name())))?;
+            let info = metadata.info(modality.name()).ok_or_else(|| {
+                malformed(format!(
+                    "{} has no tensor {:?}",
+                    modality.file_name(),
+                    modality.name()
+                ))
+            })?;
             let expected_bytes = count * modality.bytes_per_scene();
             if info.dtype != modality.safetensors_dtype()
                 || info.shape != modality.shape(count)
@@ -381,20 +449,38 @@ impl Dataset {
         }
 
         let index_path = dir.join(&manifest.index);
-        let index_text = std::fs::read_to_string(&index_path).map_err(WorldError::io("read", &index_path))?;
+        let index_text =
+            std::fs::read_to_string(&index_path).map_err(WorldError::io("read", &index_path))?;
         let records = index_text
             .lines()
             .filter(|line| !line.trim().is_empty())
             .map(serde_json::from_str::<SceneRecord>)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| WorldError::Json { action: "read", path: index_path.clone(), source })?;
+            .map_err(|source| WorldError::Json {
+                action: "read",
+                path: index_path.clone(),
+                source,
+            })?;
         if records.len() != count {
-            return Err(malformed(format!("{} has {} records for {count} scenes", manifest.index, records.len())));
+            return Err(malformed(format!(
+                "{} has {} records for {count} scenes",
+                manifest.index,
+                records.len()
+            )));
         }
-        if let Some(record) = records.iter().enumerate().find(|(position, record)| record.index != *position) {
+        if let Some(record) = records
+            .iter()
+            .enumerate()
+            .find(|(position, record)| record.index != *position)
+        {
             return Err(malformed(format!("record {} is out of order", record.0)));
         }
-        Ok(Self { dir, manifest, shards, records })
+        Ok(Self {
+            dir,
+            manifest,
+            shards,
+            records,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -414,7 +500,14 @@ impl Dataset {
     }
 
     fn check_index(&self, index: usize) -> Result<(), WorldError> {
-        if index < self.len() { Ok(()) } else { Err(WorldError::SceneIndexOutOfRange { index, len: self.len() }) }
+        if index < self.len() {
+            Ok(())
+        } else {
+            Err(WorldError::SceneIndexOutOfRange {
+                index,
+                len: self.len(),
+            })
+        }
     }
 
     /// The sequence modalities of scene `index`.
@@ -444,7 +537,10 @@ impl Dataset {
     /// One scene's depth in millimetres.
     pub fn depth_millimetres(&self, index: usize) -> Result<Vec<u16>, WorldError> {
         let bytes = self.image_bytes(ImageModality::Depth, index)?;
-        Ok(bytes.chunks_exact(2).map(|pair| u16::from_le_bytes([pair[0], pair[1]])).collect())
+        Ok(bytes
+            .chunks_exact(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .collect())
     }
 }
 
@@ -454,11 +550,25 @@ mod tests {
 
     #[test]
     fn overflowing_seed_ranges_are_refused() {
-        let options = |count, first_seed| DatasetOptions { count, first_seed, out: PathBuf::from("unused"), threads: 1 };
+        let options = |count, first_seed| DatasetOptions {
+            count,
+            first_seed,
+            out: PathBuf::from("unused"),
+            threads: 1,
+        };
         assert!(validate(&options(1, MAX_SEED)).is_ok());
-        assert!(matches!(validate(&options(2, MAX_SEED)), Err(WorldError::SeedRangeOverflow { .. })));
-        assert!(matches!(validate(&options(1, MAX_SEED + 1)), Err(WorldError::SeedOutOfRange { .. })));
-        assert!(matches!(validate(&options(0, 0)), Err(WorldError::EmptyDataset { count: 0 })));
+        assert!(matches!(
+            validate(&options(2, MAX_SEED)),
+            Err(WorldError::SeedRangeOverflow { .. })
+        ));
+        assert!(matches!(
+            validate(&options(1, MAX_SEED + 1)),
+            Err(WorldError::SeedOutOfRange { .. })
+        ));
+        assert!(matches!(
+            validate(&options(0, 0)),
+            Err(WorldError::EmptyDataset { count: 0 })
+        ));
     }
 
     #[test]

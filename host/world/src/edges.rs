@@ -48,8 +48,10 @@ pub fn canny_edges(rgb: &[u8]) -> Vec<u8> {
                 2 => (1, 0),
                 _ => (1, -1),
             };
-            let ahead = magnitude[((row as isize + dr) as usize) * size + (column as isize + dc) as usize];
-            let behind = magnitude[((row as isize - dr) as usize) * size + (column as isize - dc) as usize];
+            let ahead =
+                magnitude[((row as isize + dr) as usize) * size + (column as isize + dc) as usize];
+            let behind =
+                magnitude[((row as isize - dr) as usize) * size + (column as isize - dc) as usize];
             // Strict on one side only, so a plateau two pixels wide keeps exactly one of them.
             if value > ahead && value >= behind {
                 thin[pixel] = value;
@@ -143,8 +145,9 @@ mod tests {
         }
         let edges = canny_edges(&rgb);
         for row in 5..IMAGE_SIZE - 5 {
-            let edge_columns: Vec<usize> =
-                (0..IMAGE_SIZE).filter(|&column| edges[row * IMAGE_SIZE + column] == 255).collect();
+            let edge_columns: Vec<usize> = (0..IMAGE_SIZE)
+                .filter(|&column| edges[row * IMAGE_SIZE + column] == 255)
+                .collect();
             assert_eq!(edge_columns.len(), 1, "row {row}: {edge_columns:?}");
             assert!((99..=100).contains(&edge_columns[0]));
         }

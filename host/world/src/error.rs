@@ -18,7 +18,11 @@ pub enum WorldError {
     EmptyDataset { count: usize },
 
     #[error("{count} scenes starting at seed {first_seed} would run past the largest seed {max}")]
-    SeedRangeOverflow { first_seed: u64, count: usize, max: u64 },
+    SeedRangeOverflow {
+        first_seed: u64,
+        count: usize,
+        max: u64,
+    },
 
     #[error("output path {} exists and is not a directory", path.display())]
     NotADirectory { path: PathBuf },
@@ -53,15 +57,29 @@ pub enum WorldError {
 }
 
 impl WorldError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> WorldError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> WorldError {
         let path = path.into();
-        move |source| WorldError::Io { action, path, source }
+        move |source| WorldError::Io {
+            action,
+            path,
+            source,
+        }
     }
 }
 
 /// Checks that a seed is in 0..=[`MAX_SEED`].
 pub fn validate_seed(seed: u64) -> Result<u64, WorldError> {
-    if seed > MAX_SEED { Err(WorldError::SeedOutOfRange { seed, max: MAX_SEED }) } else { Ok(seed) }
+    if seed > MAX_SEED {
+        Err(WorldError::SeedOutOfRange {
+            seed,
+            max: MAX_SEED,
+        })
+    } else {
+        Ok(seed)
+    }
 }
 
 /// Parses a seed given as text (for example on the command line), with a clear error when it is not one.
@@ -69,7 +87,10 @@ pub fn parse_seed(text: &str) -> Result<u64, WorldError> {
     let seed = text
         .trim()
         .parse::<u64>()
-        .map_err(|_| WorldError::InvalidSeed { text: text.to_string(), max: MAX_SEED })?;
+        .map_err(|_| WorldError::InvalidSeed {
+            text: text.to_string(),
+            max: MAX_SEED,
+        })?;
     validate_seed(seed)
 }
 
@@ -81,8 +102,14 @@ mod tests {
     fn seeds_parse_and_out_of_range_ones_are_refused() {
         assert_eq!(parse_seed(" 42 ").unwrap(), 42);
         assert_eq!(parse_seed(&MAX_SEED.to_string()).unwrap(), MAX_SEED);
-        assert!(matches!(parse_seed("-1"), Err(WorldError::InvalidSeed { .. })));
-        assert!(matches!(parse_seed("twelve"), Err(WorldError::InvalidSeed { .. })));
+        assert!(matches!(
+            parse_seed("-1"),
+            Err(WorldError::InvalidSeed { .. })
+        ));
+        assert!(matches!(
+            parse_seed("twelve"),
+            Err(WorldError::InvalidSeed { .. })
+        ));
         let too_big = parse_seed(&(MAX_SEED + 1).to_string()).unwrap_err();
         assert!(too_big.to_string().contains("out of range"), "{too_big}");
     }

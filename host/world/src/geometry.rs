@@ -2,7 +2,8 @@
 
 use crate::math::Vec3;
 use crate::scene::{
-    Camera, IMAGE_SIZE, SceneObject, ShapeKind, cone_height, cube_half_edge, cylinder_height, cylinder_radius,
+    Camera, IMAGE_SIZE, SceneObject, ShapeKind, cone_height, cube_half_edge, cylinder_height,
+    cylinder_radius,
 };
 
 /// Hits closer than this (in metres) are ignored, so a ray leaving a surface does not hit it again.
@@ -35,10 +36,18 @@ pub(crate) struct ScreenRect {
 }
 
 impl ScreenRect {
-    const EMPTY: ScreenRect = ScreenRect { min_column: 1, max_column: 0, min_row: 1, max_row: 0 };
+    const EMPTY: ScreenRect = ScreenRect {
+        min_column: 1,
+        max_column: 0,
+        min_row: 1,
+        max_row: 0,
+    };
 
     pub fn contains(&self, column: usize, row: usize) -> bool {
-        column >= self.min_column && column <= self.max_column && row >= self.min_row && row <= self.max_row
+        column >= self.min_column
+            && column <= self.max_column
+            && row >= self.min_row
+            && row <= self.max_row
     }
 }
 
@@ -77,14 +86,27 @@ impl Primitive {
         for corner in 0..8 {
             let point = self.base
                 + Vec3::new(
-                    if corner & 1 == 0 { -footprint } else { footprint },
+                    if corner & 1 == 0 {
+                        -footprint
+                    } else {
+                        footprint
+                    },
                     if corner & 2 == 0 { 0.0 } else { self.height },
-                    if corner & 4 == 0 { -footprint } else { footprint },
+                    if corner & 4 == 0 {
+                        -footprint
+                    } else {
+                        footprint
+                    },
                 );
             // The camera is always well outside every object, so every corner lies in front of it;
             // if that ever failed, falling back to the whole image keeps the render correct.
             let Some((column, row)) = camera.project(point) else {
-                return ScreenRect { min_column: 0, max_column: IMAGE_SIZE - 1, min_row: 0, max_row: IMAGE_SIZE - 1 };
+                return ScreenRect {
+                    min_column: 0,
+                    max_column: IMAGE_SIZE - 1,
+                    min_row: 0,
+                    max_row: IMAGE_SIZE - 1,
+                };
             };
             min = (min.0.min(column), min.1.min(row));
             max = (max.0.max(column), max.1.max(row));
@@ -116,7 +138,12 @@ impl Primitive {
     }
 
     /// Nearest hit with distance in (RAY_EPSILON, max_distance): the distance and the outward unit normal.
-    pub fn intersect(&self, origin: Vec3, direction: Vec3, max_distance: f64) -> Option<(f64, Vec3)> {
+    pub fn intersect(
+        &self,
+        origin: Vec3,
+        direction: Vec3,
+        max_distance: f64,
+    ) -> Option<(f64, Vec3)> {
         if !self.may_hit(origin, direction) {
             return None;
         }
@@ -127,7 +154,9 @@ impl Primitive {
         let hit = match self.shape {
             ShapeKind::Sphere => self.intersect_sphere(local_origin, local_direction, max_distance),
             ShapeKind::Cube => self.intersect_cube(local_origin, local_direction, max_distance),
-            ShapeKind::Cylinder => self.intersect_cylinder(local_origin, local_direction, max_distance),
+            ShapeKind::Cylinder => {
+                self.intersect_cylinder(local_origin, local_direction, max_distance)
+            }
             ShapeKind::Cone => self.intersect_cone(local_origin, local_direction, max_distance),
         };
         hit.map(|(distance, local_normal)| (distance, self.to_world(local_normal)))
@@ -149,7 +178,12 @@ impl Primitive {
         )
     }
 
-    fn intersect_sphere(&self, origin: Vec3, direction: Vec3, max_distance: f64) -> Option<(f64, Vec3)> {
+    fn intersect_sphere(
+        &self,
+        origin: Vec3,
+        direction: Vec3,
+        max_distance: f64,
+    ) -> Option<(f64, Vec3)> {
         let centre = Vec3::new(0.0, self.radius, 0.0);
         let offset = origin - centre;
         let along = offset.dot(direction);
@@ -161,10 +195,20 @@ impl Primitive {
         [-along - root, -along + root]
             .into_iter()
             .find(|&distance| distance > RAY_EPSILON && distance < max_distance)
-            .map(|distance| (distance, (origin + direction * distance - centre) * (1.0 / self.radius)))
+            .map(|distance| {
+                (
+                    distance,
+                    (origin + direction * distance - centre) * (1.0 / self.radius),
+                )
+            })
     }
 
-    fn intersect_cube(&self, origin: Vec3, direction: Vec3, max_distance: f64) -> Option<(f64, Vec3)> {
+    fn intersect_cube(
+        &self,
+        origin: Vec3,
+        direction: Vec3,
+        max_distance: f64,
+    ) -> Option<(f64, Vec3)> {
         let half = self.radius;
         let lower = [-half, 0.0, -half];
         let upper = [half, 2.0 * half, half];
@@ -224,7 +268,10 @@ impl Primitive {
     ) -> Option<(f64, Vec3)> {
         let mut best: Option<(f64, Vec3)> = None;
         let mut consider = |distance: f64, normal: Vec3| {
-            if distance > RAY_EPSILON && distance < max_distance && best.is_none_or(|(closest, _)| distance < closest) {
+            if distance > RAY_EPSILON
+                && distance < max_distance
+                && best.is_none_or(|(closest, _)| distance < closest)
+            {
                 best = Some((distance, normal));
             }
         };
@@ -246,7 +293,12 @@ impl Primitive {
         best
     }
 
-    fn intersect_cylinder(&self, origin: Vec3, direction: Vec3, max_distance: f64) -> Option<(f64, Vec3)> {
+    fn intersect_cylinder(
+        &self,
+        origin: Vec3,
+        direction: Vec3,
+        max_distance: f64,
+    ) -> Option<(f64, Vec3)> {
         let quadratic = direction.x * direction.x + direction.z * direction.z;
         let half_linear = origin.x * direction.x + origin.z * direction.z;
         let constant = origin.x * origin.x + origin.z * origin.z - self.radius * self.radius;
@@ -265,14 +317,22 @@ impl Primitive {
         )
     }
 
-    fn intersect_cone(&self, origin: Vec3, direction: Vec3, max_distance: f64) -> Option<(f64, Vec3)> {
+    fn intersect_cone(
+        &self,
+        origin: Vec3,
+        direction: Vec3,
+        max_distance: f64,
+    ) -> Option<(f64, Vec3)> {
         // Side: x² + z² = k² (h - y)², with k the base radius over the height.
         let slope_squared = (self.radius / self.height).powi(2);
         let above_origin = self.height - origin.y;
-        let quadratic =
-            direction.x * direction.x + direction.z * direction.z - slope_squared * direction.y * direction.y;
-        let half_linear = origin.x * direction.x + origin.z * direction.z + slope_squared * above_origin * direction.y;
-        let constant = origin.x * origin.x + origin.z * origin.z - slope_squared * above_origin * above_origin;
+        let quadratic = direction.x * direction.x + direction.z * direction.z
+            - slope_squared * direction.y * direction.y;
+        let half_linear = origin.x * direction.x
+            + origin.z * direction.z
+            + slope_squared * above_origin * direction.y;
+        let constant =
+            origin.x * origin.x + origin.z * origin.z - slope_squared * above_origin * above_origin;
         let side_roots = solve_quadratic(quadratic, half_linear, constant);
         let height = self.height;
         self.closest_capped(
@@ -301,7 +361,11 @@ fn solve_quadratic(quadratic: f64, half_linear: f64, constant: f64) -> [Option<f
     let root = discriminant.sqrt();
     let first = (-half_linear - root) / quadratic;
     let second = (-half_linear + root) / quadratic;
-    if first <= second { [Some(first), Some(second)] } else { [Some(second), Some(first)] }
+    if first <= second {
+        [Some(first), Some(second)]
+    } else {
+        [Some(second), Some(first)]
+    }
 }
 
 #[cfg(test)]
@@ -326,8 +390,13 @@ mod tests {
         for shape in ShapeKind::ALL {
             let shape_primitive = primitive(shape, 0.3);
             let origin = Vec3::new(0.0, 10.0, 0.0);
-            let (distance, normal) = shape_primitive.intersect(origin, Vec3::new(0.0, -1.0, 0.0), 100.0).unwrap();
-            assert!((10.0 - distance - shape_primitive.height).abs() < 1e-9, "{shape:?}");
+            let (distance, normal) = shape_primitive
+                .intersect(origin, Vec3::new(0.0, -1.0, 0.0), 100.0)
+                .unwrap();
+            assert!(
+                (10.0 - distance - shape_primitive.height).abs() < 1e-9,
+                "{shape:?}"
+            );
             assert!((normal.y - 1.0).abs() < 1e-9, "{shape:?} normal {normal:?}");
         }
     }
@@ -337,7 +406,9 @@ mod tests {
         for shape in ShapeKind::ALL {
             let shape_primitive = primitive(shape, 0.0);
             let origin = Vec3::new(-10.0, 0.2, 0.0);
-            let (distance, normal) = shape_primitive.intersect(origin, Vec3::new(1.0, 0.0, 0.0), 100.0).unwrap();
+            let (distance, normal) = shape_primitive
+                .intersect(origin, Vec3::new(1.0, 0.0, 0.0), 100.0)
+                .unwrap();
             let hit_x = -10.0 + distance;
             assert!(hit_x < 0.0 && hit_x > -1.0, "{shape:?} hit at {hit_x}");
             assert!(normal.x < -0.3, "{shape:?} normal {normal:?}");
@@ -350,9 +421,19 @@ mod tests {
         for shape in ShapeKind::ALL {
             let shape_primitive = primitive(shape, 0.7);
             let origin = Vec3::new(-10.0, 0.5, 3.0);
-            assert!(shape_primitive.intersect(origin, Vec3::new(1.0, 0.0, 0.0), 100.0).is_none(), "{shape:?}");
+            assert!(
+                shape_primitive
+                    .intersect(origin, Vec3::new(1.0, 0.0, 0.0), 100.0)
+                    .is_none(),
+                "{shape:?}"
+            );
             let above = Vec3::new(-10.0, 5.0, 0.0);
-            assert!(shape_primitive.intersect(above, Vec3::new(1.0, 0.0, 0.0), 100.0).is_none(), "{shape:?}");
+            assert!(
+                shape_primitive
+                    .intersect(above, Vec3::new(1.0, 0.0, 0.0), 100.0)
+                    .is_none(),
+                "{shape:?}"
+            );
         }
     }
 
@@ -361,8 +442,14 @@ mod tests {
         let straight = primitive(ShapeKind::Cube, 0.0);
         let diagonal = primitive(ShapeKind::Cube, std::f64::consts::FRAC_PI_4);
         let origin = Vec3::new(-10.0, 0.2, 0.0);
-        let straight_hit = straight.intersect(origin, Vec3::new(1.0, 0.0, 0.0), 100.0).unwrap().0;
-        let diagonal_hit = diagonal.intersect(origin, Vec3::new(1.0, 0.0, 0.0), 100.0).unwrap().0;
+        let straight_hit = straight
+            .intersect(origin, Vec3::new(1.0, 0.0, 0.0), 100.0)
+            .unwrap()
+            .0;
+        let diagonal_hit = diagonal
+            .intersect(origin, Vec3::new(1.0, 0.0, 0.0), 100.0)
+            .unwrap()
+            .0;
         assert!((10.0 - straight_hit - straight.radius).abs() < 1e-9);
         assert!((10.0 - diagonal_hit - diagonal.radius * std::f64::consts::SQRT_2).abs() < 1e-9);
     }

@@ -6,12 +6,25 @@ use crate::error::WorldError;
 use crate::scene::IMAGE_SIZE;
 
 /// Display colours of the semantic classes, indexed by class id (floor, wall, sphere, cube, cylinder, cone).
-pub const SEMSEG_DISPLAY_COLOURS: [[u8; 3]; 6] =
-    [[170, 150, 120], [150, 170, 200], [230, 60, 60], [60, 120, 230], [60, 190, 90], [240, 200, 40]];
+pub const SEMSEG_DISPLAY_COLOURS: [[u8; 3]; 6] = [
+    [170, 150, 120],
+    [150, 170, 200],
+    [230, 60, 60],
+    [60, 120, 230],
+    [60, 190, 90],
+    [240, 200, 40],
+];
 
 /// Display colours of instance ids 0 (floor and wall) to 6.
-pub const INSTANCE_DISPLAY_COLOURS: [[u8; 3]; 7] =
-    [[30, 30, 30], [255, 99, 71], [65, 105, 225], [50, 205, 50], [255, 215, 0], [186, 85, 211], [0, 206, 209]];
+pub const INSTANCE_DISPLAY_COLOURS: [[u8; 3]; 7] = [
+    [30, 30, 30],
+    [255, 99, 71],
+    [65, 105, 225],
+    [50, 205, 50],
+    [255, 215, 0],
+    [186, 85, 211],
+    [0, 206, 209],
+];
 
 /// The pixel layout of an image to encode.
 pub enum PngPixels<'a> {
@@ -19,12 +32,23 @@ pub enum PngPixels<'a> {
     Gray8(&'a [u8]),
     Gray16(&'a [u16]),
     /// 8-bit indices with a colour table: the stored values are the ids, viewers show the colours.
-    Indexed { ids: &'a [u8], palette: &'a [[u8; 3]] },
+    Indexed {
+        ids: &'a [u8],
+        palette: &'a [[u8; 3]],
+    },
 }
 
 /// Encodes a square or rectangular image as PNG bytes.
-pub fn encode_png(width: usize, height: usize, pixels: PngPixels<'_>, path_for_errors: &Path) -> Result<Vec<u8>, WorldError> {
-    let fail = |message: String| WorldError::PngEncoding { path: path_for_errors.to_path_buf(), message };
+pub fn encode_png(
+    width: usize,
+    height: usize,
+    pixels: PngPixels<'_>,
+    path_for_errors: &Path,
+) -> Result<Vec<u8>, WorldError> {
+    let fail = |message: String| WorldError::PngEncoding {
+        path: path_for_errors.to_path_buf(),
+        message,
+    };
     let mut bytes = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
@@ -55,15 +79,24 @@ pub fn encode_png(width: usize, height: usize, pixels: PngPixels<'_>, path_for_e
                 std::borrow::Cow::Borrowed(ids)
             }
         };
-        let mut writer = encoder.write_header().map_err(|error| fail(error.to_string()))?;
-        writer.write_image_data(&data).map_err(|error| fail(error.to_string()))?;
+        let mut writer = encoder
+            .write_header()
+            .map_err(|error| fail(error.to_string()))?;
+        writer
+            .write_image_data(&data)
+            .map_err(|error| fail(error.to_string()))?;
         writer.finish().map_err(|error| fail(error.to_string()))?;
     }
     Ok(bytes)
 }
 
 /// Encodes and writes a PNG file.
-pub fn write_png(path: &Path, width: usize, height: usize, pixels: PngPixels<'_>) -> Result<(), WorldError> {
+pub fn write_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    pixels: PngPixels<'_>,
+) -> Result<(), WorldError> {
     let bytes = encode_png(width, height, pixels, path)?;
     std::fs::write(path, bytes).map_err(WorldError::io("write", path))
 }
@@ -77,8 +110,17 @@ pub(crate) struct Canvas {
 
 impl Canvas {
     pub fn new(width: usize, height: usize, background: [u8; 3]) -> Self {
-        let pixels = background.iter().copied().cycle().take(width * height * 3).collect();
-        Self { width, height, pixels }
+        let pixels = background
+            .iter()
+            .copied()
+            .cycle()
+            .take(width * height * 3)
+            .collect();
+        Self {
+            width,
+            height,
+            pixels,
+        }
     }
 
     pub fn set(&mut self, x: usize, y: usize, colour: [u8; 3]) {
@@ -92,16 +134,30 @@ impl Canvas {
     pub fn draw_tile(&mut self, left: usize, top: usize, colour_of: impl Fn(usize) -> [u8; 3]) {
         for row in 0..IMAGE_SIZE {
             for column in 0..IMAGE_SIZE {
-                self.set(left + column, top + row, colour_of(row * IMAGE_SIZE + column));
+                self.set(
+                    left + column,
+                    top + row,
+                    colour_of(row * IMAGE_SIZE + column),
+                );
             }
         }
     }
 
     /// Outline of an inclusive rectangle, two pixels thick (inwards).
-    pub fn draw_rectangle(&mut self, left: usize, top: usize, right: usize, bottom: usize, colour: [u8; 3]) {
+    pub fn draw_rectangle(
+        &mut self,
+        left: usize,
+        top: usize,
+        right: usize,
+        bottom: usize,
+        colour: [u8; 3],
+    ) {
         for thickness in 0..2 {
             let (l, t) = (left + thickness, top + thickness);
-            let (r, b) = (right.saturating_sub(thickness).max(l), bottom.saturating_sub(thickness).max(t));
+            let (r, b) = (
+                right.saturating_sub(thickness).max(l),
+                bottom.saturating_sub(thickness).max(t),
+            );
             for x in l..=r {
                 self.set(x, t, colour);
                 self.set(x, b, colour);
@@ -114,20 +170,40 @@ impl Canvas {
     }
 
     /// Draws text with the built-in 5 × 7 font, each font pixel `scale` × `scale` canvas pixels.
-    pub fn draw_text(&mut self, left: usize, top: usize, text: &str, colour: [u8; 3], scale: usize) {
+    pub fn draw_text(
+        &mut self,
+        left: usize,
+        top: usize,
+        text: &str,
+        colour: [u8; 3],
+        scale: usize,
+    ) {
         for (index, character) in text.chars().enumerate() {
             let glyph_left = left + index * crate::font::CELL_WIDTH * scale;
             for (row, bits) in crate::font::glyph(character).iter().enumerate() {
                 for column in 0..5 {
                     if bits & (0b10000 >> column) != 0 {
-                        self.fill_rectangle(glyph_left + column * scale, top + row * scale, scale, scale, colour);
+                        self.fill_rectangle(
+                            glyph_left + column * scale,
+                            top + row * scale,
+                            scale,
+                            scale,
+                            colour,
+                        );
                     }
                 }
             }
         }
     }
 
-    pub fn fill_rectangle(&mut self, left: usize, top: usize, width: usize, height: usize, colour: [u8; 3]) {
+    pub fn fill_rectangle(
+        &mut self,
+        left: usize,
+        top: usize,
+        width: usize,
+        height: usize,
+        colour: [u8; 3],
+    ) {
         for y in top..top + height {
             for x in left..left + width {
                 self.set(x, y, colour);
@@ -139,12 +215,19 @@ impl Canvas {
 /// Maps a value in [0, 1] to a perceptually ordered colour (dark purple → orange → pale yellow),
 /// so depth reads at a glance.
 pub(crate) fn heat_colour(value: f64) -> [u8; 3] {
-    const STOPS: [[f64; 3]; 5] =
-        [[20.0, 10.0, 60.0], [110.0, 30.0, 120.0], [210.0, 70.0, 70.0], [250.0, 160.0, 40.0], [252.0, 250.0, 190.0]];
+    const STOPS: [[f64; 3]; 5] = [
+        [20.0, 10.0, 60.0],
+        [110.0, 30.0, 120.0],
+        [210.0, 70.0, 70.0],
+        [250.0, 160.0, 40.0],
+        [252.0, 250.0, 190.0],
+    ];
     let position = value.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
     let index = (position.floor() as usize).min(STOPS.len() - 2);
     let blend = position - index as f64;
-    let colour = |channel: usize| (STOPS[index][channel] * (1.0 - blend) + STOPS[index + 1][channel] * blend).round() as u8;
+    let colour = |channel: usize| {
+        (STOPS[index][channel] * (1.0 - blend) + STOPS[index + 1][channel] * blend).round() as u8
+    };
     [colour(0), colour(1), colour(2)]
 }
 
@@ -161,7 +244,10 @@ mod tests {
         let mut buffer = vec![0; reader.output_buffer_size()];
         let info = reader.next_frame(&mut buffer).unwrap();
         assert_eq!(info.bit_depth, png::BitDepth::Sixteen);
-        let decoded: Vec<u16> = buffer[..info.buffer_size()].chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
+        let decoded: Vec<u16> = buffer[..info.buffer_size()]
+            .chunks_exact(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .collect();
         assert_eq!(decoded, values);
     }
 

@@ -23,9 +23,13 @@ pub mod rng;
 pub mod scene;
 
 pub use boxes::BoundingBox;
-pub use dataset::{Dataset, DatasetOptions, DatasetSummary, ImageModality, SceneRecord, write_dataset};
+pub use dataset::{
+    Dataset, DatasetOptions, DatasetSummary, ImageModality, SceneRecord, write_dataset,
+};
 pub use error::{MAX_SEED, WorldError, parse_seed, validate_seed};
 pub use metadata::Metadata;
-pub use modalities::{SCENE_FILE_NAMES, SceneModalities, generate_scene, render_scene_to_dir, write_scene_to_dir};
+pub use modalities::{
+    SCENE_FILE_NAMES, SceneModalities, generate_scene, render_scene_to_dir, write_scene_to_dir,
+};
 pub use palette::PaletteColour;
 pub use scene::{IMAGE_SIZE, SceneSpec, SemanticClass};

@@ -34,7 +34,11 @@ impl Vec3 {
     /// Unit vector in the same direction; the zero vector stays zero rather than becoming NaN.
     pub fn normalized(self) -> Self {
         let length = self.length();
-        if length > 0.0 { self * (1.0 / length) } else { self }
+        if length > 0.0 {
+            self * (1.0 / length)
+        } else {
+            self
+        }
     }
 }
 

@@ -56,7 +56,8 @@ pub fn compute_metadata(images: &RenderedImages, boxes: &[BoundingBox], caption:
 
     let mut luminance_histogram = [0u32; 256];
     let (mut luminance_sum, mut luminance_square_sum) = (0.0f64, 0.0f64);
-    let (mut rg_sum, mut rg_square_sum, mut yb_sum, mut yb_square_sum) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let (mut rg_sum, mut rg_square_sum, mut yb_sum, mut yb_square_sum) =
+        (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     let mut saturation_sum = 0.0f64;
     for pixel in images.rgb.chunks_exact(3) {
         let (red, green, blue) = (pixel[0] as f64, pixel[1] as f64, pixel[2] as f64);
@@ -72,11 +73,21 @@ pub fn compute_metadata(images: &RenderedImages, boxes: &[BoundingBox], caption:
         yb_square_sum += yb * yb;
         let max = red.max(green).max(blue);
         let min = red.min(green).min(blue);
-        saturation_sum += if max > 0.0 { (max - min) / max * 255.0 } else { 0.0 };
+        saturation_sum += if max > 0.0 {
+            (max - min) / max * 255.0
+        } else {
+            0.0
+        };
     }
     let mean = |sum: f64| sum / pixel_count;
-    let deviation = |sum: f64, square_sum: f64| (square_sum / pixel_count - mean(sum).powi(2)).max(0.0).sqrt();
-    let colorfulness = (deviation(rg_sum, rg_square_sum).powi(2) + deviation(yb_sum, yb_square_sum).powi(2)).sqrt()
+    let deviation = |sum: f64, square_sum: f64| {
+        (square_sum / pixel_count - mean(sum).powi(2))
+            .max(0.0)
+            .sqrt()
+    };
+    let colorfulness = (deviation(rg_sum, rg_square_sum).powi(2)
+        + deviation(yb_sum, yb_square_sum).powi(2))
+    .sqrt()
         + 0.3 * (mean(rg_sum).powi(2) + mean(yb_sum).powi(2)).sqrt();
     let entropy = luminance_histogram
         .iter()
@@ -95,7 +106,10 @@ pub fn compute_metadata(images: &RenderedImages, boxes: &[BoundingBox], caption:
     let wall_pixels = class_counts[SemanticClass::Wall.id() as usize];
     let object_pixels = images.semseg.len() as u32 - floor_pixels - wall_pixels;
 
-    let mut labels: Vec<&str> = boxes.iter().map(|bounding_box| bounding_box.label.as_str()).collect();
+    let mut labels: Vec<&str> = boxes
+        .iter()
+        .map(|bounding_box| bounding_box.label.as_str())
+        .collect();
     labels.sort_unstable();
     labels.dedup();
 
@@ -105,11 +119,19 @@ pub fn compute_metadata(images: &RenderedImages, boxes: &[BoundingBox], caption:
             normal_sum[axis] += normal[axis] as f64;
         }
     }
-    let mean_normal_length = normal_sum.iter().map(|sum| (sum / pixel_count).powi(2)).sum::<f64>().sqrt();
+    let mean_normal_length = normal_sum
+        .iter()
+        .map(|sum| (sum / pixel_count).powi(2))
+        .sum::<f64>()
+        .sqrt();
 
     let amodal: u32 = images.amodal_pixels.iter().sum();
     let visible: u32 = images.visible_pixels.iter().sum();
-    let occlusion_score = if amodal > 0 { 1.0 - visible as f64 / amodal as f64 } else { 0.0 };
+    let occlusion_score = if amodal > 0 {
+        1.0 - visible as f64 / amodal as f64
+    } else {
+        0.0
+    };
 
     Metadata {
         original_width: IMAGE_SIZE as u32,

@@ -44,7 +44,15 @@ pub fn modalities_of(scene: SceneSpec) -> SceneModalities {
     let caption = caption_for(&scene, &boxes);
     let palette = dominant_colours(&images.rgb);
     let metadata = compute_metadata(&images, &boxes, &caption);
-    SceneModalities { scene, images, edges, boxes, caption, palette, metadata }
+    SceneModalities {
+        scene,
+        images,
+        edges,
+        boxes,
+        caption,
+        palette,
+        metadata,
+    }
 }
 
 /// Contents of boxes.json.
@@ -90,7 +98,10 @@ pub fn render_scene_to_dir(seed: u64, dir: &Path) -> Result<Vec<PathBuf>, WorldE
 /// Writes every modality of a scene into `dir` (created if missing): rgb.png, depth.png (16-bit,
 /// millimetres), normal.png, semseg.png and instance.png (indexed: the values are the ids),
 /// edges.png, caption.txt, boxes.json, palette.json, metadata.json, scene.json and contact_sheet.png.
-pub fn write_scene_to_dir(modalities: &SceneModalities, dir: &Path) -> Result<Vec<PathBuf>, WorldError> {
+pub fn write_scene_to_dir(
+    modalities: &SceneModalities,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, WorldError> {
     prepare_output_dir(dir)?;
     let size = IMAGE_SIZE;
     let images = &modalities.images;
@@ -102,10 +113,28 @@ pub fn write_scene_to_dir(modalities: &SceneModalities, dir: &Path) -> Result<Ve
         Ok(())
     };
     png("rgb.png", PngPixels::Rgb8(&images.rgb))?;
-    png("depth.png", PngPixels::Gray16(&depth_to_millimetres(&images.depth_metres)))?;
-    png("normal.png", PngPixels::Rgb8(&encode_normals(&images.normals)))?;
-    png("semseg.png", PngPixels::Indexed { ids: &images.semseg, palette: &SEMSEG_DISPLAY_COLOURS })?;
-    png("instance.png", PngPixels::Indexed { ids: &images.instance, palette: &INSTANCE_DISPLAY_COLOURS })?;
+    png(
+        "depth.png",
+        PngPixels::Gray16(&depth_to_millimetres(&images.depth_metres)),
+    )?;
+    png(
+        "normal.png",
+        PngPixels::Rgb8(&encode_normals(&images.normals)),
+    )?;
+    png(
+        "semseg.png",
+        PngPixels::Indexed {
+            ids: &images.semseg,
+            palette: &SEMSEG_DISPLAY_COLOURS,
+        },
+    )?;
+    png(
+        "instance.png",
+        PngPixels::Indexed {
+            ids: &images.instance,
+            palette: &INSTANCE_DISPLAY_COLOURS,
+        },
+    )?;
     png("edges.png", PngPixels::Gray8(&modalities.edges))?;
 
     let mut text = |name: &str, contents: String| -> Result<(), WorldError> {
@@ -119,23 +148,38 @@ pub fn write_scene_to_dir(modalities: &SceneModalities, dir: &Path) -> Result<Ve
     text(
         "boxes.json",
         json(
-            &BoxesFile { image_size: size, boxes: &modalities.boxes, det_4m: boxes_to_4m_string(&modalities.boxes) },
+            &BoxesFile {
+                image_size: size,
+                boxes: &modalities.boxes,
+                det_4m: boxes_to_4m_string(&modalities.boxes),
+            },
             "boxes.json",
         )?,
     )?;
     text(
         "palette.json",
         json(
-            &PaletteFile { colours: &modalities.palette, color_palette_4m: palette_to_4m_string(&modalities.palette) },
+            &PaletteFile {
+                colours: &modalities.palette,
+                color_palette_4m: palette_to_4m_string(&modalities.palette),
+            },
             "palette.json",
         )?,
     )?;
-    text("metadata.json", json(&modalities.metadata, "metadata.json")?)?;
+    text(
+        "metadata.json",
+        json(&modalities.metadata, "metadata.json")?,
+    )?;
     text("scene.json", json(&modalities.scene, "scene.json")?)?;
 
     let sheet = contact_sheet(modalities);
     let path = dir.join("contact_sheet.png");
-    write_png(&path, sheet.width, sheet.height, PngPixels::Rgb8(&sheet.pixels))?;
+    write_png(
+        &path,
+        sheet.width,
+        sheet.height,
+        PngPixels::Rgb8(&sheet.pixels),
+    )?;
     written.push(path);
     Ok(written)
 }
@@ -154,7 +198,11 @@ mod erased {
         fn to_pretty(&self, path: &Path) -> Result<String, WorldError> {
             serde_json::to_string_pretty(self)
                 .map(|text| text + "\n")
-                .map_err(|source| WorldError::Json { action: "write", path: path.to_path_buf(), source })
+                .map_err(|source| WorldError::Json {
+                    action: "write",
+                    path: path.to_path_buf(),
+                    source,
+                })
         }
     }
 }
@@ -162,7 +210,9 @@ mod erased {
 /// Creates `dir` if needed; fails clearly when it is a file or cannot be created.
 pub(crate) fn prepare_output_dir(dir: &Path) -> Result<(), WorldError> {
     if dir.exists() && !dir.is_dir() {
-        return Err(WorldError::NotADirectory { path: dir.to_path_buf() });
+        return Err(WorldError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
     }
     std::fs::create_dir_all(dir).map_err(WorldError::io("create directory", dir))
 }
@@ -181,7 +231,9 @@ fn contact_sheet(modalities: &SceneModalities) -> Canvas {
     let caption_height = caption_lines.len() * LINE_HEIGHT * TEXT_SCALE + gap;
     let height = 2 * (label_height + size) + 3 * gap + caption_height;
     let mut canvas = Canvas::new(width, height, [255, 255, 255]);
-    let labels = ["rgb", "boxes", "depth", "normal", "semseg", "instance", "edges", "palette"];
+    let labels = [
+        "rgb", "boxes", "depth", "normal", "semseg", "instance", "edges", "palette",
+    ];
     for (index, label) in labels.iter().enumerate() {
         let (column, row) = (index % 4, index / 4);
         let left = gap + column * (size + gap);
@@ -190,11 +242,28 @@ fn contact_sheet(modalities: &SceneModalities) -> Canvas {
     }
     let caption_top = 2 * (label_height + size + gap) + gap;
     for (line_index, line) in caption_lines.iter().enumerate() {
-        canvas.draw_text(gap, caption_top + line_index * LINE_HEIGHT * TEXT_SCALE, line, [20, 20, 20], TEXT_SCALE);
+        canvas.draw_text(
+            gap,
+            caption_top + line_index * LINE_HEIGHT * TEXT_SCALE,
+            line,
+            [20, 20, 20],
+            TEXT_SCALE,
+        );
     }
-    let cell = |column: usize, row: usize| (gap + column * (size + gap), gap + row * (label_height + size + gap) + label_height);
+    let cell = |column: usize, row: usize| {
+        (
+            gap + column * (size + gap),
+            gap + row * (label_height + size + gap) + label_height,
+        )
+    };
     let images = &modalities.images;
-    let rgb_at = |pixel: usize| [images.rgb[pixel * 3], images.rgb[pixel * 3 + 1], images.rgb[pixel * 3 + 2]];
+    let rgb_at = |pixel: usize| {
+        [
+            images.rgb[pixel * 3],
+            images.rgb[pixel * 3 + 1],
+            images.rgb[pixel * 3 + 2],
+        ]
+    };
 
     let (left, top) = cell(0, 0);
     canvas.draw_tile(left, top, rgb_at);
@@ -203,24 +272,37 @@ fn contact_sheet(modalities: &SceneModalities) -> Canvas {
     canvas.draw_tile(left, top, rgb_at);
     for bounding_box in &modalities.boxes {
         let [xmin, ymin, xmax, ymax] = bounding_box.pixel_box.map(|value| value as usize);
-        let colour = INSTANCE_DISPLAY_COLOURS[bounding_box.instance_id as usize % INSTANCE_DISPLAY_COLOURS.len()];
+        let colour = INSTANCE_DISPLAY_COLOURS
+            [bounding_box.instance_id as usize % INSTANCE_DISPLAY_COLOURS.len()];
         canvas.draw_rectangle(left + xmin, top + ymin, left + xmax, top + ymax, colour);
     }
 
     let (nearest, farthest) = images
         .depth_metres
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(low, high), &depth| (low.min(depth), high.max(depth)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(low, high), &depth| {
+            (low.min(depth), high.max(depth))
+        });
     let span = (farthest - nearest).max(1e-6);
     let (left, top) = cell(2, 0);
-    canvas.draw_tile(left, top, |pixel| heat_colour(1.0 - ((images.depth_metres[pixel] - nearest) / span) as f64));
+    canvas.draw_tile(left, top, |pixel| {
+        heat_colour(1.0 - ((images.depth_metres[pixel] - nearest) / span) as f64)
+    });
 
     let normals = encode_normals(&images.normals);
     let (left, top) = cell(3, 0);
-    canvas.draw_tile(left, top, |pixel| [normals[pixel * 3], normals[pixel * 3 + 1], normals[pixel * 3 + 2]]);
+    canvas.draw_tile(left, top, |pixel| {
+        [
+            normals[pixel * 3],
+            normals[pixel * 3 + 1],
+            normals[pixel * 3 + 2],
+        ]
+    });
 
     let (left, top) = cell(0, 1);
-    canvas.draw_tile(left, top, |pixel| SEMSEG_DISPLAY_COLOURS[images.semseg[pixel] as usize % SEMSEG_DISPLAY_COLOURS.len()]);
+    canvas.draw_tile(left, top, |pixel| {
+        SEMSEG_DISPLAY_COLOURS[images.semseg[pixel] as usize % SEMSEG_DISPLAY_COLOURS.len()]
+    });
 
     let (left, top) = cell(1, 1);
     canvas.draw_tile(left, top, |pixel| {
@@ -232,7 +314,12 @@ fn contact_sheet(modalities: &SceneModalities) -> Canvas {
 
     // Palette: one horizontal band per colour, its height proportional to the colour's share.
     let (left, top) = cell(3, 1);
-    let total: f64 = modalities.palette.iter().map(|colour| colour.fraction).sum::<f64>().max(1e-9);
+    let total: f64 = modalities
+        .palette
+        .iter()
+        .map(|colour| colour.fraction)
+        .sum::<f64>()
+        .max(1e-9);
     let mut band_top = 0usize;
     for (index, colour) in modalities.palette.iter().enumerate() {
         let band_bottom = if index + 1 == modalities.palette.len() {
@@ -240,7 +327,13 @@ fn contact_sheet(modalities: &SceneModalities) -> Canvas {
         } else {
             band_top + ((colour.fraction / total) * size as f64).round() as usize
         };
-        canvas.fill_rectangle(left, top + band_top, size, band_bottom.saturating_sub(band_top).min(size - band_top), colour.rgb);
+        canvas.fill_rectangle(
+            left,
+            top + band_top,
+            size,
+            band_bottom.saturating_sub(band_top).min(size - band_top),
+            colour.rgb,
+        );
         band_top = band_bottom.min(size);
     }
     canvas

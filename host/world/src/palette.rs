@@ -56,7 +56,10 @@ pub fn dominant_colours(rgb: &[u8]) -> Vec<PaletteColour> {
 
     let mut palette: Vec<PaletteColour> = Vec::new();
     for (cluster, centre) in centres.iter().enumerate() {
-        let members = bins.iter().zip(&assignment).filter(|(_, assigned)| **assigned == cluster);
+        let members = bins
+            .iter()
+            .zip(&assignment)
+            .filter(|(_, assigned)| **assigned == cluster);
         let mut weight = 0.0;
         let mut nearest: Option<(f64, usize)> = None;
         for ((bin, mean, count), _) in members {
@@ -70,7 +73,10 @@ pub fn dominant_colours(rgb: &[u8]) -> Vec<PaletteColour> {
         if let Some((_, bin)) = nearest
             && fraction >= MIN_COLOUR_FRACTION
         {
-            palette.push(PaletteColour { rgb: example[bin], fraction });
+            palette.push(PaletteColour {
+                rgb: example[bin],
+                fraction,
+            });
         }
     }
     palette.sort_by(|a, b| b.fraction.total_cmp(&a.fraction).then(a.rgb.cmp(&b.rgb)));
@@ -94,7 +100,9 @@ fn bin_of(pixel: &[u8]) -> usize {
 }
 
 fn squared_distance(a: &[f64; 3], b: &[f64; 3]) -> f64 {
-    (0..3).map(|channel| (a[channel] - b[channel]).powi(2)).sum()
+    (0..3)
+        .map(|channel| (a[channel] - b[channel]).powi(2))
+        .sum()
 }
 
 /// Deterministic k-means++-style start: the heaviest bin, then repeatedly the bin with the largest
@@ -102,14 +110,20 @@ fn squared_distance(a: &[f64; 3], b: &[f64; 3]) -> f64 {
 /// win over rare extreme colours (a highlight); bins with very few pixels are never chosen.
 fn initial_centres(bins: &[(usize, [f64; 3], f64)], pixel_count: usize) -> Vec<[f64; 3]> {
     let min_weight = (pixel_count as f64 * 0.001).max(1.0);
-    let heaviest = bins.iter().max_by(|a, b| a.2.total_cmp(&b.2).then(b.0.cmp(&a.0))).map(|bin| bin.1);
+    let heaviest = bins
+        .iter()
+        .max_by(|a, b| a.2.total_cmp(&b.2).then(b.0.cmp(&a.0)))
+        .map(|bin| bin.1);
     let mut centres: Vec<[f64; 3]> = heaviest.into_iter().collect();
     while centres.len() < MAX_PALETTE_COLOURS {
         let farthest = bins
             .iter()
             .filter(|bin| bin.2 >= min_weight)
             .map(|bin| {
-                let distance = centres.iter().map(|centre| squared_distance(&bin.1, centre)).fold(f64::INFINITY, f64::min);
+                let distance = centres
+                    .iter()
+                    .map(|centre| squared_distance(&bin.1, centre))
+                    .fold(f64::INFINITY, f64::min);
                 (distance * bin.2, bin)
             })
             .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.0.cmp(&a.1.0)));
@@ -121,12 +135,18 @@ fn initial_centres(bins: &[(usize, [f64; 3], f64)], pixel_count: usize) -> Vec<[
     centres
 }
 
-fn weighted_kmeans(bins: &[(usize, [f64; 3], f64)], mut centres: Vec<[f64; 3]>) -> (Vec<[f64; 3]>, Vec<usize>) {
+fn weighted_kmeans(
+    bins: &[(usize, [f64; 3], f64)],
+    mut centres: Vec<[f64; 3]>,
+) -> (Vec<[f64; 3]>, Vec<usize>) {
     let mut assignment = vec![0usize; bins.len()];
     for _ in 0..KMEANS_ITERATIONS {
         for (index, bin) in bins.iter().enumerate() {
             assignment[index] = (0..centres.len())
-                .min_by(|&a, &b| squared_distance(&bin.1, &centres[a]).total_cmp(&squared_distance(&bin.1, &centres[b])))
+                .min_by(|&a, &b| {
+                    squared_distance(&bin.1, &centres[a])
+                        .total_cmp(&squared_distance(&bin.1, &centres[b]))
+                })
                 .unwrap_or(0);
         }
         let mut totals = vec![([0.0f64; 3], 0.0f64); centres.len()];
@@ -153,20 +173,33 @@ mod tests {
     fn two_colour_image_gives_its_two_colours_by_area() {
         let mut rgb = Vec::new();
         for pixel in 0..1000 {
-            rgb.extend_from_slice(if pixel < 700 { &[200, 10, 10] } else { &[10, 10, 200] });
+            rgb.extend_from_slice(if pixel < 700 {
+                &[200, 10, 10]
+            } else {
+                &[10, 10, 200]
+            });
         }
         let palette = dominant_colours(&rgb);
         assert_eq!(palette.len(), 2);
         assert_eq!(palette[0].rgb, [200, 10, 10]);
         assert!((palette[0].fraction - 0.7).abs() < 1e-9);
         assert_eq!(palette[1].rgb, [10, 10, 200]);
-        assert_eq!(palette_to_4m_string(&palette), "v1=2 v0=200 v0=10 v0=10 v0=10 v0=10 v0=200");
+        assert_eq!(
+            palette_to_4m_string(&palette),
+            "v1=2 v0=200 v0=10 v0=10 v0=10 v0=10 v0=200"
+        );
     }
 
     #[test]
     fn single_colour_image_gives_one_colour() {
         let rgb = vec![77u8; 300];
         let palette = dominant_colours(&rgb);
-        assert_eq!(palette, vec![PaletteColour { rgb: [77, 77, 77], fraction: 1.0 }]);
+        assert_eq!(
+            palette,
+            vec![PaletteColour {
+                rgb: [77, 77, 77],
+                fraction: 1.0
+            }]
+        );
     }
 }

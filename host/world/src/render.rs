@@ -34,7 +34,11 @@ const SPECULAR_EXPONENT: i32 = 40;
 /// Renders every dense modality of a scene except edges (which are computed from the RGB image).
 pub fn render(scene: &SceneSpec) -> RenderedImages {
     let camera = &scene.camera;
-    let primitives: Vec<Primitive> = scene.objects.iter().map(|object| Primitive::new(object, camera)).collect();
+    let primitives: Vec<Primitive> = scene
+        .objects
+        .iter()
+        .map(|object| Primitive::new(object, camera))
+        .collect();
     let origin = camera.frame.origin;
     let forward = camera.frame.forward;
     let to_light = scene.lighting.to_light;
@@ -55,10 +59,10 @@ pub fn render(scene: &SceneSpec) -> RenderedImages {
 
     for row in 0..IMAGE_SIZE {
         row_candidates.clear();
-        row_candidates.extend(
-            (0..primitives.len())
-                .filter(|&index| (primitives[index].screen_rect.min_row..=primitives[index].screen_rect.max_row).contains(&row)),
-        );
+        row_candidates.extend((0..primitives.len()).filter(|&index| {
+            (primitives[index].screen_rect.min_row..=primitives[index].screen_rect.max_row)
+                .contains(&row)
+        }));
         for column in 0..IMAGE_SIZE {
             let direction = camera.ray_direction(column, row);
             let (mut nearest, mut normal, mut class) = background_hit(origin, direction);
@@ -70,7 +74,9 @@ pub fn render(scene: &SceneSpec) -> RenderedImages {
                 }
                 // Every object is tested up to infinity (not just up to the nearest hit) so that the
                 // amodal pixel counts used for the occlusion score see hidden parts too.
-                if let Some((distance, surface_normal)) = primitive.intersect(origin, direction, f64::INFINITY) {
+                if let Some((distance, surface_normal)) =
+                    primitive.intersect(origin, direction, f64::INFINITY)
+                {
                     images.amodal_pixels[index + 1] += 1;
                     if distance < nearest {
                         nearest = distance;
@@ -89,7 +95,8 @@ pub fn render(scene: &SceneSpec) -> RenderedImages {
                 None => scene.wall_rgb,
             };
             let facing_light = normal.dot(to_light);
-            let lit = facing_light > 0.0 && !in_shadow(&primitives, point + normal * 1e-6, to_light);
+            let lit =
+                facing_light > 0.0 && !in_shadow(&primitives, point + normal * 1e-6, to_light);
             let diffuse = if lit { facing_light } else { 0.0 };
             let specular = if lit && object_index.is_some() {
                 let halfway = (to_light - direction).normalized();
@@ -98,8 +105,13 @@ pub fn render(scene: &SceneSpec) -> RenderedImages {
                 0.0
             };
             let light = ambient + (1.0 - ambient) * diffuse;
-            for (output, &base) in images.rgb[pixel * 3..pixel * 3 + 3].iter_mut().zip(&base_colour) {
-                *output = (base as f64 * light + 255.0 * specular).round().clamp(0.0, 255.0) as u8;
+            for (output, &base) in images.rgb[pixel * 3..pixel * 3 + 3]
+                .iter_mut()
+                .zip(&base_colour)
+            {
+                *output = (base as f64 * light + 255.0 * specular)
+                    .round()
+                    .clamp(0.0, 255.0) as u8;
             }
 
             images.depth_metres[pixel] = (nearest * direction.dot(forward)) as f32;
@@ -121,10 +133,22 @@ pub fn render(scene: &SceneSpec) -> RenderedImages {
 /// Nearest hit on the floor (y = 0) or the back wall (z = -WALL_DISTANCE): distance, normal, class.
 /// The camera's limited azimuth guarantees every ray meets one of the two.
 fn background_hit(origin: Vec3, direction: Vec3) -> (f64, Vec3, SemanticClass) {
-    let floor_distance = if direction.y < 0.0 { -origin.y / direction.y } else { f64::INFINITY };
-    let wall_distance = if direction.z < 0.0 { (-WALL_DISTANCE - origin.z) / direction.z } else { f64::INFINITY };
+    let floor_distance = if direction.y < 0.0 {
+        -origin.y / direction.y
+    } else {
+        f64::INFINITY
+    };
+    let wall_distance = if direction.z < 0.0 {
+        (-WALL_DISTANCE - origin.z) / direction.z
+    } else {
+        f64::INFINITY
+    };
     if floor_distance <= wall_distance {
-        (floor_distance, Vec3::new(0.0, 1.0, 0.0), SemanticClass::Floor)
+        (
+            floor_distance,
+            Vec3::new(0.0, 1.0, 0.0),
+            SemanticClass::Floor,
+        )
     } else {
         (wall_distance, Vec3::new(0.0, 0.0, 1.0), SemanticClass::Wall)
     }
@@ -133,17 +157,27 @@ fn background_hit(origin: Vec3, direction: Vec3) -> (f64, Vec3, SemanticClass) {
 /// Whether any object blocks the light; stops at the first blocker. Floor and wall never can: the
 /// light is above the floor and on the camera's side of the wall.
 fn in_shadow(primitives: &[Primitive], point: Vec3, to_light: Vec3) -> bool {
-    primitives.iter().any(|primitive| primitive.intersect(point, to_light, f64::INFINITY).is_some_and(|(d, _)| d > RAY_EPSILON))
+    primitives.iter().any(|primitive| {
+        primitive
+            .intersect(point, to_light, f64::INFINITY)
+            .is_some_and(|(d, _)| d > RAY_EPSILON)
+    })
 }
 
 /// Encodes camera-frame unit normals as 8-bit RGB: `round((n + 1) / 2 * 255)` per component.
 pub fn encode_normals(normals: &[f32]) -> Vec<u8> {
-    normals.iter().map(|&component| ((component + 1.0) * 0.5 * 255.0).round().clamp(0.0, 255.0) as u8).collect()
+    normals
+        .iter()
+        .map(|&component| ((component + 1.0) * 0.5 * 255.0).round().clamp(0.0, 255.0) as u8)
+        .collect()
 }
 
 /// Depth in millimetres, saturating at 65535 (65.535 m; scenes stay well inside that).
 pub fn depth_to_millimetres(depth_metres: &[f32]) -> Vec<u16> {
-    depth_metres.iter().map(|&depth| (depth * 1000.0).round().clamp(0.0, 65535.0) as u16).collect()
+    depth_metres
+        .iter()
+        .map(|&depth| (depth * 1000.0).round().clamp(0.0, 65535.0) as u16)
+        .collect()
 }
 
 #[cfg(test)]
@@ -154,8 +188,19 @@ mod tests {
     fn every_pixel_hits_floor_wall_or_object_at_positive_depth() {
         for seed in 0..5 {
             let images = render(&SceneSpec::from_seed(seed));
-            assert!(images.depth_metres.iter().all(|&depth| depth > 0.5 && depth < 60.0), "seed {seed}");
-            assert!(images.semseg.iter().all(|&id| SemanticClass::from_id(id).is_some()));
+            assert!(
+                images
+                    .depth_metres
+                    .iter()
+                    .all(|&depth| depth > 0.5 && depth < 60.0),
+                "seed {seed}"
+            );
+            assert!(
+                images
+                    .semseg
+                    .iter()
+                    .all(|&id| SemanticClass::from_id(id).is_some())
+            );
             assert!(images.semseg.contains(&SemanticClass::Floor.id()));
         }
     }

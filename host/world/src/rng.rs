@@ -10,7 +10,9 @@ pub struct SceneRng {
 impl SceneRng {
     pub fn new(seed: u64) -> Self {
         // Mixing the seed once keeps neighbouring seeds (0, 1, 2, ...) from starting on similar states.
-        let mut rng = Self { state: seed ^ 0x5445_5353_4552_4121 };
+        let mut rng = Self {
+            state: seed ^ 0x5445_5353_4552_4121,
+        };
         rng.next_u64();
         rng
     }
@@ -51,18 +53,24 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_and_different_seeds_differ() {
-        let first: Vec<u64> = (0..4).map({
-            let mut rng = SceneRng::new(7);
-            move |_| rng.next_u64()
-        }).collect();
-        let again: Vec<u64> = (0..4).map({
-            let mut rng = SceneRng::new(7);
-            move |_| rng.next_u64()
-        }).collect();
-        let other: Vec<u64> = (0..4).map({
-            let mut rng = SceneRng::new(8);
-            move |_| rng.next_u64()
-        }).collect();
+        let first: Vec<u64> = (0..4)
+            .map({
+                let mut rng = SceneRng::new(7);
+                move |_| rng.next_u64()
+            })
+            .collect();
+        let again: Vec<u64> = (0..4)
+            .map({
+                let mut rng = SceneRng::new(7);
+                move |_| rng.next_u64()
+            })
+            .collect();
+        let other: Vec<u64> = (0..4)
+            .map({
+                let mut rng = SceneRng::new(8);
+                move |_| rng.next_u64()
+            })
+            .collect();
         assert_eq!(first, again);
         assert_ne!(first, other);
     }

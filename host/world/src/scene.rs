@@ -78,7 +78,12 @@ pub enum ShapeKind {
 }
 
 impl ShapeKind {
-    pub const ALL: [ShapeKind; 4] = [ShapeKind::Sphere, ShapeKind::Cube, ShapeKind::Cylinder, ShapeKind::Cone];
+    pub const ALL: [ShapeKind; 4] = [
+        ShapeKind::Sphere,
+        ShapeKind::Cube,
+        ShapeKind::Cylinder,
+        ShapeKind::Cone,
+    ];
 
     pub fn class(self) -> SemanticClass {
         match self {
@@ -260,7 +265,12 @@ pub(crate) struct CameraFrame {
 pub struct Vec3Json(pub [f64; 3]);
 
 impl Camera {
-    fn looking_at(target: Vec3, distance: f64, elevation_degrees: f64, azimuth_degrees: f64) -> Self {
+    fn looking_at(
+        target: Vec3,
+        distance: f64,
+        elevation_degrees: f64,
+        azimuth_degrees: f64,
+    ) -> Self {
         let elevation = elevation_degrees.to_radians();
         let azimuth = azimuth_degrees.to_radians();
         let offset = Vec3::new(
@@ -272,14 +282,20 @@ impl Camera {
         let forward = (target - origin).normalized();
         let right = forward.cross(Vec3::new(0.0, 1.0, 0.0)).normalized();
         let up = right.cross(forward);
-        let focal_length_px = (IMAGE_SIZE as f64 / 2.0) / HALF_FIELD_OF_VIEW_DEGREES.to_radians().tan();
+        let focal_length_px =
+            (IMAGE_SIZE as f64 / 2.0) / HALF_FIELD_OF_VIEW_DEGREES.to_radians().tan();
         Self {
             position: Vec3Json([origin.x, origin.y, origin.z]),
             elevation_degrees,
             azimuth_degrees,
             distance,
             focal_length_px,
-            frame: CameraFrame { origin, forward, right, up },
+            frame: CameraFrame {
+                origin,
+                forward,
+                right,
+                up,
+            },
         }
     }
 
@@ -353,10 +369,17 @@ impl SceneSpec {
             let shape = ShapeKind::ALL[rng.below(ShapeKind::ALL.len())];
             // Colour and shape together name an object uniquely, so captions never become ambiguous.
             let mut colour = NamedColour::ALL[rng.below(NamedColour::ALL.len())];
-            while objects.iter().any(|other| other.shape == shape && other.colour == colour) {
+            while objects
+                .iter()
+                .any(|other| other.shape == shape && other.colour == colour)
+            {
                 colour = NamedColour::ALL[rng.below(NamedColour::ALL.len())];
             }
-            let size = if rng.chance(0.5) { SizeClass::Large } else { SizeClass::Small };
+            let size = if rng.chance(0.5) {
+                SizeClass::Large
+            } else {
+                SizeClass::Small
+            };
             let rotation_y = rng.range(0.0, std::f64::consts::FRAC_PI_2);
             let mut candidate = SceneObject {
                 instance_id: 0,
@@ -405,11 +428,26 @@ impl SceneSpec {
         };
 
         let floor_level = rng.range(150.0, 185.0);
-        let floor_rgb = [floor_level as u8, (floor_level * 0.97) as u8, (floor_level * 0.9) as u8];
+        let floor_rgb = [
+            floor_level as u8,
+            (floor_level * 0.97) as u8,
+            (floor_level * 0.9) as u8,
+        ];
         let wall_level = rng.range(190.0, 220.0);
-        let wall_rgb = [(wall_level * 0.92) as u8, (wall_level * 0.96) as u8, wall_level as u8];
+        let wall_rgb = [
+            (wall_level * 0.92) as u8,
+            (wall_level * 0.96) as u8,
+            wall_level as u8,
+        ];
 
-        Self { seed, objects, camera, lighting, floor_rgb, wall_rgb }
+        Self {
+            seed,
+            objects,
+            camera,
+            lighting,
+            floor_rgb,
+            wall_rgb,
+        }
     }
 }
 
@@ -428,8 +466,14 @@ mod tests {
                     let dx = first.position[0] - second.position[0];
                     let dz = first.position[1] - second.position[1];
                     let distance = (dx * dx + dz * dz).sqrt();
-                    assert!(distance >= first.footprint_radius() + second.footprint_radius(), "seed {seed}");
-                    assert!(!(first.shape == second.shape && first.colour == second.colour), "seed {seed}");
+                    assert!(
+                        distance >= first.footprint_radius() + second.footprint_radius(),
+                        "seed {seed}"
+                    );
+                    assert!(
+                        !(first.shape == second.shape && first.colour == second.colour),
+                        "seed {seed}"
+                    );
                 }
             }
         }

@@ -32,7 +32,11 @@ mod determinism {
         for path in &written {
             let name = path.file_name().unwrap();
             let again = std::fs::read(second.path().join(name)).unwrap();
-            assert_eq!(std::fs::read(path).unwrap(), again, "{name:?} differs between runs");
+            assert_eq!(
+                std::fs::read(path).unwrap(),
+                again,
+                "{name:?} differs between runs"
+            );
         }
     }
 
@@ -57,7 +61,10 @@ mod consistency {
         SCENES
             .get_or_init(|| {
                 let seeds: Vec<u64> = sample_seeds(SEEDS).collect();
-                seeds.into_par_iter().map(|seed| generate_scene(seed).unwrap()).collect()
+                seeds
+                    .into_par_iter()
+                    .map(|seed| generate_scene(seed).unwrap())
+                    .collect()
             })
             .iter()
     }
@@ -81,20 +88,32 @@ mod consistency {
         let size = tessera_world::IMAGE_SIZE;
         let normals = &scene.images.normals;
         let pixel = row * size + column;
-        let rendered = [normals[pixel * 3] as f64, normals[pixel * 3 + 1] as f64, normals[pixel * 3 + 2] as f64];
+        let rendered = [
+            normals[pixel * 3] as f64,
+            normals[pixel * 3 + 1] as f64,
+            normals[pixel * 3 + 2] as f64,
+        ];
         let right = back_project(scene, column + 1, row);
         let left = back_project(scene, column - 1, row);
         let below = back_project(scene, column, row + 1);
         let above = back_project(scene, column, row - 1);
         let horizontal = [right[0] - left[0], right[1] - left[1], right[2] - left[2]];
-        let vertical = [above[0] - below[0], above[1] - below[1], above[2] - below[2]];
+        let vertical = [
+            above[0] - below[0],
+            above[1] - below[1],
+            above[2] - below[2],
+        ];
         let cross = [
             horizontal[1] * vertical[2] - horizontal[2] * vertical[1],
             horizontal[2] * vertical[0] - horizontal[0] * vertical[2],
             horizontal[0] * vertical[1] - horizontal[1] * vertical[0],
         ];
         let length = cross.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let cosine = cross.iter().zip(rendered).map(|(a, b)| a / length * b).sum::<f64>();
+        let cosine = cross
+            .iter()
+            .zip(rendered)
+            .map(|(a, b)| a / length * b)
+            .sum::<f64>();
         cosine.clamp(-1.0, 1.0).acos().to_degrees()
     }
 
@@ -104,11 +123,18 @@ mod consistency {
         let size = tessera_world::IMAGE_SIZE;
         let images = &scene.images;
         let pixel = row * size + column;
-        [pixel - 1, pixel + 1, pixel - size, pixel + size].into_iter().all(|other| {
-            images.instance[other] == images.instance[pixel]
-                && images.semseg[other] == images.semseg[pixel]
-                && (0..3).map(|axis| images.normals[pixel * 3 + axis] * images.normals[other * 3 + axis]).sum::<f32>() > 0.995
-        })
+        [pixel - 1, pixel + 1, pixel - size, pixel + size]
+            .into_iter()
+            .all(|other| {
+                images.instance[other] == images.instance[pixel]
+                    && images.semseg[other] == images.semseg[pixel]
+                    && (0..3)
+                        .map(|axis| {
+                            images.normals[pixel * 3 + axis] * images.normals[other * 3 + axis]
+                        })
+                        .sum::<f32>()
+                        > 0.995
+            })
     }
 
     #[test]
@@ -139,8 +165,14 @@ mod consistency {
             })
             .collect();
         let checked: usize = per_scene.iter().map(|(count, _)| count).sum();
-        let worst = per_scene.iter().map(|(_, worst)| *worst).fold(0.0, f64::max);
-        assert!(checked > SEEDS as usize * 40_000, "only {checked} smooth pixels checked");
+        let worst = per_scene
+            .iter()
+            .map(|(_, worst)| *worst)
+            .fold(0.0, f64::max);
+        assert!(
+            checked > SEEDS as usize * 40_000,
+            "only {checked} smooth pixels checked"
+        );
         eprintln!("checked {checked} pixels, worst {worst:.3}°");
     }
 
@@ -148,20 +180,34 @@ mod consistency {
     fn boxes_contain_exactly_their_instances_visible_pixels() {
         let size = tessera_world::IMAGE_SIZE;
         for scene in scenes() {
-            let visible_ids: std::collections::BTreeSet<u8> =
-                scene.images.instance.iter().copied().filter(|&id| id != 0).collect();
-            let boxed_ids: std::collections::BTreeSet<u8> = scene.boxes.iter().map(|b| b.instance_id).collect();
-            assert_eq!(visible_ids, boxed_ids, "seed {}: every visible instance has one box", scene.scene.seed);
+            let visible_ids: std::collections::BTreeSet<u8> = scene
+                .images
+                .instance
+                .iter()
+                .copied()
+                .filter(|&id| id != 0)
+                .collect();
+            let boxed_ids: std::collections::BTreeSet<u8> =
+                scene.boxes.iter().map(|b| b.instance_id).collect();
+            assert_eq!(
+                visible_ids, boxed_ids,
+                "seed {}: every visible instance has one box",
+                scene.scene.seed
+            );
             for bounding_box in &scene.boxes {
                 let [xmin, ymin, xmax, ymax] = bounding_box.pixel_box.map(|v| v as usize);
                 let mut inside = 0u32;
-                let (mut touches_left, mut touches_right, mut touches_top, mut touches_bottom) = (false, false, false, false);
+                let (mut touches_left, mut touches_right, mut touches_top, mut touches_bottom) =
+                    (false, false, false, false);
                 for (pixel, &id) in scene.images.instance.iter().enumerate() {
                     if id != bounding_box.instance_id {
                         continue;
                     }
                     let (column, row) = (pixel % size, pixel / size);
-                    assert!((xmin..=xmax).contains(&column) && (ymin..=ymax).contains(&row), "pixel outside its box");
+                    assert!(
+                        (xmin..=xmax).contains(&column) && (ymin..=ymax).contains(&row),
+                        "pixel outside its box"
+                    );
                     inside += 1;
                     touches_left |= column == xmin;
                     touches_right |= column == xmax;
@@ -169,8 +215,16 @@ mod consistency {
                     touches_bottom |= row == ymax;
                 }
                 assert_eq!(inside, bounding_box.visible_pixels);
-                assert!(touches_left && touches_right && touches_top && touches_bottom, "box is not tight");
-                let object = scene.scene.objects.iter().find(|o| o.instance_id == bounding_box.instance_id).unwrap();
+                assert!(
+                    touches_left && touches_right && touches_top && touches_bottom,
+                    "box is not tight"
+                );
+                let object = scene
+                    .scene
+                    .objects
+                    .iter()
+                    .find(|o| o.instance_id == bounding_box.instance_id)
+                    .unwrap();
                 assert_eq!(bounding_box.label, object.shape.name());
             }
         }
@@ -178,12 +232,19 @@ mod consistency {
 
     /// Finds the box a caption's "size colour shape" phrase names.
     fn named_box<'a>(scene: &'a SceneModalities, words: &[&str]) -> &'a tessera_world::BoundingBox {
-        let [size, colour, shape] = words else { panic!("bad description {words:?}") };
+        let [size, colour, shape] = words else {
+            panic!("bad description {words:?}")
+        };
         scene
             .boxes
             .iter()
             .find(|b| b.size == *size && b.colour == *colour && b.label == *shape)
-            .unwrap_or_else(|| panic!("seed {}: caption names {words:?}, which has no box", scene.scene.seed))
+            .unwrap_or_else(|| {
+                panic!(
+                    "seed {}: caption names {words:?}, which has no box",
+                    scene.scene.seed
+                )
+            })
     }
 
     #[test]
@@ -206,20 +267,43 @@ mod consistency {
                     "behind" => "behind",
                     _ => continue,
                 };
-                let subject_end = (0..position).rev().find(|&i| shapes.contains(&words[i])).expect("subject");
-                let object_end = (position..words.len()).find(|&i| shapes.contains(&words[i])).expect("object");
+                let subject_end = (0..position)
+                    .rev()
+                    .find(|&i| shapes.contains(&words[i]))
+                    .expect("subject");
+                let object_end = (position..words.len())
+                    .find(|&i| shapes.contains(&words[i]))
+                    .expect("object");
                 let subject = named_box(scene, &words[subject_end - 2..=subject_end]);
                 let object = named_box(scene, &words[object_end - 2..=object_end]);
-                let centre = |b: &tessera_world::BoundingBox| (b.pixel_box[0] + b.pixel_box[2]) as f64 / 2.0;
+                let centre =
+                    |b: &tessera_world::BoundingBox| (b.pixel_box[0] + b.pixel_box[2]) as f64 / 2.0;
                 let holds = match relation {
-                    "left" => subject.pixel_box[0] < object.pixel_box[0] && centre(subject) + 12.0 <= centre(object),
-                    "right" => subject.pixel_box[2] > object.pixel_box[2] && centre(subject) >= centre(object) + 12.0,
+                    "left" => {
+                        subject.pixel_box[0] < object.pixel_box[0]
+                            && centre(subject) + 12.0 <= centre(object)
+                    }
+                    "right" => {
+                        subject.pixel_box[2] > object.pixel_box[2]
+                            && centre(subject) >= centre(object) + 12.0
+                    }
                     "front" => subject.pixel_box[3] >= object.pixel_box[3] + 6,
                     _ => object.pixel_box[3] >= subject.pixel_box[3] + 6,
                 };
-                assert!(holds, "seed {seed}: {:?} is false for boxes {subject:?} {object:?}", scene.caption);
-                let pair = (subject.instance_id.min(object.instance_id), subject.instance_id.max(object.instance_id));
-                assert!(related_pairs.insert(pair), "seed {seed}: {:?} relates a pair twice", scene.caption);
+                assert!(
+                    holds,
+                    "seed {seed}: {:?} is false for boxes {subject:?} {object:?}",
+                    scene.caption
+                );
+                let pair = (
+                    subject.instance_id.min(object.instance_id),
+                    subject.instance_id.max(object.instance_id),
+                );
+                assert!(
+                    related_pairs.insert(pair),
+                    "seed {seed}: {:?} relates a pair twice",
+                    scene.caption
+                );
                 relations_checked += 1;
             }
             // A stated object count is the number of boxes.
@@ -235,20 +319,38 @@ mod consistency {
                 }
             }
         }
-        assert!(relations_checked >= 12, "only {relations_checked} relations stated in {SEEDS} captions");
+        assert!(
+            relations_checked >= 12,
+            "only {relations_checked} relations stated in {SEEDS} captions"
+        );
     }
 
     #[test]
     fn semantic_and_instance_maps_agree() {
         for scene in scenes() {
-            for (pixel, (&class_id, &instance_id)) in scene.images.semseg.iter().zip(&scene.images.instance).enumerate() {
+            for (pixel, (&class_id, &instance_id)) in scene
+                .images
+                .semseg
+                .iter()
+                .zip(&scene.images.instance)
+                .enumerate()
+            {
                 let class = SemanticClass::from_id(class_id).expect("known class");
                 if instance_id == 0 {
-                    assert!(!class.is_object(), "seed {} pixel {pixel}: object class without instance", scene.scene.seed);
+                    assert!(
+                        !class.is_object(),
+                        "seed {} pixel {pixel}: object class without instance",
+                        scene.scene.seed
+                    );
                 } else {
                     let object = &scene.scene.objects[instance_id as usize - 1];
                     assert_eq!(object.instance_id, instance_id);
-                    assert_eq!(class, object.shape.class(), "seed {} pixel {pixel}", scene.scene.seed);
+                    assert_eq!(
+                        class,
+                        object.shape.class(),
+                        "seed {} pixel {pixel}",
+                        scene.scene.seed
+                    );
                 }
             }
         }
@@ -257,13 +359,29 @@ mod consistency {
     #[test]
     fn palette_colours_occur_in_the_image() {
         for scene in scenes() {
-            assert!((1..=7).contains(&scene.palette.len()), "seed {}: {} colours", scene.scene.seed, scene.palette.len());
+            assert!(
+                (1..=7).contains(&scene.palette.len()),
+                "seed {}: {} colours",
+                scene.scene.seed,
+                scene.palette.len()
+            );
             for colour in &scene.palette {
-                let occurs = scene.images.rgb.chunks_exact(3).any(|pixel| pixel == colour.rgb);
-                assert!(occurs, "seed {}: palette colour {:?} is not in the image", scene.scene.seed, colour.rgb);
+                let occurs = scene
+                    .images
+                    .rgb
+                    .chunks_exact(3)
+                    .any(|pixel| pixel == colour.rgb);
+                assert!(
+                    occurs,
+                    "seed {}: palette colour {:?} is not in the image",
+                    scene.scene.seed, colour.rgb
+                );
             }
             let fractions: Vec<f64> = scene.palette.iter().map(|c| c.fraction).collect();
-            assert!(fractions.windows(2).all(|pair| pair[0] >= pair[1]), "most frequent first");
+            assert!(
+                fractions.windows(2).all(|pair| pair[0] >= pair[1]),
+                "most frequent first"
+            );
         }
     }
 
@@ -272,12 +390,20 @@ mod consistency {
         for scene in scenes() {
             let metadata = &scene.metadata;
             let pixels = scene.images.semseg.len() as f64;
-            let floor = scene.images.semseg.iter().filter(|&&id| id == SemanticClass::Floor.id()).count() as f64;
+            let floor = scene
+                .images
+                .semseg
+                .iter()
+                .filter(|&&id| id == SemanticClass::Floor.id())
+                .count() as f64;
             let objects = scene.images.instance.iter().filter(|&&id| id != 0).count() as f64;
             assert_eq!(metadata.n_coco_instances as usize, scene.boxes.len());
             assert!((metadata.walkability - floor / pixels).abs() < 1e-12);
             assert!((metadata.objectness - objects / pixels).abs() < 1e-12);
-            assert_eq!(metadata.caption_n_words as usize, scene.caption.split_whitespace().count());
+            assert_eq!(
+                metadata.caption_n_words as usize,
+                scene.caption.split_whitespace().count()
+            );
             assert!((0.0..=255.0).contains(&metadata.brightness));
             assert!((0.0..=1.0).contains(&metadata.occlusion_score));
             assert!((0.0..=1.0).contains(&metadata.geometric_complexity));
@@ -308,19 +434,31 @@ mod files {
 
         let (info, semseg) = decode_png(&dir.path().join("semseg.png"));
         assert_eq!(info.color_type, png::ColorType::Indexed);
-        assert_eq!(semseg, scene.images.semseg, "indexed PNG values are the class ids");
+        assert_eq!(
+            semseg, scene.images.semseg,
+            "indexed PNG values are the class ids"
+        );
         let (_, instance) = decode_png(&dir.path().join("instance.png"));
         assert_eq!(instance, scene.images.instance);
 
         let caption = std::fs::read_to_string(dir.path().join("caption.txt")).unwrap();
         assert_eq!(caption.trim_end(), scene.caption);
-        let metadata: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("metadata.json")).unwrap()).unwrap();
-        for key in ["original_width", "n_coco_instances", "colorfulness", "occlusion_score", "geometric_complexity"] {
+        let metadata: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("metadata.json")).unwrap(),
+        )
+        .unwrap();
+        for key in [
+            "original_width",
+            "n_coco_instances",
+            "colorfulness",
+            "occlusion_score",
+            "geometric_complexity",
+        ] {
             assert!(metadata.get(key).is_some(), "metadata.json lacks {key}");
         }
         let boxes: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("boxes.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("boxes.json")).unwrap())
+                .unwrap();
         assert_eq!(boxes["boxes"].as_array().unwrap().len(), scene.boxes.len());
     }
 }
@@ -334,7 +472,12 @@ mod dataset {
     fn written_dataset_reads_back_scene_for_scene() {
         let dir = tempfile::tempdir().unwrap();
         let calls = AtomicUsize::new(0);
-        let options = DatasetOptions { count: 4, first_seed: 500, out: dir.path().join("data"), threads: 2 };
+        let options = DatasetOptions {
+            count: 4,
+            first_seed: 500,
+            out: dir.path().join("data"),
+            threads: 2,
+        };
         let summary = tessera_world::write_dataset(&options, &|done, total| {
             assert!(done >= 1 && done <= total && total == 4);
             calls.fetch_add(1, Ordering::Relaxed);
@@ -352,11 +495,23 @@ mod dataset {
             assert_eq!(record.caption, scene.caption);
             assert_eq!(record.boxes, scene.boxes);
             assert_eq!(record.metadata, scene.metadata);
-            assert_eq!(dataset.image_bytes(ImageModality::Rgb, index).unwrap(), scene.images.rgb.as_slice());
-            assert_eq!(dataset.image_bytes(ImageModality::Instance, index).unwrap(), scene.images.instance.as_slice());
-            assert_eq!(dataset.image_bytes(ImageModality::Edges, index).unwrap(), scene.edges.as_slice());
+            assert_eq!(
+                dataset.image_bytes(ImageModality::Rgb, index).unwrap(),
+                scene.images.rgb.as_slice()
+            );
+            assert_eq!(
+                dataset.image_bytes(ImageModality::Instance, index).unwrap(),
+                scene.images.instance.as_slice()
+            );
+            assert_eq!(
+                dataset.image_bytes(ImageModality::Edges, index).unwrap(),
+                scene.edges.as_slice()
+            );
             let depth = dataset.depth_millimetres(index).unwrap();
-            assert_eq!(depth[1000], (scene.images.depth_metres[1000] * 1000.0).round() as u16);
+            assert_eq!(
+                depth[1000],
+                (scene.images.depth_metres[1000] * 1000.0).round() as u16
+            );
         }
         assert!(matches!(
             dataset.record(4),
@@ -374,27 +529,57 @@ mod dataset {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, threads| {
             let out = dir.path().join(name);
-            let options = DatasetOptions { count: 3, first_seed: 9, out: out.clone(), threads };
+            let options = DatasetOptions {
+                count: 3,
+                first_seed: 9,
+                out: out.clone(),
+                threads,
+            };
             tessera_world::write_dataset(&options, &|_, _| {}).unwrap();
             out
         };
         let one = write("one", 1);
         let two = write("two", 2);
-        for name in ["rgb.safetensors", "depth.safetensors", "edges.safetensors", "index.jsonl", "dataset.json"] {
-            assert_eq!(std::fs::read(one.join(name)).unwrap(), std::fs::read(two.join(name)).unwrap(), "{name}");
+        for name in [
+            "rgb.safetensors",
+            "depth.safetensors",
+            "edges.safetensors",
+            "index.jsonl",
+            "dataset.json",
+        ] {
+            assert_eq!(
+                std::fs::read(one.join(name)).unwrap(),
+                std::fs::read(two.join(name)).unwrap(),
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn truncated_shard_is_reported_as_malformed() {
         let dir = tempfile::tempdir().unwrap();
-        let options = DatasetOptions { count: 2, first_seed: 0, out: dir.path().to_path_buf(), threads: 1 };
+        let options = DatasetOptions {
+            count: 2,
+            first_seed: 0,
+            out: dir.path().to_path_buf(),
+            threads: 1,
+        };
         tessera_world::write_dataset(&options, &|_, _| {}).unwrap();
         let shard = dir.path().join("normal.safetensors");
         let length = std::fs::metadata(&shard).unwrap().len();
-        std::fs::OpenOptions::new().write(true).open(&shard).unwrap().set_len(length - 10).unwrap();
-        let error = Dataset::open(dir.path()).err().expect("truncated shard must fail");
-        assert!(matches!(error, tessera_world::WorldError::MalformedDataset { .. }), "{error}");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&shard)
+            .unwrap()
+            .set_len(length - 10)
+            .unwrap();
+        let error = Dataset::open(dir.path())
+            .err()
+            .expect("truncated shard must fail");
+        assert!(
+            matches!(error, tessera_world::WorldError::MalformedDataset { .. }),
+            "{error}"
+        );
     }
 }
 
@@ -405,7 +590,12 @@ mod bad_arguments {
     fn zero_scene_dataset_is_refused_before_writing() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("never");
-        let options = DatasetOptions { count: 0, first_seed: 0, out: out.clone(), threads: 1 };
+        let options = DatasetOptions {
+            count: 0,
+            first_seed: 0,
+            out: out.clone(),
+            threads: 1,
+        };
         let error = tessera_world::write_dataset(&options, &|_, _| {}).unwrap_err();
         assert!(matches!(error, WorldError::EmptyDataset { count: 0 }));
         assert!(error.to_string().contains("at least one scene"), "{error}");
@@ -423,24 +613,50 @@ mod bad_arguments {
 
         let below_file = file.join("scene");
         let error = tessera_world::render_scene_to_dir(1, &below_file).unwrap_err();
-        let WorldError::Io { action, path, .. } = &error else { panic!("expected an I/O error, got {error}") };
-        assert_eq!((*action, path.as_path()), ("create directory", below_file.as_path()));
+        let WorldError::Io { action, path, .. } = &error else {
+            panic!("expected an I/O error, got {error}")
+        };
+        assert_eq!(
+            (*action, path.as_path()),
+            ("create directory", below_file.as_path())
+        );
         assert!(error.to_string().contains("a-file/scene"), "{error}");
 
-        let options = DatasetOptions { count: 2, first_seed: 0, out: below_file, threads: 1 };
-        assert!(matches!(tessera_world::write_dataset(&options, &|_, _| {}), Err(WorldError::Io { .. })));
+        let options = DatasetOptions {
+            count: 2,
+            first_seed: 0,
+            out: below_file,
+            threads: 1,
+        };
+        assert!(matches!(
+            tessera_world::write_dataset(&options, &|_, _| {}),
+            Err(WorldError::Io { .. })
+        ));
     }
 
     #[test]
     fn seeds_out_of_range_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let error = tessera_world::render_scene_to_dir(MAX_SEED + 1, dir.path()).unwrap_err();
-        assert!(matches!(error, WorldError::SeedOutOfRange { seed, max } if seed == MAX_SEED + 1 && max == MAX_SEED));
+        assert!(
+            matches!(error, WorldError::SeedOutOfRange { seed, max } if seed == MAX_SEED + 1 && max == MAX_SEED)
+        );
         assert!(tessera_world::generate_scene(u64::MAX).is_err());
-        let options = DatasetOptions { count: 10, first_seed: MAX_SEED - 3, out: dir.path().join("d"), threads: 1 };
+        let options = DatasetOptions {
+            count: 10,
+            first_seed: MAX_SEED - 3,
+            out: dir.path().join("d"),
+            threads: 1,
+        };
         let error = tessera_world::write_dataset(&options, &|_, _| {}).unwrap_err();
-        assert!(matches!(error, WorldError::SeedRangeOverflow { .. }), "{error}");
-        assert!(matches!(tessera_world::parse_seed("-3"), Err(WorldError::InvalidSeed { .. })));
+        assert!(
+            matches!(error, WorldError::SeedRangeOverflow { .. }),
+            "{error}"
+        );
+        assert!(matches!(
+            tessera_world::parse_seed("-3"),
+            Err(WorldError::InvalidSeed { .. })
+        ));
     }
 
     #[test]
