@@ -53,14 +53,17 @@ mod consistency {
 
     use rayon::prelude::*;
 
-    const SEEDS: u64 = 24;
+    /// Seeds checked by default; `TESSERA_WORLD_TEST_SEEDS=N` checks N instead (for soak runs in release).
+    fn seed_count() -> u64 {
+        std::env::var("TESSERA_WORLD_TEST_SEEDS").ok().and_then(|text| text.parse().ok()).unwrap_or(24)
+    }
 
     /// The scenes every consistency test checks, generated once (in parallel) and shared.
     fn scenes() -> impl Iterator<Item = &'static SceneModalities> {
         static SCENES: std::sync::OnceLock<Vec<SceneModalities>> = std::sync::OnceLock::new();
         SCENES
             .get_or_init(|| {
-                let seeds: Vec<u64> = sample_seeds(SEEDS).collect();
+                let seeds: Vec<u64> = sample_seeds(seed_count()).collect();
                 seeds
                     .into_par_iter()
                     .map(|seed| generate_scene(seed).unwrap())
@@ -170,7 +173,7 @@ mod consistency {
             .map(|(_, worst)| *worst)
             .fold(0.0, f64::max);
         assert!(
-            checked > SEEDS as usize * 40_000,
+            checked > seed_count() as usize * 40_000,
             "only {checked} smooth pixels checked"
         );
         eprintln!("checked {checked} pixels, worst {worst:.3}°");
@@ -320,8 +323,9 @@ mod consistency {
             }
         }
         assert!(
-            relations_checked >= 12,
-            "only {relations_checked} relations stated in {SEEDS} captions"
+            relations_checked as u64 >= seed_count() / 2,
+            "only {relations_checked} relations stated in {} captions",
+            seed_count()
         );
     }
 
