@@ -62,7 +62,7 @@ pub fn compute_metadata(images: &RenderedImages, boxes: &[BoundingBox], caption:
     for pixel in images.rgb.chunks_exact(3) {
         let (red, green, blue) = (pixel[0] as f64, pixel[1] as f64, pixel[2] as f64);
         let luminance = 0.299 * red + 0.587 * green + 0.114 * blue;
-        luminance_histogram[luminance.round().clamp(0.0, 255.0) as usize] += 1;
+        luminance_histogram[(luminance.clamp(0.0, 255.0) + 0.5) as usize] += 1;
         luminance_sum += luminance;
         luminance_square_sum += luminance * luminance;
         let rg = red - green;

@@ -109,9 +109,8 @@ pub fn render(scene: &SceneSpec) -> RenderedImages {
                 .iter_mut()
                 .zip(&base_colour)
             {
-                *output = (base as f64 * light + 255.0 * specular)
-                    .round()
-                    .clamp(0.0, 255.0) as u8;
+                // Adding 0.5 and truncating rounds non-negative values without a libm call.
+                *output = ((base as f64 * light + 255.0 * specular).clamp(0.0, 255.0) + 0.5) as u8;
             }
 
             images.depth_metres[pixel] = (nearest * direction.dot(forward)) as f32;
@@ -158,9 +157,10 @@ fn background_hit(origin: Vec3, direction: Vec3) -> (f64, Vec3, SemanticClass) {
 /// light is above the floor and on the camera's side of the wall.
 fn in_shadow(primitives: &[Primitive], point: Vec3, to_light: Vec3) -> bool {
     primitives.iter().any(|primitive| {
-        primitive
-            .intersect(point, to_light, f64::INFINITY)
-            .is_some_and(|(d, _)| d > RAY_EPSILON)
+        primitive.may_hit(point, to_light)
+            && primitive
+                .intersect(point, to_light, f64::INFINITY)
+                .is_some_and(|(d, _)| d > RAY_EPSILON)
     })
 }
 
@@ -168,7 +168,7 @@ fn in_shadow(primitives: &[Primitive], point: Vec3, to_light: Vec3) -> bool {
 pub fn encode_normals(normals: &[f32]) -> Vec<u8> {
     normals
         .iter()
-        .map(|&component| ((component + 1.0) * 0.5 * 255.0).round().clamp(0.0, 255.0) as u8)
+        .map(|&component| (((component + 1.0) * 127.5).clamp(0.0, 255.0) + 0.5) as u8)
         .collect()
 }
 
@@ -176,7 +176,7 @@ pub fn encode_normals(normals: &[f32]) -> Vec<u8> {
 pub fn depth_to_millimetres(depth_metres: &[f32]) -> Vec<u16> {
     depth_metres
         .iter()
-        .map(|&depth| (depth * 1000.0).round().clamp(0.0, 65535.0) as u16)
+        .map(|&depth| ((depth * 1000.0).clamp(0.0, 65535.0) + 0.5) as u16)
         .collect()
 }
 
