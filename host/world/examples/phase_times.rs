@@ -5,7 +5,10 @@ use std::time::Instant;
 use tessera_world::scene::SceneSpec;
 
 fn main() {
-    let scenes: u64 = std::env::args().nth(1).and_then(|text| text.parse().ok()).unwrap_or(20);
+    let scenes: u64 = std::env::args()
+        .nth(1)
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(20);
     let mut totals = [0.0f64; 5];
     for seed in 0..scenes {
         let start = Instant::now();

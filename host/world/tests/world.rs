@@ -55,7 +55,10 @@ mod consistency {
 
     /// Seeds checked by default; `TESSERA_WORLD_TEST_SEEDS=N` checks N instead (for soak runs in release).
     fn seed_count() -> u64 {
-        std::env::var("TESSERA_WORLD_TEST_SEEDS").ok().and_then(|text| text.parse().ok()).unwrap_or(24)
+        std::env::var("TESSERA_WORLD_TEST_SEEDS")
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(24)
     }
 
     /// The scenes every consistency test checks, generated once (in parallel) and shared.
