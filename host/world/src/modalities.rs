@@ -144,33 +144,31 @@ pub fn write_scene_to_dir(
         Ok(())
     };
     text("caption.txt", format!("{}\n", modalities.caption))?;
-    let json = |value: &dyn erased::Json, name: &str| value.to_pretty(&dir.join(name));
+    let boxes_file = BoxesFile {
+        image_size: size,
+        boxes: &modalities.boxes,
+        det_4m: boxes_to_4m_string(&modalities.boxes),
+    };
     text(
         "boxes.json",
-        json(
-            &BoxesFile {
-                image_size: size,
-                boxes: &modalities.boxes,
-                det_4m: boxes_to_4m_string(&modalities.boxes),
-            },
-            "boxes.json",
-        )?,
+        pretty_json(&boxes_file, &dir.join("boxes.json"))?,
     )?;
+    let palette_file = PaletteFile {
+        colours: &modalities.palette,
+        color_palette_4m: palette_to_4m_string(&modalities.palette),
+    };
     text(
         "palette.json",
-        json(
-            &PaletteFile {
-                colours: &modalities.palette,
-                color_palette_4m: palette_to_4m_string(&modalities.palette),
-            },
-            "palette.json",
-        )?,
+        pretty_json(&palette_file, &dir.join("palette.json"))?,
     )?;
     text(
         "metadata.json",
-        json(&modalities.metadata, "metadata.json")?,
+        pretty_json(&modalities.metadata, &dir.join("metadata.json"))?,
     )?;
-    text("scene.json", json(&modalities.scene, "scene.json")?)?;
+    text(
+        "scene.json",
+        pretty_json(&modalities.scene, &dir.join("scene.json"))?,
+    )?;
 
     let sheet = contact_sheet(modalities);
     let path = dir.join("contact_sheet.png");
@@ -184,27 +182,15 @@ pub fn write_scene_to_dir(
     Ok(written)
 }
 
-/// Small helper so that differently typed values can share one pretty-printing closure.
-mod erased {
-    use std::path::Path;
-
-    use crate::error::WorldError;
-
-    pub trait Json {
-        fn to_pretty(&self, path: &Path) -> Result<String, WorldError>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn to_pretty(&self, path: &Path) -> Result<String, WorldError> {
-            serde_json::to_string_pretty(self)
-                .map(|text| text + "\n")
-                .map_err(|source| WorldError::Json {
-                    action: "write",
-                    path: path.to_path_buf(),
-                    source,
-                })
-        }
-    }
+/// Pretty-printed JSON with a final newline; `path` only names the file in errors.
+fn pretty_json(value: &impl Serialize, path: &Path) -> Result<String, WorldError> {
+    serde_json::to_string_pretty(value)
+        .map(|text| text + "\n")
+        .map_err(|source| WorldError::Json {
+            action: "write",
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Creates `dir` if needed; fails clearly when it is a file or cannot be created.

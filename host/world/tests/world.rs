@@ -28,7 +28,11 @@ mod determinism {
         let second = tempfile::tempdir().unwrap();
         let written = tessera_world::render_scene_to_dir(1234, first.path()).unwrap();
         tessera_world::render_scene_to_dir(1234, second.path()).unwrap();
-        assert_eq!(written.len(), tessera_world::SCENE_FILE_NAMES.len());
+        let names: Vec<&str> = written
+            .iter()
+            .map(|path| path.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(names, tessera_world::SCENE_FILE_NAMES);
         for path in &written {
             let name = path.file_name().unwrap();
             let again = std::fs::read(second.path().join(name)).unwrap();
