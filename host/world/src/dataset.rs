@@ -321,7 +321,9 @@ fn create_shard(
     count: usize,
 ) -> Result<(File, u64, PathBuf), WorldError> {
     let path = dir.join(modality.file_name());
-    let data_bytes = count * modality.bytes_per_scene();
+    let data_bytes = count
+        .checked_mul(modality.bytes_per_scene())
+        .ok_or(WorldError::DatasetTooLarge { count })?;
     let header = serde_json::json!({
         "__metadata__": { "format": FORMAT_NAME, "modality": modality.name() },
         modality.name(): {
@@ -427,10 +429,12 @@ impl Dataset {
                     modality.name()
                 ))
             })?;
-            let expected_bytes = count * modality.bytes_per_scene();
+            let expected_bytes = count
+                .checked_mul(modality.bytes_per_scene())
+                .ok_or_else(|| malformed(format!("scene count {count} is impossibly large")))?;
             if info.dtype != modality.safetensors_dtype()
                 || info.shape != modality.shape(count)
-                || info.data_offsets.1 - info.data_offsets.0 != expected_bytes
+                || info.data_offsets.1.checked_sub(info.data_offsets.0) != Some(expected_bytes)
             {
                 return Err(malformed(format!(
                     "{}: tensor is {:?} {:?}, expected {:?} {:?}",
@@ -441,8 +445,8 @@ impl Dataset {
                     modality.shape(count)
                 )));
             }
-            let data_start = 8 + header_size + info.data_offsets.0;
-            if map.len() < data_start + expected_bytes {
+            let data_start = (8 + header_size).saturating_add(info.data_offsets.0);
+            if map.len() < data_start.saturating_add(expected_bytes) {
                 return Err(malformed(format!("{} is truncated", modality.file_name())));
             }
             shards.push(MappedShard { map, data_start });

@@ -24,6 +24,9 @@ pub enum WorldError {
         max: u64,
     },
 
+    #[error("{count} scenes do not fit in one tensor shard on this platform")]
+    DatasetTooLarge { count: usize },
+
     #[error("output path {} exists and is not a directory", path.display())]
     NotADirectory { path: PathBuf },
 

@@ -567,6 +567,32 @@ mod dataset {
     }
 
     #[test]
+    fn manifest_that_disagrees_with_the_shards_is_reported_as_malformed() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = DatasetOptions {
+            count: 2,
+            first_seed: 0,
+            out: dir.path().to_path_buf(),
+            threads: 1,
+        };
+        tessera_world::write_dataset(&options, &|_, _| {}).unwrap();
+        let manifest_path = dir.path().join("dataset.json");
+        let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+        for wrong_count in ["3", "18446744073709551615"] {
+            let edited = manifest.replace("\"count\": 2", &format!("\"count\": {wrong_count}"));
+            assert_ne!(edited, manifest);
+            std::fs::write(&manifest_path, edited).unwrap();
+            let error = Dataset::open(dir.path())
+                .err()
+                .expect("wrong count must fail");
+            assert!(
+                matches!(error, tessera_world::WorldError::MalformedDataset { .. }),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn truncated_shard_is_reported_as_malformed() {
         let dir = tempfile::tempdir().unwrap();
         let options = DatasetOptions {
