@@ -209,8 +209,8 @@ fn validate(options: &DatasetOptions) -> Result<(), WorldError> {
 
 /// Writes `options.count` scenes in parallel. `progress(done, total)` is called from worker threads
 /// after every scene; calls from different threads may arrive slightly out of order, so a progress
-/// bar should keep the largest `done` seen. Scenes are rendered independently and written straight to their offsets in
-/// preallocated shards, so memory stays flat however large the dataset.
+/// bar should keep the largest `done` seen. Scenes are rendered independently and written straight
+/// to their offsets in preallocated shards, so memory stays flat however large the dataset.
 pub fn write_dataset(
     options: &DatasetOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
