@@ -10,7 +10,7 @@
 
 mod toolchain;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use toolchain::Toolchain;
@@ -36,7 +36,10 @@ fn main() -> Result<()> {
 
 fn repo_root() -> Result<PathBuf> {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    Ok(manifest_dir.parent().context("xtask has no parent directory")?.to_path_buf())
+    Ok(manifest_dir
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf())
 }
 
 /// A workspace of wasm crates and where its packed plugins go.
@@ -48,19 +51,28 @@ struct PluginWorkspace {
 
 fn plugin_workspaces(root: &Path) -> Result<Vec<PluginWorkspace>> {
     let target = root.join("target");
-    let mut plugins = PluginWorkspace { dir: root.join("plugins"), members: vec![] };
+    let mut plugins = PluginWorkspace {
+        dir: root.join("plugins"),
+        members: vec![],
+    };
     for (sub, out) in [("", "plugins"), ("testing", "test-plugins")] {
         let base = plugins.dir.join(sub);
         for entry in sorted_dirs(&base)? {
             if entry.join("plugin.toml").is_file() {
-                plugins.members.push((entry.strip_prefix(&plugins.dir)?.to_path_buf(), target.join(out)));
+                plugins.members.push((
+                    entry.strip_prefix(&plugins.dir)?.to_path_buf(),
+                    target.join(out),
+                ));
             }
         }
     }
     let mut all = vec![plugins];
     for example in sorted_dirs(&root.join("sdk/examples"))? {
         if example.join("plugin.toml").is_file() {
-            all.push(PluginWorkspace { dir: example, members: vec![(PathBuf::new(), target.join("test-plugins"))] });
+            all.push(PluginWorkspace {
+                dir: example,
+                members: vec![(PathBuf::new(), target.join("test-plugins"))],
+            });
         }
     }
     Ok(all)
@@ -82,8 +94,10 @@ fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
 /// The `[package] name` of a crate, as its wasm artifact is named.
 fn artifact_name(crate_dir: &Path) -> Result<String> {
     let path = crate_dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let name = value
         .get("package")
         .and_then(|p| p.get("name"))
@@ -104,7 +118,10 @@ fn build_plugins(root: &Path) -> Result<Toolchain> {
             .status()
             .with_context(|| format!("running cargo for {}", ws.dir.display()))?;
         if !status.success() {
-            bail!("building the plugins in {} failed ({status})", ws.dir.display());
+            bail!(
+                "building the plugins in {} failed ({status})",
+                ws.dir.display()
+            );
         }
         for (member, out_dir) in &ws.members {
             let crate_dir = ws.dir.join(member);
@@ -117,7 +134,9 @@ fn build_plugins(root: &Path) -> Result<Toolchain> {
                 "xtask: packed {:<14} {} ({} bytes)",
                 packed.id,
                 packed.manifest_path.display(),
-                std::fs::metadata(&packed.component_path).map(|m| m.len()).unwrap_or(0)
+                std::fs::metadata(&packed.component_path)
+                    .map(|m| m.len())
+                    .unwrap_or(0)
             );
         }
     }
@@ -140,14 +159,21 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         run(&mut toolchain.cargo_native_test(&ws.dir, &root.join("plugins/target")))?;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).current_dir(root).args(["test", "--workspace"]).args(extra))
+    run(Command::new(cargo)
+        .current_dir(root)
+        .args(["test", "--workspace"])
+        .args(extra))
 }
 
 fn demo(root: &Path) -> Result<()> {
     build_plugins(root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(&cargo).current_dir(root).args(["build", "--release", "-p", "tessera-cli"]))?;
+    run(Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", "tessera-cli"]))?;
     let tessera = root.join("target/release/tessera");
-    run(Command::new(&tessera).current_dir(root).args(["plugins", "list"]))?;
+    run(Command::new(&tessera)
+        .current_dir(root)
+        .args(["plugins", "list"]))?;
     run(Command::new(&tessera).current_dir(root).args(["demo"]))
 }

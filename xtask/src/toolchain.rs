@@ -6,7 +6,7 @@
 //! `-Zbuild-std` and linking with `lld-22` — everything from the Debian archive, so it works
 //! where rustup cannot download targets. `TESSERA_WASM_TOOLCHAIN=rustup|debian` forces a route.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::fmt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -87,7 +87,8 @@ impl Toolchain {
     /// `cargo build --release` of a plugin workspace for wasm32.
     pub fn cargo_build(&self, workspace: &Path, target_dir: &Path) -> Command {
         let mut cmd = self.cargo(workspace);
-        cmd.args(["build", "--release", "--target", WASM_TARGET]).env("CARGO_TARGET_DIR", target_dir);
+        cmd.args(["build", "--release", "--target", WASM_TARGET])
+            .env("CARGO_TARGET_DIR", target_dir);
         if *self == Toolchain::Debian {
             cmd.arg("-Zbuild-std=std,panic_abort");
         }
@@ -97,7 +98,8 @@ impl Toolchain {
     /// `cargo test` of a plugin workspace on the host target.
     pub fn cargo_native_test(&self, workspace: &Path, target_dir: &Path) -> Command {
         let mut cmd = self.cargo(workspace);
-        cmd.args(["test", "--workspace", "--target", host_triple()]).env("CARGO_TARGET_DIR", target_dir);
+        cmd.args(["test", "--workspace", "--target", host_triple()])
+            .env("CARGO_TARGET_DIR", target_dir);
         cmd
     }
 
@@ -116,7 +118,9 @@ impl Toolchain {
                     cmd.env_remove(var);
                 }
                 // Pinned here, not exported: a global RUSTC would also switch the host build.
-                cmd.env("RUSTC", DEBIAN_RUSTC).env("RUSTDOC", DEBIAN_RUSTDOC).env("RUSTC_BOOTSTRAP", "1");
+                cmd.env("RUSTC", DEBIAN_RUSTC)
+                    .env("RUSTDOC", DEBIAN_RUSTDOC)
+                    .env("RUSTC_BOOTSTRAP", "1");
             }
         }
         cmd.current_dir(workspace);
@@ -125,12 +129,18 @@ impl Toolchain {
 }
 
 fn host_triple() -> &'static str {
-    if cfg!(target_arch = "aarch64") { "aarch64-unknown-linux-gnu" } else { "x86_64-unknown-linux-gnu" }
+    if cfg!(target_arch = "aarch64") {
+        "aarch64-unknown-linux-gnu"
+    } else {
+        "x86_64-unknown-linux-gnu"
+    }
 }
 
 fn quiet(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn rustup_has_target() -> bool {
@@ -156,7 +166,10 @@ fn debian_ready() -> bool {
 }
 
 fn install_debian() -> Result<()> {
-    println!("xtask: installing Debian's wasm toolchain: {}", DEBIAN_PACKAGES.join(" "));
+    println!(
+        "xtask: installing Debian's wasm toolchain: {}",
+        DEBIAN_PACKAGES.join(" ")
+    );
     let is_root = quiet(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0");
     let apt = |args: &[&str]| -> Result<bool> {
         let mut cmd = if is_root {
@@ -169,7 +182,10 @@ fn install_debian() -> Result<()> {
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         Ok(cmd.status().context("running apt-get")?.success())
     };
-    let install: Vec<&str> = ["install", "-y", "-q"].into_iter().chain(DEBIAN_PACKAGES).collect();
+    let install: Vec<&str> = ["install", "-y", "-q"]
+        .into_iter()
+        .chain(DEBIAN_PACKAGES)
+        .collect();
     if !apt(&install)? {
         // A fresh machine may have no package lists yet.
         if !apt(&["update", "-q"])? || !apt(&install)? {
@@ -177,7 +193,11 @@ fn install_debian() -> Result<()> {
                 "could not install {} with apt-get{}; install them by hand, or install rustup's \
                  wasm32-unknown-unknown target",
                 DEBIAN_PACKAGES.join(" "),
-                if is_root { "" } else { " (needs root or passwordless sudo)" }
+                if is_root {
+                    ""
+                } else {
+                    " (needs root or passwordless sudo)"
+                }
             );
         }
     }

@@ -2,13 +2,18 @@
 
 mod plugins;
 mod tokens;
+mod world;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Any-to-any vision generation host (4M-21 in Rust)")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Any-to-any vision generation host (4M-21 in Rust)"
+)]
 struct Cli {
     /// Directory of installed plugins (default: `target/plugins` next to this binary's build).
     #[arg(long, global = true, env = "TESSERA_PLUGINS")]
@@ -27,6 +32,9 @@ enum Command {
     Tokenize(tokens::TokenizeArgs),
     /// Turn token ids back into values with a plugin.
     Detokenize(tokens::DetokenizeArgs),
+    /// The procedural shapes world: render scenes, write datasets.
+    #[command(subcommand)]
+    World(world::WorldCommand),
     /// Round-trip a caption, boxes, metadata and a palette through the text plugins.
     Demo(tokens::DemoArgs),
 }
@@ -34,7 +42,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -55,5 +64,6 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Tokenize(args) => tokens::tokenize(args, &plugins_dir),
         Command::Detokenize(args) => tokens::detokenize(args, &plugins_dir),
         Command::Demo(args) => tokens::demo(args, &plugins_dir),
+        Command::World(cmd) => world::run(cmd),
     }
 }

@@ -1,10 +1,10 @@
 //! `tessera plugins ...`: list, inspect, check and pack plugins.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tessera_runtime::{discover, LoadOptions, Plugin, Runtime, RuntimeConfig};
+use tessera_runtime::{LoadOptions, Plugin, Runtime, RuntimeConfig, discover};
 
 #[derive(Subcommand)]
 pub enum PluginsCommand {
@@ -57,12 +57,21 @@ pub fn manifest_path(plugin: &str, plugins_dir: &Path) -> Result<PathBuf> {
         return Ok(in_dir);
     }
     let known: Vec<String> = discover(plugins_dir)
-        .map(|found| found.iter().filter_map(|p| p.manifest.as_ref().ok().map(|m| m.plugin.id.clone())).collect())
+        .map(|found| {
+            found
+                .iter()
+                .filter_map(|p| p.manifest.as_ref().ok().map(|m| m.plugin.id.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     bail!(
         "no plugin `{plugin}` in {} (installed: {}); build them with `cargo xtask plugins` or pass --plugins DIR",
         plugins_dir.display(),
-        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
     )
 }
 
@@ -70,9 +79,16 @@ pub fn runtime() -> Result<Runtime> {
     Runtime::new(RuntimeConfig::default()).context("starting the plugin runtime")
 }
 
-pub fn load(runtime: &Runtime, plugin: &str, plugins_dir: &Path, options: &LoadOptions) -> Result<Plugin> {
+pub fn load(
+    runtime: &Runtime,
+    plugin: &str,
+    plugins_dir: &Path,
+    options: &LoadOptions,
+) -> Result<Plugin> {
     let path = manifest_path(plugin, plugins_dir)?;
-    runtime.load(&path, options).with_context(|| format!("loading {}", path.display()))
+    runtime
+        .load(&path, options)
+        .with_context(|| format!("loading {}", path.display()))
 }
 
 pub fn run(cmd: PluginsCommand, plugins_dir: &Path) -> Result<ExitCode> {
@@ -80,32 +96,55 @@ pub fn run(cmd: PluginsCommand, plugins_dir: &Path) -> Result<ExitCode> {
         PluginsCommand::List => list(plugins_dir),
         PluginsCommand::Inspect { plugin } => inspect(&plugin, plugins_dir),
         PluginsCommand::Check { ids } => check(&ids, plugins_dir),
-        PluginsCommand::Pack { manifest, wasm, out } => {
+        PluginsCommand::Pack {
+            manifest,
+            wasm,
+            out,
+        } => {
             let packed = tessera_manifest::pack(&manifest, &wasm, &out)?;
-            println!("packed `{}` into {} (sha256 {})", packed.id, packed.manifest_path.display(), packed.digest);
+            println!(
+                "packed `{}` into {} (sha256 {})",
+                packed.id,
+                packed.manifest_path.display(),
+                packed.digest
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 fn list(plugins_dir: &Path) -> Result<ExitCode> {
-    let found = discover(plugins_dir).with_context(|| format!("reading plugins directory {}", plugins_dir.display()))?;
+    let found = discover(plugins_dir)
+        .with_context(|| format!("reading plugins directory {}", plugins_dir.display()))?;
     if found.is_empty() {
-        println!("no plugins in {} (build them with `cargo xtask plugins`)", plugins_dir.display());
+        println!(
+            "no plugins in {} (build them with `cargo xtask plugins`)",
+            plugins_dir.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<14} {:<8} {:<14} {:<28} description", "id", "version", "sha256", "domains");
+    println!(
+        "{:<14} {:<8} {:<14} {:<28} description",
+        "id", "version", "sha256", "domains"
+    );
     for entry in found {
         match entry.manifest {
             Ok(m) => println!(
                 "{:<14} {:<8} {:<14} {:<28} {}",
                 m.plugin.id,
                 m.plugin.version,
-                m.plugin.sha256.as_deref().map(|s| &s[..12.min(s.len())]).unwrap_or("-"),
+                m.plugin
+                    .sha256
+                    .as_deref()
+                    .map(|s| &s[..12.min(s.len())])
+                    .unwrap_or("-"),
                 m.plugin.domains.join(","),
                 m.plugin.description
             ),
-            Err(e) => println!("{:<14} invalid manifest: {e}", entry.manifest_path.display()),
+            Err(e) => println!(
+                "{:<14} invalid manifest: {e}",
+                entry.manifest_path.display()
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -118,7 +157,10 @@ fn inspect(plugin: &str, plugins_dir: &Path) -> Result<ExitCode> {
     let info = loaded.info();
     let report = loaded.load_report();
     println!("id:           {}", m.plugin.id);
-    println!("version:      {} (component says {} {})", m.plugin.version, info.name, info.version);
+    println!(
+        "version:      {} (component says {} {})",
+        m.plugin.version, info.name, info.version
+    );
     println!("description:  {}", info.description);
     println!("manifest:     {}", loaded.manifest_path().display());
     println!("world:        {}", m.plugin.world);
@@ -133,8 +175,22 @@ fn inspect(plugin: &str, plugins_dir: &Path) -> Result<ExitCode> {
             md.max_tokens.map_or("-".into(), |v| v.to_string())
         );
     }
-    println!("assets:       {}", if m.assets.is_empty() { "none".to_string() } else { m.assets.keys().cloned().collect::<Vec<_>>().join(", ") });
-    println!("host-nn:      {}", if m.nn.allow.is_empty() { "none".to_string() } else { m.nn.allow.join(", ") });
+    println!(
+        "assets:       {}",
+        if m.assets.is_empty() {
+            "none".to_string()
+        } else {
+            m.assets.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    );
+    println!(
+        "host-nn:      {}",
+        if m.nn.allow.is_empty() {
+            "none".to_string()
+        } else {
+            m.nn.allow.join(", ")
+        }
+    );
     let l = &m.limits;
     println!(
         "limits:       memory {} MiB, {} ms per call, input {} B, output {} B, {} warm instances",
@@ -163,7 +219,11 @@ fn check(plugins: &[String], plugins_dir: &Path) -> Result<ExitCode> {
     let mut failed = 0;
     for target in &targets {
         match load(&runtime, target, plugins_dir, &LoadOptions::default()) {
-            Ok(p) => println!("ok      {:<14} {}", p.id(), p.manifest().plugin.domains.join(",")),
+            Ok(p) => println!(
+                "ok      {:<14} {}",
+                p.id(),
+                p.manifest().plugin.domains.join(",")
+            ),
             Err(e) => {
                 failed += 1;
                 println!("FAILED  {target}: {e:#}");
@@ -171,5 +231,9 @@ fn check(plugins: &[String], plugins_dir: &Path) -> Result<ExitCode> {
         }
     }
     println!("{} plugin(s) checked, {failed} failed", targets.len());
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

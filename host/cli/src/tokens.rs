@@ -2,7 +2,7 @@
 //! any model is involved.
 
 use crate::plugins::{load, runtime};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,7 +59,10 @@ struct Loaded {
 
 fn load_plugin(args: &PluginArgs, plugins_dir: &Path) -> Result<Loaded> {
     let runtime = runtime()?;
-    let manifest = tessera_manifest::Manifest::from_file(&crate::plugins::manifest_path(&args.plugin, plugins_dir)?)?;
+    let manifest = tessera_manifest::Manifest::from_file(&crate::plugins::manifest_path(
+        &args.plugin,
+        plugins_dir,
+    )?)?;
     let mut options = LoadOptions::default();
     for spec in &args.assets {
         let (name, path) = match spec.split_once('=') {
@@ -83,10 +86,19 @@ fn load_plugin(args: &PluginArgs, plugins_dir: &Path) -> Result<Loaded> {
     let domain = match &args.domain {
         Some(d) => d.clone(),
         None if domains.len() == 1 => domains[0].clone(),
-        None => bail!("plugin `{}` serves several domains ({}); choose one with --domain", plugin.id(), domains.join(", ")),
+        None => bail!(
+            "plugin `{}` serves several domains ({}); choose one with --domain",
+            plugin.id(),
+            domains.join(", ")
+        ),
     };
     let params = parse_params(&args.params)?;
-    Ok(Loaded { plugin, domain, params, _runtime: runtime })
+    Ok(Loaded {
+        plugin,
+        domain,
+        params,
+        _runtime: runtime,
+    })
 }
 
 fn parse_params(raw: &[String]) -> Result<Params> {
@@ -102,16 +114,31 @@ fn parse_params(raw: &[String]) -> Result<Params> {
 fn read_input(input: &str) -> Result<Value> {
     if input == "-" {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading standard input")?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading standard input")?;
         return Ok(Value::Text(text));
     }
-    let Some(path) = input.strip_prefix('@') else { return Ok(Value::Text(input.to_string())) };
+    let Some(path) = input.strip_prefix('@') else {
+        return Ok(Value::Text(input.to_string()));
+    };
     let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    let ext = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8 text"));
+    let ext = Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let text = |bytes: Vec<u8>| {
+        String::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8 text"))
+    };
     Ok(match ext.as_str() {
-        "png" => Value::Image(Image { mime: "image/png".into(), data: bytes }),
-        "jpg" | "jpeg" => Value::Image(Image { mime: "image/jpeg".into(), data: bytes }),
+        "png" => Value::Image(Image {
+            mime: "image/png".into(),
+            data: bytes,
+        }),
+        "jpg" | "jpeg" => Value::Image(Image {
+            mime: "image/jpeg".into(),
+            data: bytes,
+        }),
         "json" => Value::Json(text(bytes)?),
         _ => Value::Text(text(bytes)?),
     })
@@ -120,27 +147,51 @@ fn read_input(input: &str) -> Result<Value> {
 pub fn tokenize(args: TokenizeArgs, plugins_dir: &Path) -> Result<ExitCode> {
     let loaded = load_plugin(&args.plugin, plugins_dir)?;
     let value = read_input(&args.input)?;
-    let tokens = loaded.plugin.tokenize(&loaded.domain, &value, &loaded.params)?;
+    let tokens = loaded
+        .plugin
+        .tokenize(&loaded.domain, &value, &loaded.params)?;
     if args.plugin.json {
-        println!("{}", serde_json::json!({ "domain": tokens.domain, "ids": tokens.ids, "shape": tokens.shape }));
+        println!(
+            "{}",
+            serde_json::json!({ "domain": tokens.domain, "ids": tokens.ids, "shape": tokens.shape })
+        );
     } else {
-        println!("{}", tokens.ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+        println!(
+            "{}",
+            tokens
+                .ids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn parse_ids(raw: &[String]) -> Result<Vec<u32>> {
     raw.iter()
-        .flat_map(|chunk| chunk.split([' ', ',', '\n', '\t']).filter(|s| !s.is_empty()))
+        .flat_map(|chunk| {
+            chunk
+                .split([' ', ',', '\n', '\t'])
+                .filter(|s| !s.is_empty())
+        })
         .enumerate()
-        .map(|(i, s)| s.parse::<u32>().with_context(|| format!("token {i} ({s:?}) is not a non-negative integer id")))
+        .map(|(i, s)| {
+            s.parse::<u32>()
+                .with_context(|| format!("token {i} ({s:?}) is not a non-negative integer id"))
+        })
         .collect()
 }
 
 pub fn detokenize(args: DetokenizeArgs, plugins_dir: &Path) -> Result<ExitCode> {
     let loaded = load_plugin(&args.plugin, plugins_dir)?;
     let ids = parse_ids(&args.ids)?;
-    let tokens = Tokens { domain: loaded.domain.clone(), shape: vec![ids.len() as u32], ids };
+    let tokens = Tokens {
+        domain: loaded.domain.clone(),
+        shape: vec![ids.len() as u32],
+        ids,
+    };
     let out = loaded.plugin.detokenize(&tokens, &loaded.params)?;
     for warning in &out.warnings {
         eprintln!("warning: {warning}");
@@ -157,7 +208,9 @@ pub fn detokenize(args: DetokenizeArgs, plugins_dir: &Path) -> Result<ExitCode> 
                 let mut entry = serde_json::json!({ "name": a.name, "kind": kind(&a.value) });
                 match &a.value {
                     Value::Text(t) => entry["text"] = t.clone().into(),
-                    Value::Json(j) => entry["json"] = serde_json::from_str(j).unwrap_or_else(|_| j.clone().into()),
+                    Value::Json(j) => {
+                        entry["json"] = serde_json::from_str(j).unwrap_or_else(|_| j.clone().into())
+                    }
                     _ => {}
                 }
                 if let Some(path) = written.get(&a.name) {
@@ -166,14 +219,25 @@ pub fn detokenize(args: DetokenizeArgs, plugins_dir: &Path) -> Result<ExitCode> 
                 entry
             })
             .collect();
-        println!("{}", serde_json::json!({ "artifacts": artifacts, "warnings": out.warnings }));
+        println!(
+            "{}",
+            serde_json::json!({ "artifacts": artifacts, "warnings": out.warnings })
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let primary = out.artifacts.first().context("the plugin returned no artifact")?;
+    let primary = out
+        .artifacts
+        .first()
+        .context("the plugin returned no artifact")?;
     match &primary.value {
         Value::Text(t) | Value::Json(t) => println!("{t}"),
-        _ if written.contains_key(&primary.name) => println!("{}", written[&primary.name].display()),
-        other => bail!("the result is a {} value; give --out DIR to write it to a file", kind(other)),
+        _ if written.contains_key(&primary.name) => {
+            println!("{}", written[&primary.name].display())
+        }
+        other => bail!(
+            "the result is a {} value; give --out DIR to write it to a file",
+            kind(other)
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -193,7 +257,17 @@ pub fn write_artifacts(out: &Detokenized, dir: &Path) -> Result<BTreeMap<String,
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = BTreeMap::new();
     for a in &out.artifacts {
-        let safe: String = a.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let safe: String = a
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let (ext, bytes): (&str, &[u8]) = match &a.value {
             Value::Text(t) => ("txt", t.as_bytes()),
             Value::Json(j) => ("json", j.as_bytes()),
@@ -223,27 +297,54 @@ pub struct DemoArgs {
 /// One demo value per text-sequence plugin.
 const DEMO_VALUES: [(&str, &str, &str); 4] = [
     ("caption", "caption", "A Lake-house, with a red Boat! [S_1]"),
-    ("det", "det", r#"[{"label":"boat","xmin":0.12,"ymin":0.55,"xmax":0.38,"ymax":0.71,"score":0.93},{"label":"person","xmin":0.41,"ymin":0.30,"xmax":0.52,"ymax":0.78,"score":0.88},{"label":"bird","xmin":0.8,"ymin":0.1,"xmax":0.85,"ymax":0.14,"score":0.2}]"#),
-    ("metadata", "metadata", r#"{"original_width":640,"original_height":480,"brightness":130.5,"n_humans":1,"aesthetic_score":5.1}"#),
-    ("color-palette", "color_palette", r#"[[200,40,30],[20,90,160],[240,240,230]]"#),
+    (
+        "det",
+        "det",
+        r#"[{"label":"boat","xmin":0.12,"ymin":0.55,"xmax":0.38,"ymax":0.71,"score":0.93},{"label":"person","xmin":0.41,"ymin":0.30,"xmax":0.52,"ymax":0.78,"score":0.88},{"label":"bird","xmin":0.8,"ymin":0.1,"xmax":0.85,"ymax":0.14,"score":0.2}]"#,
+    ),
+    (
+        "metadata",
+        "metadata",
+        r#"{"original_width":640,"original_height":480,"brightness":130.5,"n_humans":1,"aesthetic_score":5.1}"#,
+    ),
+    (
+        "color-palette",
+        "color_palette",
+        r#"[[200,40,30],[20,90,160],[240,240,230]]"#,
+    ),
 ];
 
 pub fn demo(args: DemoArgs, plugins_dir: &Path) -> Result<ExitCode> {
     let runtime = runtime()?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     for (plugin_id, domain, input) in DEMO_VALUES {
         let mut options = LoadOptions::default();
         if let Some(vocab) = &args.vocab {
-            options.asset_overrides.insert("vocab".into(), vocab.clone());
+            options
+                .asset_overrides
+                .insert("vocab".into(), vocab.clone());
         }
         let plugin = load(&runtime, plugin_id, plugins_dir, &options)?;
-        let value = if input.starts_with(['[', '{']) { Value::Json(input.into()) } else { Value::Text(input.into()) };
+        let value = if input.starts_with(['[', '{']) {
+            Value::Json(input.into())
+        } else {
+            Value::Text(input.into())
+        };
         let tokens = plugin.tokenize(domain, &value, &Vec::new())?;
         let back = plugin.detokenize(&tokens, &Vec::new())?;
         let written = write_artifacts(&back, &args.out.join(domain))?;
         println!("{domain}");
         println!("  in:    {input}");
-        println!("  ids:   {}", tokens.ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+        println!(
+            "  ids:   {}",
+            tokens
+                .ids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         if let Some(Value::Text(t) | Value::Json(t)) = back.artifacts.first().map(|a| &a.value) {
             println!("  back:  {t}");
         }

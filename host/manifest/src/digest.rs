@@ -15,7 +15,10 @@ impl Digest {
     /// Parses 64 hex digits (either case).
     pub fn parse(hex: &str) -> Result<Self, String> {
         if hex.len() != 64 {
-            return Err(format!("expected 64 hex digits, found {} characters", hex.len()));
+            return Err(format!(
+                "expected 64 hex digits, found {} characters",
+                hex.len()
+            ));
         }
         let mut out = [0u8; 32];
         for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
@@ -58,7 +61,10 @@ mod tests {
     #[test]
     fn known_digest_round_trips() {
         let d = Digest::of(b"abc");
-        assert_eq!(d.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(Digest::parse(&d.to_hex().to_uppercase()).unwrap(), d);
         assert!(Digest::parse("abc").is_err());
         assert!(Digest::parse(&"zz".repeat(32)).is_err());

@@ -14,7 +14,11 @@ pub enum ManifestError {
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("{}: `{field}`: {reason}", path.display())]
-    Invalid { path: PathBuf, field: String, reason: String },
+    Invalid {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
     #[error(
         "plugin `{plugin}`: component {} has sha256 {found}, but the manifest says {expected}",
         component.display()

@@ -19,7 +19,10 @@ pub fn expand_vars(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Resu
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("`${{{body}}}` is not a variable reference"));
         }
-        match lookup(name).filter(|v| !v.is_empty()).or(default.map(str::to_string)) {
+        match lookup(name)
+            .filter(|v| !v.is_empty())
+            .or(default.map(str::to_string))
+        {
             Some(value) => out.push_str(&value),
             None => return Err(format!("environment variable {name} is not set")),
         }

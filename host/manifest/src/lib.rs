@@ -11,10 +11,10 @@ mod error;
 mod expand;
 mod pack;
 
-pub use digest::{sha256_hex, Digest};
+pub use digest::{Digest, sha256_hex};
 pub use error::ManifestError;
 pub use expand::expand_vars;
-pub use pack::{componentize, is_component, pack, write_atomically, PackedPlugin};
+pub use pack::{PackedPlugin, componentize, is_component, pack, write_atomically};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -163,7 +163,10 @@ impl Manifest {
         {
             return Err(invalid(
                 "plugin.id",
-                format!("{:?} must be non-empty and use only a-z, 0-9, '-' and '_'", p.id),
+                format!(
+                    "{:?} must be non-empty and use only a-z, 0-9, '-' and '_'",
+                    p.id
+                ),
             ));
         }
         if p.version.trim().is_empty() {
@@ -172,24 +175,38 @@ impl Manifest {
         if p.world != SUPPORTED_WORLD {
             return Err(invalid(
                 "plugin.world",
-                format!("{:?} is not supported; this host links {SUPPORTED_WORLD:?}", p.world),
+                format!(
+                    "{:?} is not supported; this host links {SUPPORTED_WORLD:?}",
+                    p.world
+                ),
             ));
         }
         if p.domains.is_empty() {
-            return Err(invalid("plugin.domains", "a plugin must serve at least one domain".into()));
+            return Err(invalid(
+                "plugin.domains",
+                "a plugin must serve at least one domain".into(),
+            ));
         }
         for d in &p.domains {
             if d.is_empty() || d.chars().any(|c| c.is_whitespace()) {
-                return Err(invalid("plugin.domains", format!("{d:?} is not a domain name")));
+                return Err(invalid(
+                    "plugin.domains",
+                    format!("{d:?} is not a domain name"),
+                ));
             }
         }
         if let Some(component) = &p.component {
             if component.is_absolute()
-                || component.components().any(|c| matches!(c, std::path::Component::ParentDir))
+                || component
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
             {
                 return Err(invalid(
                     "plugin.component",
-                    format!("{} must be a path inside the plugin's directory", component.display()),
+                    format!(
+                        "{} must be a path inside the plugin's directory",
+                        component.display()
+                    ),
                 ));
             }
         }
@@ -198,7 +215,8 @@ impl Manifest {
         }
         for (name, asset) in &self.assets {
             if let Some(sha) = &asset.sha256 {
-                Digest::parse(sha).map_err(|reason| invalid(&format!("assets.{name}.sha256"), reason))?;
+                Digest::parse(sha)
+                    .map_err(|reason| invalid(&format!("assets.{name}.sha256"), reason))?;
             }
         }
         let l = &self.limits;
@@ -218,15 +236,27 @@ impl Manifest {
     }
 
     /// The component path and digest of an installed manifest, or an error saying which is missing.
-    pub fn installed_component(&self, manifest_path: &Path) -> Result<(PathBuf, Digest), ManifestError> {
+    pub fn installed_component(
+        &self,
+        manifest_path: &Path,
+    ) -> Result<(PathBuf, Digest), ManifestError> {
         let missing = |field: &str| ManifestError::Invalid {
             path: manifest_path.to_path_buf(),
             field: field.to_string(),
-            reason: "required in an installed manifest (run the plugin through `tessera plugins pack`)"
-                .into(),
+            reason:
+                "required in an installed manifest (run the plugin through `tessera plugins pack`)"
+                    .into(),
         };
-        let component = self.plugin.component.as_ref().ok_or_else(|| missing("plugin.component"))?;
-        let sha = self.plugin.sha256.as_ref().ok_or_else(|| missing("plugin.sha256"))?;
+        let component = self
+            .plugin
+            .component
+            .as_ref()
+            .ok_or_else(|| missing("plugin.component"))?;
+        let sha = self
+            .plugin
+            .sha256
+            .as_ref()
+            .ok_or_else(|| missing("plugin.sha256"))?;
         let dir = manifest_path.parent().unwrap_or(Path::new("."));
         let digest = Digest::parse(sha).map_err(|reason| ManifestError::Invalid {
             path: manifest_path.to_path_buf(),
@@ -238,11 +268,14 @@ impl Manifest {
 
     /// Resolves an asset's path (variables expanded, relative to the manifest's directory).
     pub fn asset_path(&self, name: &str, manifest_path: &Path) -> Result<PathBuf, ManifestError> {
-        let spec = self.assets.get(name).ok_or_else(|| ManifestError::Invalid {
-            path: manifest_path.to_path_buf(),
-            field: format!("assets.{name}"),
-            reason: "no such asset".into(),
-        })?;
+        let spec = self
+            .assets
+            .get(name)
+            .ok_or_else(|| ManifestError::Invalid {
+                path: manifest_path.to_path_buf(),
+                field: format!("assets.{name}"),
+                reason: "no such asset".into(),
+            })?;
         let expanded = expand_vars(&spec.path, |v| std::env::var(v).ok()).map_err(|reason| {
             ManifestError::Invalid {
                 path: manifest_path.to_path_buf(),
@@ -290,10 +323,16 @@ memory_mib = 64
 
     #[test]
     fn rejects_unknown_keys_with_their_location() {
-        let err = Manifest::parse(&GOOD.replace("memory_mib", "memroy_mib"), Path::new("p.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("p.toml") && err.contains("memroy_mib"), "{err}");
+        let err = Manifest::parse(
+            &GOOD.replace("memory_mib", "memroy_mib"),
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("p.toml") && err.contains("memroy_mib"),
+            "{err}"
+        );
         assert!(err.contains("line"), "{err}");
     }
 
@@ -301,7 +340,11 @@ memory_mib = 64
     fn rejects_bad_fields_by_name() {
         for (from, to, field) in [
             ("id = \"caption\"", "id = \"Cap tion\"", "plugin.id"),
-            ("tessera:plugin/plugin@0.1.0", "other:world/x@1.0.0", "plugin.world"),
+            (
+                "tessera:plugin/plugin@0.1.0",
+                "other:world/x@1.0.0",
+                "plugin.world",
+            ),
             ("domains = [\"caption\"]", "domains = []", "plugin.domains"),
             ("memory_mib = 64", "memory_mib = 0", "limits.memory_mib"),
         ] {
@@ -317,13 +360,17 @@ memory_mib = 64
     fn component_paths_must_stay_inside_the_plugin_directory() {
         let text = GOOD.replace("domains", "component = \"../evil.wasm\"\ndomains");
         let err = Manifest::parse(&text, Path::new("p.toml")).unwrap_err();
-        assert!(matches!(err, ManifestError::Invalid { ref field, .. } if field == "plugin.component"));
+        assert!(
+            matches!(err, ManifestError::Invalid { ref field, .. } if field == "plugin.component")
+        );
     }
 
     #[test]
     fn installed_component_requires_digest() {
         let m = Manifest::parse(GOOD, Path::new("dir/plugin.toml")).unwrap();
-        let err = m.installed_component(Path::new("dir/plugin.toml")).unwrap_err();
+        let err = m
+            .installed_component(Path::new("dir/plugin.toml"))
+            .unwrap_err();
         assert!(err.to_string().contains("plugin.component"), "{err}");
     }
 }

@@ -42,7 +42,11 @@ pub struct PackedPlugin {
 /// Installs a plugin: componentizes `wasm`, writes `<out_dir>/<id>/<id>.wasm` and an installed
 /// `plugin.toml` (the source manifest with `component` and `sha256` filled in). Files are written
 /// to temporaries and renamed, so a reader never sees half a plugin.
-pub fn pack(source_manifest: &Path, wasm: &Path, out_dir: &Path) -> Result<PackedPlugin, ManifestError> {
+pub fn pack(
+    source_manifest: &Path,
+    wasm: &Path,
+    out_dir: &Path,
+) -> Result<PackedPlugin, ManifestError> {
     let mut manifest = Manifest::from_file(source_manifest)?;
     let bytes = std::fs::read(wasm).map_err(|source| ManifestError::Read {
         path: wasm.to_path_buf(),

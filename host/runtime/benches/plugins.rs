@@ -5,7 +5,7 @@
 //! vocabulary from `$TESSERA_FIXTURES/text/` (default `../shared/fixtures`).
 //! Run: `cargo bench -p tessera-runtime --bench plugins`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,23 +17,42 @@ fn repo_root() -> PathBuf {
 }
 
 fn manifest(folder: &str, id: &str) -> PathBuf {
-    let path = repo_root().join("target").join(folder).join(id).join("plugin.toml");
-    assert!(path.is_file(), "{} is missing: run `cargo xtask plugins` first", path.display());
+    let path = repo_root()
+        .join("target")
+        .join(folder)
+        .join(id)
+        .join("plugin.toml");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask plugins` first",
+        path.display()
+    );
     path
 }
 
 fn fixtures() -> PathBuf {
-    std::env::var_os("TESSERA_FIXTURES").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/fixtures"))
+    std::env::var_os("TESSERA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/fixtures"))
 }
 
 fn runtime(cache_dir: Option<PathBuf>) -> Runtime {
-    Runtime::new(RuntimeConfig { cache_dir, graphs: Arc::new(NoGraphs) }).expect("runtime")
+    Runtime::new(RuntimeConfig {
+        cache_dir,
+        graphs: Arc::new(NoGraphs),
+    })
+    .expect("runtime")
 }
 
 /// A trivial export call through the pool: the host's fixed cost per call.
 fn warm_call(c: &mut Criterion) {
     let rt = runtime(None);
-    let plugin = rt.load(&manifest("test-plugins", "hostile"), &LoadOptions::default()).unwrap();
+    let plugin = rt
+        .load(
+            &manifest("test-plugins", "hostile"),
+            &LoadOptions::default(),
+        )
+        .unwrap();
     let empty = Value::Text(String::new());
     let params = Vec::new();
     c.bench_function("call/warm_trivial_tokenize", |b| {
@@ -44,9 +63,15 @@ fn warm_call(c: &mut Criterion) {
 /// Loading a plugin from its manifest to a first initialised instance.
 fn cold_load(c: &mut Criterion) {
     let mut group = c.benchmark_group("load");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     let vocab_options = caption_options();
-    let mut targets = vec![("hostile", manifest("test-plugins", "hostile"), LoadOptions::default())];
+    let mut targets = vec![(
+        "hostile",
+        manifest("test-plugins", "hostile"),
+        LoadOptions::default(),
+    )];
     if let Some(options) = &vocab_options {
         targets.push(("caption", manifest("plugins", "caption"), options.clone()));
     }
@@ -68,7 +93,10 @@ fn cold_load(c: &mut Criterion) {
 fn caption_options() -> Option<LoadOptions> {
     let vocab = fixtures().join("text/wordpiece_4m_30k.json");
     if !vocab.is_file() {
-        eprintln!("skipping caption benchmarks: {} is missing", vocab.display());
+        eprintln!(
+            "skipping caption benchmarks: {} is missing",
+            vocab.display()
+        );
         return None;
     }
     let mut options = LoadOptions::default();
@@ -95,7 +123,9 @@ fn caption_corpus() -> String {
 }
 
 fn caption_throughput(c: &mut Criterion) {
-    let Some(options) = caption_options() else { return };
+    let Some(options) = caption_options() else {
+        return;
+    };
     let rt = runtime(None);
     let plugin = rt.load(&manifest("plugins", "caption"), &options).unwrap();
     let vocab = std::fs::read(&options.asset_overrides["vocab"]).unwrap();
@@ -104,11 +134,17 @@ fn caption_throughput(c: &mut Criterion) {
     let value = Value::Text(text.clone());
     let params = Vec::new();
     let sandboxed = plugin.tokenize("caption", &value, &params).unwrap().ids;
-    assert_eq!(sandboxed, native.encode(&text), "sandbox and native disagree");
+    assert_eq!(
+        sandboxed,
+        native.encode(&text),
+        "sandbox and native disagree"
+    );
 
     let mut group = c.benchmark_group("caption_tokenize");
     group.throughput(Throughput::Bytes(text.len() as u64));
-    group.bench_function("sandbox", |b| b.iter(|| plugin.tokenize("caption", &value, &params).unwrap()));
+    group.bench_function("sandbox", |b| {
+        b.iter(|| plugin.tokenize("caption", &value, &params).unwrap())
+    });
     group.bench_function("native", |b| b.iter(|| native.encode(&text)));
     group.finish();
 }

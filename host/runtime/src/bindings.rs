@@ -47,7 +47,10 @@ pub mod types {
 
     impl PayloadSize for Detokenized {
         fn payload_size(&self) -> usize {
-            self.artifacts.iter().map(|a| a.name.len() + a.value.payload_size()).sum::<usize>()
+            self.artifacts
+                .iter()
+                .map(|a| a.name.len() + a.value.payload_size())
+                .sum::<usize>()
                 + self.warnings.iter().map(String::len).sum::<usize>()
         }
     }

@@ -8,9 +8,9 @@
 use sha2::{Digest as _, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use tessera_manifest::{write_atomically, Digest};
-use wasmtime::component::Component;
+use tessera_manifest::{Digest, write_atomically};
 use wasmtime::Engine;
+use wasmtime::component::Component;
 
 /// What the cache did for one load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,8 @@ impl CompileCache {
     }
 
     fn artifact_path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join(format!("{}-{}.cwasm", digest.to_hex(), self.engine_key))
+        self.dir
+            .join(format!("{}-{}.cwasm", digest.to_hex(), self.engine_key))
     }
 
     /// Returns the compiled component for `bytes` (whose digest is `digest`), from the cache when
@@ -77,7 +78,9 @@ impl CompileCache {
             // still checks the artifact's header against the engine before using it.
             match unsafe { Component::deserialize(engine, &artifact) } {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                Err(e) => tracing::warn!(path = %path.display(), "discarding unusable cached component: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "discarding unusable cached component: {e}")
+                }
             }
         }
         let artifact = engine.precompile_component(bytes)?;

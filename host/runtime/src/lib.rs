@@ -26,5 +26,5 @@ pub use cache::{CacheOutcome, CompileCache};
 pub use error::{LoadError, RuntimeError};
 pub use nn::{Graph, GraphRegistry, NoGraphs, StaticGraphs};
 pub use plugin::{LoadReport, Plugin};
-pub use runtime::{discover, DiscoveredPlugin, LoadOptions, Runtime, RuntimeConfig};
+pub use runtime::{DiscoveredPlugin, LoadOptions, Runtime, RuntimeConfig, discover};
 pub use tessera_manifest::{Digest, Limits, Manifest};

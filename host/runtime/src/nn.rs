@@ -77,10 +77,11 @@ impl host_nn::Host for State {
                 self.plugin
             )));
         }
-        let graph = self
-            .graphs
-            .load(&name)
-            .ok_or_else(|| NnError::NotFound(format!("no graph named `{name}` is registered in this host")))?;
+        let graph = self.graphs.load(&name).ok_or_else(|| {
+            NnError::NotFound(format!(
+                "no graph named `{name}` is registered in this host"
+            ))
+        })?;
         self.table
             .push(GraphHandle { name, graph })
             .map_err(|e| NnError::Failed(format!("cannot hold another graph handle: {e}")))

@@ -4,9 +4,11 @@ use crate::bindings::{Plugin as PluginWorld, PluginPre};
 use crate::cache::CacheOutcome;
 use crate::error::{LoadError, RuntimeError};
 use crate::nn::GraphRegistry;
-use crate::runtime::{LoadOptions, EPOCH_TICK};
+use crate::runtime::{EPOCH_TICK, LoadOptions};
 use crate::state::State;
-use crate::types::{Asset, Detokenized, Params, PayloadSize, PluginError, PluginInfo, Tokens, Value};
+use crate::types::{
+    Asset, Detokenized, Params, PayloadSize, PluginError, PluginInfo, Tokens, Value,
+};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,7 +62,11 @@ impl Plugin {
         started: Instant,
     ) -> Result<Self, LoadError> {
         let id: Arc<str> = manifest.plugin.id.as_str().into();
-        let config = manifest.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let config = manifest
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let nn_allowed = manifest.nn.allow.clone().into();
         let mut plugin = Self {
             id: id.clone(),
@@ -73,21 +79,44 @@ impl Plugin {
             config,
             graphs,
             nn_allowed,
-            info: PluginInfo { name: String::new(), version: String::new(), description: String::new(), modalities: vec![] },
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                modalities: vec![],
+            },
             idle: Mutex::new(Vec::new()),
             report,
         };
-        let start_error = |source| LoadError::Start { plugin: id.to_string(), source: Box::new(source) };
+        let start_error = |source| LoadError::Start {
+            plugin: id.to_string(),
+            source: Box::new(source),
+        };
         let mut first = plugin.new_instance().map_err(start_error)?;
         plugin.info = plugin
-            .call_on(&mut first, "describe", |store, b| b.tessera_plugin_modality().call_describe(store))
+            .call_on(&mut first, "describe", |store, b| {
+                b.tessera_plugin_modality().call_describe(store)
+            })
             .map_err(start_error)?;
         let declared = plugin.manifest.plugin.domains.clone();
-        let described: Vec<String> = plugin.info.modalities.iter().map(|m| m.domain.clone()).collect();
+        let described: Vec<String> = plugin
+            .info
+            .modalities
+            .iter()
+            .map(|m| m.domain.clone())
+            .collect();
         if declared.iter().any(|d| !described.contains(d)) {
-            return Err(LoadError::DomainMismatch { plugin: id.to_string(), declared, described });
+            return Err(LoadError::DomainMismatch {
+                plugin: id.to_string(),
+                declared,
+                described,
+            });
         }
-        plugin.idle.lock().unwrap_or_else(|p| p.into_inner()).push(first);
+        plugin
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(first);
         report.total_time = started.elapsed();
         plugin.report = report;
         Ok(plugin)
@@ -121,22 +150,40 @@ impl Plugin {
     }
 
     /// Turns a user-facing value into token ids of `domain`.
-    pub fn tokenize(&self, domain: &str, input: &Value, params: &Params) -> Result<Tokens, RuntimeError> {
+    pub fn tokenize(
+        &self,
+        domain: &str,
+        input: &Value,
+        params: &Params,
+    ) -> Result<Tokens, RuntimeError> {
         self.check_domain(domain)?;
-        self.check_input("tokenize", domain.len() + input.payload_size() + params.payload_size())?;
+        self.check_input(
+            "tokenize",
+            domain.len() + input.payload_size() + params.payload_size(),
+        )?;
         let tokens = self
-            .call("tokenize", |store, b| b.tessera_plugin_modality().call_tokenize(store, domain, input, params))?
+            .call("tokenize", |store, b| {
+                b.tessera_plugin_modality()
+                    .call_tokenize(store, domain, input, params)
+            })?
             .map_err(|error| self.plugin_error("tokenize", error))?;
         self.check_output("tokenize", tokens.payload_size())?;
         Ok(tokens)
     }
 
     /// Turns token ids back into values (the first artifact is the primary one).
-    pub fn detokenize(&self, tokens: &Tokens, params: &Params) -> Result<Detokenized, RuntimeError> {
+    pub fn detokenize(
+        &self,
+        tokens: &Tokens,
+        params: &Params,
+    ) -> Result<Detokenized, RuntimeError> {
         self.check_domain(&tokens.domain)?;
         self.check_input("detokenize", tokens.payload_size() + params.payload_size())?;
         let out = self
-            .call("detokenize", |store, b| b.tessera_plugin_modality().call_detokenize(store, tokens, params))?
+            .call("detokenize", |store, b| {
+                b.tessera_plugin_modality()
+                    .call_detokenize(store, tokens, params)
+            })?
             .map_err(|error| self.plugin_error("detokenize", error))?;
         self.check_output("detokenize", out.payload_size())?;
         Ok(out)
@@ -156,7 +203,12 @@ impl Plugin {
     fn check_input(&self, function: &'static str, size: usize) -> Result<(), RuntimeError> {
         let limit = self.manifest.limits.max_input_bytes;
         if size as u64 > limit {
-            return Err(RuntimeError::InputTooLarge { plugin: self.id.to_string(), function, size: size as u64, limit });
+            return Err(RuntimeError::InputTooLarge {
+                plugin: self.id.to_string(),
+                function,
+                size: size as u64,
+                limit,
+            });
         }
         Ok(())
     }
@@ -164,19 +216,33 @@ impl Plugin {
     fn check_output(&self, function: &'static str, size: usize) -> Result<(), RuntimeError> {
         let limit = self.manifest.limits.max_output_bytes;
         if size as u64 > limit {
-            return Err(RuntimeError::OutputTooLarge { plugin: self.id.to_string(), function, size: size as u64, limit });
+            return Err(RuntimeError::OutputTooLarge {
+                plugin: self.id.to_string(),
+                function,
+                size: size as u64,
+                limit,
+            });
         }
         Ok(())
     }
 
     fn plugin_error(&self, function: &'static str, error: PluginError) -> RuntimeError {
-        RuntimeError::Plugin { plugin: self.id.to_string(), function, error }
+        RuntimeError::Plugin {
+            plugin: self.id.to_string(),
+            function,
+            error,
+        }
     }
 
     /// A fresh instance with its own store and memory cap, `init` already run.
     fn new_instance(&self) -> Result<Instance, RuntimeError> {
         let limits = &self.manifest.limits;
-        let state = State::new(self.id.clone(), limits.memory_mib << 20, self.graphs.clone(), self.nn_allowed.clone());
+        let state = State::new(
+            self.id.clone(),
+            limits.memory_mib << 20,
+            self.graphs.clone(),
+            self.nn_allowed.clone(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(self.deadline_ticks());
@@ -187,13 +253,19 @@ impl Plugin {
             .map_err(|e| self.classify("instantiate", e, store.data()))?;
         let mut instance = Instance { store, bindings };
         let (assets, config) = (&self.assets, &self.config);
-        self.call_on(&mut instance, "init", |store, b| b.tessera_plugin_modality().call_init(store, assets, config))?
-            .map_err(|error| self.plugin_error("init", error))?;
+        self.call_on(&mut instance, "init", |store, b| {
+            b.tessera_plugin_modality().call_init(store, assets, config)
+        })?
+        .map_err(|error| self.plugin_error("init", error))?;
         Ok(instance)
     }
 
     fn deadline_ticks(&self) -> u64 {
-        self.manifest.limits.call_timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
+        self.manifest
+            .limits
+            .call_timeout_ms
+            .div_ceil(EPOCH_TICK.as_millis() as u64)
+            + 1
     }
 
     /// Runs `f` on a pooled instance; a trapped instance is dropped, a healthy one goes back.
@@ -223,36 +295,70 @@ impl Plugin {
     ) -> Result<R, RuntimeError> {
         instance.store.data_mut().begin_call();
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        f(&mut instance.store, &instance.bindings).map_err(|e| self.classify(function, e, instance.store.data()))
+        f(&mut instance.store, &instance.bindings)
+            .map_err(|e| self.classify(function, e, instance.store.data()))
     }
 
     /// Names the limit or fault behind a failed call.
-    fn classify(&self, function: &'static str, error: wasmtime::Error, state: &State) -> RuntimeError {
+    fn classify(
+        &self,
+        function: &'static str,
+        error: wasmtime::Error,
+        state: &State,
+    ) -> RuntimeError {
         let plugin = self.id.to_string();
         let trap = error.downcast_ref::<Trap>().copied();
         if trap == Some(Trap::Interrupt) {
-            return RuntimeError::Timeout { plugin, function, limit_ms: self.manifest.limits.call_timeout_ms };
+            return RuntimeError::Timeout {
+                plugin,
+                function,
+                limit_ms: self.manifest.limits.call_timeout_ms,
+            };
         }
         if let Some(requested_bytes) = state.limiter.denied {
-            return RuntimeError::MemoryLimit { plugin, function, limit_bytes: state.limiter.limit, requested_bytes };
+            return RuntimeError::MemoryLimit {
+                plugin,
+                function,
+                limit_bytes: state.limiter.limit,
+                requested_bytes,
+            };
         }
         match (trap, &state.last_error) {
-            (Some(Trap::UnreachableCodeReached), Some(message)) => {
-                RuntimeError::Panic { plugin, function, message: message.clone() }
-            }
-            _ => RuntimeError::Trap { plugin, function, message: format!("{error:#}") },
+            (Some(Trap::UnreachableCodeReached), Some(message)) => RuntimeError::Panic {
+                plugin,
+                function,
+                message: message.clone(),
+            },
+            _ => RuntimeError::Trap {
+                plugin,
+                function,
+                message: format!("{error:#}"),
+            },
         }
     }
 }
 
 /// Reads the manifest's assets (or their overrides), checking declared digests.
-pub(crate) fn read_assets(manifest: &Manifest, manifest_path: &Path, options: &LoadOptions) -> Result<Vec<Asset>, LoadError> {
+pub(crate) fn read_assets(
+    manifest: &Manifest,
+    manifest_path: &Path,
+    options: &LoadOptions,
+) -> Result<Vec<Asset>, LoadError> {
     let plugin = &manifest.plugin.id;
-    if let Some(name) = options.asset_overrides.keys().find(|name| !manifest.assets.contains_key(*name)) {
+    if let Some(name) = options
+        .asset_overrides
+        .keys()
+        .find(|name| !manifest.assets.contains_key(*name))
+    {
         return Err(LoadError::UnknownAsset {
             plugin: plugin.clone(),
             asset: name.clone(),
-            declared: manifest.assets.keys().cloned().collect::<Vec<_>>().join(", "),
+            declared: manifest
+                .assets
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     let mut assets = Vec::new();
@@ -264,13 +370,21 @@ pub(crate) fn read_assets(manifest: &Manifest, manifest_path: &Path, options: &L
         };
         let data = match std::fs::read(&path) {
             Ok(data) => data,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !spec.required && overridden.is_none() => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && !spec.required
+                    && overridden.is_none() =>
+            {
+                continue;
+            }
             Err(e) => {
                 return Err(LoadError::AssetMissing {
                     plugin: plugin.clone(),
                     asset: name.clone(),
                     path,
-                    hint: format!("{e}; give the file with --asset {name}=PATH or fix `assets.{name}.path`"),
+                    hint: format!(
+                        "{e}; give the file with --asset {name}=PATH or fix `assets.{name}.path`"
+                    ),
                 });
             }
         };
@@ -286,7 +400,10 @@ pub(crate) fn read_assets(manifest: &Manifest, manifest_path: &Path, options: &L
                 });
             }
         }
-        assets.push(Asset { name: name.clone(), data });
+        assets.push(Asset {
+            name: name.clone(),
+            data,
+        });
     }
     Ok(assets)
 }

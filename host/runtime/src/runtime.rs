@@ -8,8 +8,8 @@ use crate::plugin::{LoadReport, Plugin};
 use crate::state::State;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tessera_manifest::{Digest, Manifest, ManifestError, SUPPORTED_WORLD};
 use wasmtime::component::{HasSelf, Linker};
@@ -29,7 +29,10 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { cache_dir: Some(default_cache_dir()), graphs: Arc::new(NoGraphs) }
+        Self {
+            cache_dir: Some(default_cache_dir()),
+            graphs: Arc::new(NoGraphs),
+        }
     }
 }
 
@@ -70,7 +73,13 @@ impl Runtime {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
         let cache = config.cache_dir.map(|dir| CompileCache::new(dir, &engine));
-        Ok(Self { engine, linker, cache, graphs: config.graphs, ticker_stop })
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            graphs: config.graphs,
+            ticker_stop,
+        })
     }
 
     pub fn cache(&self) -> Option<&CompileCache> {
@@ -104,7 +113,9 @@ impl Runtime {
             message: format!("{e:#}"),
         };
         let (component, cache) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &bytes, &found).map_err(compile_error)?,
+            Some(cache) => cache
+                .load_or_compile(&self.engine, &bytes, &found)
+                .map_err(compile_error)?,
             None => (
                 wasmtime::component::Component::new(&self.engine, &bytes).map_err(compile_error)?,
                 CacheOutcome::Disabled,
@@ -119,7 +130,11 @@ impl Runtime {
         let instance_pre = self.linker.instantiate_pre(&component).map_err(mismatch)?;
         let pre = crate::bindings::PluginPre::new(instance_pre).map_err(mismatch)?;
         let assets = crate::plugin::read_assets(&manifest, manifest_path, options)?;
-        let report = LoadReport { cache, compile_time: compiled, total_time: Duration::ZERO };
+        let report = LoadReport {
+            cache,
+            compile_time: compiled,
+            total_time: Duration::ZERO,
+        };
         Plugin::start(
             manifest,
             manifest_path.to_path_buf(),
@@ -168,7 +183,10 @@ pub fn discover(dir: &Path) -> std::io::Result<Vec<DiscoveredPlugin>> {
         let manifest_path = entry?.path().join("plugin.toml");
         if manifest_path.is_file() {
             let manifest = Manifest::from_file(&manifest_path);
-            found.push(DiscoveredPlugin { manifest_path, manifest });
+            found.push(DiscoveredPlugin {
+                manifest_path,
+                manifest,
+            });
         }
     }
     found.sort_by(|a, b| a.manifest_path.cmp(&b.manifest_path));

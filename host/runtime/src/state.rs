@@ -3,8 +3,8 @@
 use crate::bindings::tessera::plugin::{host, types};
 use crate::nn::GraphRegistry;
 use std::sync::Arc;
-use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
 
 /// Longest log line kept from a plugin; the rest is cut so a plugin cannot flood the host.
 const MAX_LOG_BYTES: usize = 4096;
@@ -24,10 +24,18 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(plugin: Arc<str>, memory_limit: u64, graphs: Arc<dyn GraphRegistry>, nn_allowed: Arc<[String]>) -> Self {
+    pub fn new(
+        plugin: Arc<str>,
+        memory_limit: u64,
+        graphs: Arc<dyn GraphRegistry>,
+        nn_allowed: Arc<[String]>,
+    ) -> Self {
         Self {
             plugin,
-            limiter: MemoryLimiter { limit: memory_limit, denied: None },
+            limiter: MemoryLimiter {
+                limit: memory_limit,
+                denied: None,
+            },
             table: ResourceTable::new(),
             graphs,
             nn_allowed,
@@ -52,7 +60,12 @@ pub struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired as u64 > self.limit {
             self.denied = Some(desired as u64);
             return Ok(false);
@@ -60,7 +73,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -95,7 +113,11 @@ impl host::Host for State {
     }
 
     fn progress(&mut self, fraction: f32, message: String) {
-        let fraction = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+        let fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         tracing::debug!(plugin = %self.plugin, fraction, "{message}");
     }
 }

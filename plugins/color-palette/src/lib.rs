@@ -3,9 +3,9 @@
 //! `"#rrggbb"`; `detokenize` gives the colours as JSON and as a PNG swatch.
 
 use tessera_sdk::prelude::*;
+use tessera_text::TextTokenizer;
 use tessera_text::palette;
 use tessera_text::plugin::{sequence_tokens, skip_warnings, to_json};
-use tessera_text::TextTokenizer;
 
 const DOMAIN: &str = "color_palette";
 const MAX_TOKENS: u32 = 23;
@@ -18,15 +18,26 @@ pub struct ColorPalette {
 
 impl ModalityPlugin for ColorPalette {
     fn describe() -> PluginInfo {
-        PluginInfo::new("color-palette", env!("CARGO_PKG_VERSION"), "Colour palettes as 4M value tokens")
-            .with_modality(ModalityInfo::sequence(DOMAIN, None, Some(MAX_TOKENS)))
+        PluginInfo::new(
+            "color-palette",
+            env!("CARGO_PKG_VERSION"),
+            "Colour palettes as 4M value tokens",
+        )
+        .with_modality(ModalityInfo::sequence(DOMAIN, None, Some(MAX_TOKENS)))
     }
 
     fn init(assets: Assets, _config: Params) -> Result<Self, PluginError> {
-        Ok(Self { tokenizer: tessera_text::plugin::load_tokenizer(&assets)? })
+        Ok(Self {
+            tokenizer: tessera_text::plugin::load_tokenizer(&assets)?,
+        })
     }
 
-    fn tokenize(&mut self, domain: &str, input: Value, params: &Params) -> Result<Tokens, PluginError> {
+    fn tokenize(
+        &mut self,
+        domain: &str,
+        input: Value,
+        params: &Params,
+    ) -> Result<Tokens, PluginError> {
         let colours = palette::parse_palette_json(input.as_text()?.as_bytes())?;
         let ids = palette::palette_to_ids(&self.tokenizer, &colours)?;
         sequence_tokens(&self.tokenizer, domain, ids, params)
@@ -36,9 +47,18 @@ impl ModalityPlugin for ColorPalette {
         let decoded = palette::ids_to_palette(&self.tokenizer, &tokens.ids);
         Ok(Detokenized {
             artifacts: vec![
-                Artifact { name: "palette".into(), value: Value::Json(to_json(&decoded.colours)?) },
-                Artifact { name: "swatch".into(), value: Value::png(palette::palette_swatch_png(&decoded.colours, SWATCH_CELL)) },
-                Artifact { name: "text".into(), value: Value::Text(self.tokenizer.decode(&tokens.ids)) },
+                Artifact {
+                    name: "palette".into(),
+                    value: Value::Json(to_json(&decoded.colours)?),
+                },
+                Artifact {
+                    name: "swatch".into(),
+                    value: Value::png(palette::palette_swatch_png(&decoded.colours, SWATCH_CELL)),
+                },
+                Artifact {
+                    name: "text".into(),
+                    value: Value::Text(self.tokenizer.decode(&tokens.ids)),
+                },
             ],
             warnings: skip_warnings(&decoded.skipped),
         })

@@ -6,7 +6,9 @@ use std::time::Instant;
 use tessera_text::TextTokenizer;
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: throughput <tokenizer.json>");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: throughput <tokenizer.json>");
     let bytes = std::fs::read(&path).expect("read tokenizer file");
     let started = Instant::now();
     let tokenizer = TextTokenizer::from_json_bytes(&bytes).expect("load tokenizer");
@@ -27,5 +29,10 @@ fn main() {
     let started = Instant::now();
     let decoded = tokenizer.decode(&ids);
     let seconds = started.elapsed().as_secs_f64();
-    println!("decode: {} ids in {:.1} ms ({} bytes)", ids.len(), seconds * 1e3, decoded.len());
+    println!(
+        "decode: {} ids in {:.1} ms ({} bytes)",
+        ids.len(),
+        seconds * 1e3,
+        decoded.len()
+    );
 }

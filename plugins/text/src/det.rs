@@ -43,7 +43,9 @@ pub struct DetOptions {
 
 impl Default for DetOptions {
     fn default() -> Self {
-        DetOptions { score_threshold: DEFAULT_SCORE_THRESHOLD }
+        DetOptions {
+            score_threshold: DEFAULT_SCORE_THRESHOLD,
+        }
     }
 }
 
@@ -72,7 +74,11 @@ pub fn validate_boxes(tokenizer: &TextTokenizer, boxes: &[DetectionBox]) -> Resu
         ];
         for (field, value) in coordinates {
             if !(0.0..=1.0).contains(&value) {
-                return Err(TextError::BoxCoordinate { index, field, value });
+                return Err(TextError::BoxCoordinate {
+                    index,
+                    field,
+                    value,
+                });
             }
         }
         for (min_field, min, max_field, max) in [
@@ -80,16 +86,28 @@ pub fn validate_boxes(tokenizer: &TextTokenizer, boxes: &[DetectionBox]) -> Resu
             ("ymin", candidate.ymin, "ymax", candidate.ymax),
         ] {
             if min > max {
-                return Err(TextError::BoxInverted { index, min_field, min, max_field, max });
+                return Err(TextError::BoxInverted {
+                    index,
+                    min_field,
+                    min,
+                    max_field,
+                    max,
+                });
             }
         }
         if let Some(score) = candidate.score
             && !(0.0..=1.0).contains(&score)
         {
-            return Err(TextError::BoxScore { index, value: score });
+            return Err(TextError::BoxScore {
+                index,
+                value: score,
+            });
         }
         if tokenizer.layout().class_id(&candidate.label).is_none() {
-            return Err(TextError::UnknownClass { index, label: candidate.label.clone() });
+            return Err(TextError::UnknownClass {
+                index,
+                label: candidate.label.clone(),
+            });
         }
     }
     Ok(())
@@ -111,7 +129,11 @@ fn quantise(
     let top = (layout.value_bins() - 1) as f64;
     let mut kept: Vec<&DetectionBox> = boxes
         .iter()
-        .filter(|candidate| candidate.score.is_none_or(|score| score >= options.score_threshold))
+        .filter(|candidate| {
+            candidate
+                .score
+                .is_none_or(|score| score >= options.score_threshold)
+        })
         .collect();
     // Stable, like Python's `sorted`, so equal distances keep their input order.
     kept.sort_by(|a, b| {
@@ -144,7 +166,11 @@ pub fn det_to_text(
             text.push_str(&format!("v{axis}={bin}"));
         }
         text.push(' ');
-        text.push_str(tokenizer.id_to_token(group.class_id).expect("class token exists"));
+        text.push_str(
+            tokenizer
+                .id_to_token(group.class_id)
+                .expect("class token exists"),
+        );
     }
     Ok(text)
 }
@@ -215,7 +241,10 @@ pub fn ids_to_det(tokenizer: &TextTokenizer, ids: &[u32]) -> DetDecoded {
                 skipped,
                 unfinished.start,
                 end,
-                format!("incomplete box ({} of 4 coordinates, no label): {why}", unfinished.filled),
+                format!(
+                    "incomplete box ({} of 4 coordinates, no label): {why}",
+                    unfinished.filled
+                ),
             );
         }
     };
@@ -223,18 +252,37 @@ pub fn ids_to_det(tokenizer: &TextTokenizer, ids: &[u32]) -> DetDecoded {
         match layout.kind(id) {
             TokenKind::Pad => {}
             TokenKind::Eos => {
-                drop_partial(&mut partial, &mut skipped, position, "stream ended by [EOS]");
+                drop_partial(
+                    &mut partial,
+                    &mut skipped,
+                    position,
+                    "stream ended by [EOS]",
+                );
                 if position + 1 < ids.len() {
-                    record_skip(&mut skipped, position + 1, ids.len(), "tokens after [EOS]".into());
+                    record_skip(
+                        &mut skipped,
+                        position + 1,
+                        ids.len(),
+                        "tokens after [EOS]".into(),
+                    );
                 }
                 return DetDecoded { boxes, skipped };
             }
             TokenKind::Sentinel(_) | TokenKind::Sos => {
-                drop_partial(&mut partial, &mut skipped, position, "interrupted by a sentinel");
+                drop_partial(
+                    &mut partial,
+                    &mut skipped,
+                    position,
+                    "interrupted by a sentinel",
+                );
             }
             TokenKind::Value { axis: 0, value } => {
                 drop_partial(&mut partial, &mut skipped, position, "a new box started");
-                partial = Some(PartialBox { start: position, bins: [value, 0, 0, 0], filled: 1 });
+                partial = Some(PartialBox {
+                    start: position,
+                    bins: [value, 0, 0, 0],
+                    filled: 1,
+                });
             }
             TokenKind::Value { axis, value } => match &mut partial {
                 Some(building) if building.filled == axis as usize => {
@@ -263,7 +311,10 @@ pub fn ids_to_det(tokenizer: &TextTokenizer, ids: &[u32]) -> DetDecoded {
                 Some(building) if building.filled == 4 => {
                     let [xmin, ymin, xmax, ymax] = building.bins.map(|bin| f64::from(bin) / top);
                     boxes.push(DetectionBox {
-                        label: layout.class_name(class_index).unwrap_or_default().to_owned(),
+                        label: layout
+                            .class_name(class_index)
+                            .unwrap_or_default()
+                            .to_owned(),
                         xmin,
                         ymin,
                         xmax,
@@ -284,11 +335,13 @@ pub fn ids_to_det(tokenizer: &TextTokenizer, ids: &[u32]) -> DetDecoded {
                     "class label without coordinates".into(),
                 ),
             },
-            TokenKind::Unk
-            | TokenKind::Word
-            | TokenKind::OtherSpecial
-            | TokenKind::Unused => {
-                drop_partial(&mut partial, &mut skipped, position, "followed by a non-box token");
+            TokenKind::Unk | TokenKind::Word | TokenKind::OtherSpecial | TokenKind::Unused => {
+                drop_partial(
+                    &mut partial,
+                    &mut skipped,
+                    position,
+                    "followed by a non-box token",
+                );
                 let token = tokenizer.id_to_token(id).unwrap_or("<unknown id>");
                 record_skip(
                     &mut skipped,
@@ -308,8 +361,22 @@ mod tests {
     use super::*;
     use crate::test_support::synthetic_4m_tokenizer;
 
-    fn boxed(label: &str, xmin: f64, ymin: f64, xmax: f64, ymax: f64, score: Option<f64>) -> DetectionBox {
-        DetectionBox { label: label.into(), xmin, ymin, xmax, ymax, score }
+    fn boxed(
+        label: &str,
+        xmin: f64,
+        ymin: f64,
+        xmax: f64,
+        ymax: f64,
+        score: Option<f64>,
+    ) -> DetectionBox {
+        DetectionBox {
+            label: label.into(),
+            xmin,
+            ymin,
+            xmax,
+            ymax,
+            score,
+        }
     }
 
     #[test]
@@ -341,8 +408,14 @@ mod tests {
     fn threshold_is_configurable() {
         let tokenizer = synthetic_4m_tokenizer();
         let boxes = [boxed("cat", 0.1, 0.1, 0.2, 0.2, Some(0.3))];
-        assert!(det_to_ids(&tokenizer, &boxes, DetOptions::default()).unwrap().is_empty());
-        let loose = DetOptions { score_threshold: 0.25 };
+        assert!(
+            det_to_ids(&tokenizer, &boxes, DetOptions::default())
+                .unwrap()
+                .is_empty()
+        );
+        let loose = DetOptions {
+            score_threshold: 0.25,
+        };
         assert_eq!(det_to_ids(&tokenizer, &boxes, loose).unwrap().len(), 5);
     }
 
@@ -352,10 +425,13 @@ mod tests {
         let ids = tokenizer.encode("v0=1 v1=2 v2=3 v3=4 cat v0=5 v1=6");
         let decoded = ids_to_det(&tokenizer, &ids);
         assert_eq!(decoded.boxes.len(), 1);
-        assert_eq!(decoded.skipped, vec![SkippedTokens::new(
-            5,
-            7,
-            "incomplete box (2 of 4 coordinates, no label): stream ended"
-        )]);
+        assert_eq!(
+            decoded.skipped,
+            vec![SkippedTokens::new(
+                5,
+                7,
+                "incomplete box (2 of 4 coordinates, no label): stream ended"
+            )]
+        );
     }
 }

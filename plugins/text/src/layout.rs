@@ -259,19 +259,26 @@ impl VocabularyLayout {
 
     /// Name of the class with the given class index.
     pub fn class_name(&self, class_index: u32) -> Option<&str> {
-        self.classes.get(class_index as usize).map(|(name, _)| &**name)
+        self.classes
+            .get(class_index as usize)
+            .map(|(name, _)| &**name)
     }
 
     /// Token id of a class label; the match ignores case and surrounding whitespace, as the
     /// tokenizer does for these normalised tokens.
     pub fn class_id(&self, label: &str) -> Option<u32> {
-        let index = *self.class_by_lowercase_name.get(&label.trim().to_lowercase())?;
+        let index = *self
+            .class_by_lowercase_name
+            .get(&label.trim().to_lowercase())?;
         Some(self.classes[index as usize].1)
     }
 
     /// What `id` is, for parsing generated streams.
     pub fn kind(&self, id: u32) -> TokenKind {
-        self.kinds.get(id as usize).copied().unwrap_or(TokenKind::Unused)
+        self.kinds
+            .get(id as usize)
+            .copied()
+            .unwrap_or(TokenKind::Unused)
     }
 
     pub(crate) fn mark_unused(&mut self, id: u32) {
@@ -297,14 +304,28 @@ mod tests {
     }
 
     fn small_layout(extra: &[(u32, &str)]) -> Result<VocabularyLayout, TextError> {
-        let mut tokens = vec![(0, "[PAD]"), (1, "[UNK]"), (2, "[EOS]"), (3, "[S_0]"), (4, "[S_1]")];
+        let mut tokens = vec![
+            (0, "[PAD]"),
+            (1, "[UNK]"),
+            (2, "[EOS]"),
+            (3, "[S_0]"),
+            (4, "[S_1]"),
+        ];
         for axis in 0..4u32 {
-            tokens.push((5 + 2 * axis, ["v0=0", "v1=0", "v2=0", "v3=0"][axis as usize]));
-            tokens.push((6 + 2 * axis, ["v0=1", "v1=1", "v2=1", "v3=1"][axis as usize]));
+            tokens.push((
+                5 + 2 * axis,
+                ["v0=0", "v1=0", "v2=0", "v3=0"][axis as usize],
+            ));
+            tokens.push((
+                6 + 2 * axis,
+                ["v0=1", "v1=1", "v2=1", "v3=1"][axis as usize],
+            ));
         }
         tokens.extend_from_slice(extra);
-        let infos: Vec<_> =
-            tokens.iter().map(|&(id, content)| AddedTokenInfo { id, content }).collect();
+        let infos: Vec<_> = tokens
+            .iter()
+            .map(|&(id, content)| AddedTokenInfo { id, content })
+            .collect();
         VocabularyLayout::from_added_tokens(&infos, 20)
     }
 
@@ -316,7 +337,10 @@ mod tests {
         assert_eq!(layout.sentinel_id(1), Some(4));
         assert_eq!(layout.value_bins(), 2);
         assert_eq!(layout.value_id(2, 1).unwrap(), 10);
-        assert!(matches!(layout.value_id(2, 2), Err(TextError::ValueOutOfVocabulary { .. })));
+        assert!(matches!(
+            layout.value_id(2, 2),
+            Err(TextError::ValueOutOfVocabulary { .. })
+        ));
         assert_eq!(layout.class_id(" Traffic Light "), Some(13));
         assert_eq!(layout.kind(13), TokenKind::Class(0));
         assert_eq!(layout.kind(12), TokenKind::Value { axis: 3, value: 1 });
@@ -327,6 +351,9 @@ mod tests {
     #[test]
     fn rejects_gaps() {
         let error = small_layout(&[(13, "[S_3]")]).unwrap_err();
-        assert!(matches!(error, TextError::VocabularyLayout { .. }), "{error}");
+        assert!(
+            matches!(error, TextError::VocabularyLayout { .. }),
+            "{error}"
+        );
     }
 }

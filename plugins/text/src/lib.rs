@@ -17,9 +17,9 @@ pub mod metadata;
 pub mod palette;
 mod png;
 pub mod stream;
-pub mod tokenizer;
 #[cfg(test)]
 mod test_support;
+pub mod tokenizer;
 
 pub use det::{DetDecoded, DetOptions, DetectionBox};
 pub use error::TextError;

@@ -39,7 +39,9 @@ impl PatternTrie {
         let mut nodes: Vec<TrieNode> = Vec::new();
         for (index, pattern) in patterns.iter().enumerate() {
             let bytes = pattern.as_ref();
-            let Some((&first, rest)) = bytes.split_first() else { continue };
+            let Some((&first, rest)) = bytes.split_first() else {
+                continue;
+            };
             let mut node = if root[first as usize] == NO_NODE {
                 nodes.push(TrieNode::default());
                 root[first as usize] = (nodes.len() - 1) as u32;
@@ -75,9 +77,15 @@ impl PatternTrie {
             loop {
                 let current = &self.nodes[node as usize];
                 if let Some(pattern) = current.pattern {
-                    longest = Some(PatternMatch { start, end, pattern: pattern as usize });
+                    longest = Some(PatternMatch {
+                        start,
+                        end,
+                        pattern: pattern as usize,
+                    });
                 }
-                let Some(&byte) = haystack.get(end) else { break };
+                let Some(&byte) = haystack.get(end) else {
+                    break;
+                };
                 match current.children.iter().find(|(b, _)| *b == byte) {
                     Some(&(_, child)) => {
                         node = child;
@@ -94,7 +102,10 @@ impl PatternTrie {
     }
 
     /// Non-overlapping leftmost-longest matches, in order.
-    pub(crate) fn find_iter<'a>(&'a self, haystack: &'a [u8]) -> impl Iterator<Item = PatternMatch> + 'a {
+    pub(crate) fn find_iter<'a>(
+        &'a self,
+        haystack: &'a [u8],
+    ) -> impl Iterator<Item = PatternMatch> + 'a {
         let mut from = 0;
         std::iter::from_fn(move || {
             let found = self.find_at(haystack, from)?;
@@ -117,7 +128,10 @@ mod tests {
 
     #[test]
     fn leftmost_then_longest_then_resume_after() {
-        assert_eq!(matches(&["v0=1", "v0=10", "v0=100"], "v0=1000 v0=10"), vec![(0, 6, 2), (8, 13, 1)]);
+        assert_eq!(
+            matches(&["v0=1", "v0=10", "v0=100"], "v0=1000 v0=10"),
+            vec![(0, 6, 2), (8, 13, 1)]
+        );
         assert_eq!(matches(&["abc", "b"], "abd"), vec![(1, 2, 1)]);
         assert_eq!(matches(&["ab", "bc"], "abc"), vec![(0, 2, 0)]);
         assert_eq!(matches(&["a", "a"], "aa"), vec![(0, 1, 0), (1, 2, 0)]);

@@ -41,16 +41,70 @@ const FIELDS: [(&str, Binning); 21] = [
     ("n_sam_instances", Binning::Integer),
     ("n_coco_instances", Binning::Integer),
     ("coco_instance_diversity", Binning::Integer),
-    ("colorfulness", Binning::MinMax { vmin: 0.0, vmax: 150.0 }),
-    ("brightness", Binning::MinMax { vmin: 0.0, vmax: 255.0 }),
-    ("contrast", Binning::MinMax { vmin: 0.0, vmax: 127.0 }),
-    ("saturation", Binning::MinMax { vmin: 0.0, vmax: 255.0 }),
-    ("entropy", Binning::MinMax { vmin: 0.0, vmax: 10.0 }),
-    ("walkability", Binning::MinMax { vmin: 0.0, vmax: 1.0 }),
-    ("objectness", Binning::MinMax { vmin: 0.0, vmax: 1.0 }),
+    (
+        "colorfulness",
+        Binning::MinMax {
+            vmin: 0.0,
+            vmax: 150.0,
+        },
+    ),
+    (
+        "brightness",
+        Binning::MinMax {
+            vmin: 0.0,
+            vmax: 255.0,
+        },
+    ),
+    (
+        "contrast",
+        Binning::MinMax {
+            vmin: 0.0,
+            vmax: 127.0,
+        },
+    ),
+    (
+        "saturation",
+        Binning::MinMax {
+            vmin: 0.0,
+            vmax: 255.0,
+        },
+    ),
+    (
+        "entropy",
+        Binning::MinMax {
+            vmin: 0.0,
+            vmax: 10.0,
+        },
+    ),
+    (
+        "walkability",
+        Binning::MinMax {
+            vmin: 0.0,
+            vmax: 1.0,
+        },
+    ),
+    (
+        "objectness",
+        Binning::MinMax {
+            vmin: 0.0,
+            vmax: 1.0,
+        },
+    ),
     ("semantic_diversity", Binning::Integer),
-    ("geometric_complexity", Binning::MinMax { vmin: 0.0, vmax: 0.75 }),
-    ("occlusion_score", Binning::MinMax { vmin: 0.0, vmax: 0.25 }),
+    (
+        "geometric_complexity",
+        Binning::MinMax {
+            vmin: 0.0,
+            vmax: 0.75,
+        },
+    ),
+    (
+        "occlusion_score",
+        Binning::MinMax {
+            vmin: 0.0,
+            vmax: 0.25,
+        },
+    ),
     ("watermark_score", Binning::Boundaries(&[0.5])),
     ("aesthetic_score", Binning::Boundaries(&[4.5, 5.5])),
 ];
@@ -141,9 +195,10 @@ fn bin_value(field: &str, binning: Binning, value: &serde_json::Value) -> Result
             };
             scaled.clamp(0.0, VALUE_MAX)
         }
-        Binning::Boundaries(boundaries) => {
-            boundaries.iter().take_while(|&&boundary| number >= boundary).count() as f64
-        }
+        Binning::Boundaries(boundaries) => boundaries
+            .iter()
+            .take_while(|&&boundary| number >= boundary)
+            .count() as f64,
         Binning::MinMax { vmin, vmax } => {
             let unit = (number.clamp(vmin, vmax) - vmin) / (vmax - vmin);
             (unit * (FLOAT_BINS - 1.0)).trunc()
@@ -163,7 +218,11 @@ pub fn parse_metadata_json(json: &[u8]) -> Result<Vec<MetadataChunk>, TextError>
             .position(|(name, _)| name == key)
             .ok_or_else(|| TextError::UnknownMetadataKey { key: key.clone() })?;
         let (field, binning) = FIELDS[type_id];
-        chunks.push(MetadataChunk { field, type_id: type_id as u32, bin: bin_value(field, binning, value)? });
+        chunks.push(MetadataChunk {
+            field,
+            type_id: type_id as u32,
+            bin: bin_value(field, binning, value)?,
+        });
     }
     chunks.sort_by_key(|chunk| chunk.type_id);
     Ok(chunks)
@@ -220,21 +279,52 @@ pub fn ids_to_metadata(tokenizer: &TextTokenizer, ids: &[u32]) -> MetadataDecode
     // Content tokens of the current group: (position, kind).
     let mut group: Vec<(usize, TokenKind)> = Vec::new();
     let mut finish_group = |group: &mut Vec<(usize, TokenKind)>| {
-        let Some(&(start, _)) = group.first() else { return };
+        let Some(&(start, _)) = group.first() else {
+            return;
+        };
         let end = group.last().map_or(start, |&(position, _)| position) + 1;
         match group.as_slice() {
-            [(_, TokenKind::Value { axis: 1, value: type_id }), (_, TokenKind::Value { axis: 0, value: bin })]
-                if (*type_id as usize) < FIELDS.len() =>
-            {
+            [
+                (
+                    _,
+                    TokenKind::Value {
+                        axis: 1,
+                        value: type_id,
+                    },
+                ),
+                (
+                    _,
+                    TokenKind::Value {
+                        axis: 0,
+                        value: bin,
+                    },
+                ),
+            ] if (*type_id as usize) < FIELDS.len() => {
                 by_type[*type_id as usize] = Some(unbin(FIELDS[*type_id as usize].1, *bin));
             }
-            [(_, TokenKind::Value { axis: 1, value: type_id }), ..] if (*type_id as usize) >= FIELDS.len() => {
-                skipped.push(SkippedTokens::new(start, end, format!("unknown metadata type v1={type_id}")));
+            [
+                (
+                    _,
+                    TokenKind::Value {
+                        axis: 1,
+                        value: type_id,
+                    },
+                ),
+                ..,
+            ] if (*type_id as usize) >= FIELDS.len() => {
+                skipped.push(SkippedTokens::new(
+                    start,
+                    end,
+                    format!("unknown metadata type v1={type_id}"),
+                ));
             }
             _ => skipped.push(SkippedTokens::new(
                 start,
                 end,
-                format!("expected `v1=<type> v0=<value>`, found {} token(s)", group.len()),
+                format!(
+                    "expected `v1=<type> v0=<value>`, found {} token(s)",
+                    group.len()
+                ),
             )),
         }
         group.clear();
@@ -271,7 +361,10 @@ mod tests {
                         "original_width": 1023, "n_sam_instances": 0}"#;
         let chunks = parse_metadata_json(json).unwrap();
         let text = metadata_to_text(&chunks);
-        assert_eq!(text, "v1=0 v0=31 v1=6 v0=0 v1=9 v0=24 v1=18 v0=24 v1=20 v0=2");
+        assert_eq!(
+            text,
+            "v1=0 v0=31 v1=6 v0=0 v1=9 v0=24 v1=18 v0=24 v1=20 v0=2"
+        );
         let ids = metadata_to_ids(&tokenizer, &chunks).unwrap();
         assert_eq!(ids, tokenizer.encode(&text));
         let decoded = ids_to_metadata(&tokenizer, &ids);
@@ -281,7 +374,10 @@ mod tests {
                 ("original_width", MetadataValue::Int(992)),
                 ("n_sam_instances", MetadataValue::Int(0)),
                 ("colorfulness", MetadataValue::Float(150.0 * (24.0 / 50.0))),
-                ("occlusion_score", MetadataValue::Float(0.25 * (24.0 / 50.0))),
+                (
+                    "occlusion_score",
+                    MetadataValue::Float(0.25 * (24.0 / 50.0))
+                ),
                 ("aesthetic_score", MetadataValue::Int(2)),
             ]
         );
@@ -292,6 +388,9 @@ mod tests {
     fn duplicate_types_keep_the_last_value() {
         let tokenizer = synthetic_4m_tokenizer();
         let ids = tokenizer.encode("v1=5 v0=1 v1=5 v0=2");
-        assert_eq!(ids_to_metadata(&tokenizer, &ids).values, vec![("n_humans", MetadataValue::Int(2))]);
+        assert_eq!(
+            ids_to_metadata(&tokenizer, &ids).values,
+            vec![("n_humans", MetadataValue::Int(2))]
+        );
     }
 }

@@ -52,7 +52,10 @@ pub fn parse_palette_json(json: &[u8]) -> Result<Vec<Rgb>, TextError> {
 
 fn check_palette_size(count: usize) -> Result<(), TextError> {
     if count == 0 || count > MAX_PALETTE_COLOURS {
-        return Err(TextError::PaletteSize { count, max: MAX_PALETTE_COLOURS });
+        return Err(TextError::PaletteSize {
+            count,
+            max: MAX_PALETTE_COLOURS,
+        });
     }
     Ok(())
 }
@@ -65,23 +68,30 @@ fn parse_colour(index: usize, item: &serde_json::Value) -> Result<Rgb, TextError
                 .strip_prefix('#')
                 .filter(|digits| digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_hexdigit()))
                 .ok_or_else(|| problem(format!("{hex:?} is not a #rrggbb colour")))?;
-            let channel = |at: usize| u8::from_str_radix(&digits[at..at + 2], 16).expect("hex digits");
+            let channel =
+                |at: usize| u8::from_str_radix(&digits[at..at + 2], 16).expect("hex digits");
             Ok(Rgb([channel(0), channel(2), channel(4)]))
         }
         serde_json::Value::Array(channels) if channels.len() == 3 => {
             let mut rgb = [0u8; 3];
             for (slot, (value, channel)) in channels.iter().zip(CHANNELS).enumerate() {
-                let number = value
-                    .as_f64()
-                    .ok_or_else(|| problem(format!("channel {channel} is {value}, not a number")))?;
+                let number = value.as_f64().ok_or_else(|| {
+                    problem(format!("channel {channel} is {value}, not a number"))
+                })?;
                 if !(0.0..=255.0).contains(&number) {
-                    return Err(TextError::PaletteChannel { index, channel, value: number });
+                    return Err(TextError::PaletteChannel {
+                        index,
+                        channel,
+                        value: number,
+                    });
                 }
                 rgb[slot] = round_half_even(number) as u8;
             }
             Ok(Rgb(rgb))
         }
-        other => Err(problem(format!("expected [r, g, b] or \"#rrggbb\", found {other}"))),
+        other => Err(problem(format!(
+            "expected [r, g, b] or \"#rrggbb\", found {other}"
+        ))),
     }
 }
 
@@ -131,7 +141,11 @@ pub fn ids_to_palette(tokenizer: &TextTokenizer, ids: &[u32]) -> PaletteDecoded 
             TokenKind::Pad | TokenKind::Sos | TokenKind::Sentinel(_) => continue,
             TokenKind::Eos => {
                 if position + 1 < ids.len() {
-                    skipped.push(SkippedTokens::new(position + 1, ids.len(), "tokens after [EOS]"));
+                    skipped.push(SkippedTokens::new(
+                        position + 1,
+                        ids.len(),
+                        "tokens after [EOS]",
+                    ));
                 }
                 end = position;
                 break;
@@ -150,11 +164,23 @@ pub fn ids_to_palette(tokenizer: &TextTokenizer, ids: &[u32]) -> PaletteDecoded 
             TokenKind::Value { axis: 0, value } => {
                 let full = declared_count.is_some_and(|count| colours.len() >= count as usize);
                 if full {
-                    skipped.push(SkippedTokens::new(position, position + 1, "channel beyond the declared colours"));
+                    skipped.push(SkippedTokens::new(
+                        position,
+                        position + 1,
+                        "channel beyond the declared colours",
+                    ));
                 } else if value > 255 {
-                    let start = if pending.is_empty() { position } else { pending_start };
+                    let start = if pending.is_empty() {
+                        position
+                    } else {
+                        pending_start
+                    };
                     pending.clear();
-                    skipped.push(SkippedTokens::new(start, position + 1, format!("channel v0={value} is above 255")));
+                    skipped.push(SkippedTokens::new(
+                        start,
+                        position + 1,
+                        format!("channel v0={value} is above 255"),
+                    ));
                 } else {
                     if pending.is_empty() {
                         pending_start = position;
@@ -178,7 +204,11 @@ pub fn ids_to_palette(tokenizer: &TextTokenizer, ids: &[u32]) -> PaletteDecoded 
         seen_content = true;
     }
     if !pending.is_empty() {
-        skipped.push(SkippedTokens::new(pending_start, end, format!("unfinished colour ({} of 3 channels)", pending.len())));
+        skipped.push(SkippedTokens::new(
+            pending_start,
+            end,
+            format!("unfinished colour ({} of 3 channels)", pending.len()),
+        ));
     }
     if let Some(count) = declared_count
         && colours.len() != count as usize
@@ -189,7 +219,11 @@ pub fn ids_to_palette(tokenizer: &TextTokenizer, ids: &[u32]) -> PaletteDecoded 
             format!("declared {count} colours, found {}", colours.len()),
         ));
     }
-    PaletteDecoded { colours, declared_count, skipped }
+    PaletteDecoded {
+        colours,
+        declared_count,
+        skipped,
+    }
 }
 
 /// A PNG of the palette: one `cell`×`cell` square per colour, left to right (the reference's
@@ -224,7 +258,10 @@ mod tests {
         let ids = palette_to_ids(&tokenizer, &colours).unwrap();
         assert_eq!(ids, tokenizer.encode(&palette_to_text(&colours).unwrap()));
         let decoded = ids_to_palette(&tokenizer, &ids);
-        assert_eq!((decoded.colours, decoded.declared_count), (colours, Some(1)));
+        assert_eq!(
+            (decoded.colours, decoded.declared_count),
+            (colours, Some(1))
+        );
     }
 
     #[test]
@@ -234,7 +271,13 @@ mod tests {
         let decoded = ids_to_palette(&tokenizer, &ids);
         assert_eq!(decoded.colours, vec![Rgb([1, 2, 3])]);
         let reasons: Vec<&str> = decoded.skipped.iter().map(|s| s.reason.as_str()).collect();
-        assert_eq!(reasons, ["unfinished colour (1 of 3 channels)", "declared 3 colours, found 1"]);
+        assert_eq!(
+            reasons,
+            [
+                "unfinished colour (1 of 3 channels)",
+                "declared 3 colours, found 1"
+            ]
+        );
     }
 
     #[test]

@@ -16,9 +16,9 @@ pub fn load_tokenizer(assets: &Assets) -> Result<TextTokenizer, PluginError> {
 impl From<TextError> for PluginError {
     fn from(e: TextError) -> Self {
         match e {
-            TextError::TokenizerJson { .. } | TextError::UnsupportedTokenizer { .. } | TextError::VocabularyLayout { .. } => {
-                PluginError::NotInitialized(e.to_string())
-            }
+            TextError::TokenizerJson { .. }
+            | TextError::UnsupportedTokenizer { .. }
+            | TextError::VocabularyLayout { .. } => PluginError::NotInitialized(e.to_string()),
             other => PluginError::InvalidInput(other.to_string()),
         }
     }

@@ -16,7 +16,11 @@ pub struct SkippedTokens {
 
 impl SkippedTokens {
     pub(crate) fn new(start: usize, end: usize, reason: impl Into<String>) -> Self {
-        SkippedTokens { start, end, reason: reason.into() }
+        SkippedTokens {
+            start,
+            end,
+            reason: reason.into(),
+        }
     }
 }
 

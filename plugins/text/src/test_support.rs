@@ -21,7 +21,12 @@ pub(crate) fn synthetic_4m_tokenizer() -> TextTokenizer {
     }
     for axis in 0..4 {
         for value in 0..1000 {
-            push(7 + axis * 1000 + value, &format!("v{axis}={value}"), true, false);
+            push(
+                7 + axis * 1000 + value,
+                &format!("v{axis}={value}"),
+                true,
+                false,
+            );
         }
     }
     let first_class = 4007;

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Deserialize;
-use unicode_normalization_alignments::UnicodeNormalization;
 use unicode_categories::UnicodeCategories;
+use unicode_normalization_alignments::UnicodeNormalization;
 
 use crate::chars::{
     ends_with_word_char, is_bert_control, is_bert_punctuation, is_bert_whitespace,
@@ -138,7 +138,11 @@ struct WordPieceDecoderEntry {
 }
 
 fn component_type(value: &serde_json::Value) -> String {
-    value.get("type").and_then(|kind| kind.as_str()).unwrap_or("<no type>").to_owned()
+    value
+        .get("type")
+        .and_then(|kind| kind.as_str())
+        .unwrap_or("<no type>")
+        .to_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,10 +175,16 @@ impl NormalizerOptions {
         out.reserve(piece.len());
         let mut rest = piece;
         while !rest.is_empty() {
-            let ascii_len = rest.bytes().position(|b| !b.is_ascii()).unwrap_or(rest.len());
+            let ascii_len = rest
+                .bytes()
+                .position(|b| !b.is_ascii())
+                .unwrap_or(rest.len());
             self.push_ascii(&rest[..ascii_len], out);
             rest = &rest[ascii_len..];
-            let other_len = rest.bytes().position(|b| b.is_ascii()).unwrap_or(rest.len());
+            let other_len = rest
+                .bytes()
+                .position(|b| b.is_ascii())
+                .unwrap_or(rest.len());
             if other_len > 0 {
                 self.push_non_ascii(&rest[..other_len], stage, out);
                 rest = &rest[other_len..];
@@ -195,7 +205,11 @@ impl NormalizerOptions {
                     continue;
                 }
             }
-            out.push(if self.lowercase { c.to_ascii_lowercase() } else { c });
+            out.push(if self.lowercase {
+                c.to_ascii_lowercase()
+            } else {
+                c
+            });
         }
     }
 
@@ -266,7 +280,10 @@ enum Split<'a> {
 
 impl AddedTokenMatcher {
     fn new(patterns: &[String], rules: Vec<AddedMatchRule>) -> Self {
-        AddedTokenMatcher { trie: PatternTrie::new(patterns), rules }
+        AddedTokenMatcher {
+            trie: PatternTrie::new(patterns),
+            rules,
+        }
     }
 
     /// Calls `each` for the consecutive pieces of `text`, empty pieces left out.
@@ -436,7 +453,10 @@ impl TextTokenizer {
             Some(value) if component_type(value) == "WordPiece" => {
                 let entry: WordPieceDecoderEntry = serde_json::from_value(value.clone())
                     .map_err(|error| TextError::tokenizer_json(&error))?;
-                DecoderKind::WordPiece { prefix: entry.prefix, cleanup: entry.cleanup }
+                DecoderKind::WordPiece {
+                    prefix: entry.prefix,
+                    cleanup: entry.cleanup,
+                }
             }
             Some(value) => {
                 return Err(TextError::UnsupportedTokenizer {
@@ -449,11 +469,16 @@ impl TextTokenizer {
 
         let model = file.model;
         let prefix = model.continuing_subword_prefix.as_str();
-        let unk_id = *model.vocab.get(&model.unk_token).ok_or_else(|| {
-            TextError::VocabularyLayout {
-                problem: format!("unk_token {:?} is not in the model vocabulary", model.unk_token),
-            }
-        })?;
+        let unk_id =
+            *model
+                .vocab
+                .get(&model.unk_token)
+                .ok_or_else(|| TextError::VocabularyLayout {
+                    problem: format!(
+                        "unk_token {:?} is not in the model vocabulary",
+                        model.unk_token
+                    ),
+                })?;
         let largest_id = model
             .vocab
             .values()
@@ -517,7 +542,10 @@ impl TextTokenizer {
             .added_tokens
             .iter()
             .filter(|token| !token.content.is_empty())
-            .map(|token| AddedTokenInfo { id: token.id, content: &token.content })
+            .map(|token| AddedTokenInfo {
+                id: token.id,
+                content: &token.content,
+            })
             .collect();
         let mut layout = VocabularyLayout::from_added_tokens(&infos, vocab_size)?;
         for (id, token) in tokens_by_id.iter().enumerate() {
@@ -553,8 +581,9 @@ impl TextTokenizer {
 
     /// Like [`TextTokenizer::encode`] for bytes that must be UTF-8 (as a plugin receives them).
     pub fn encode_utf8(&self, bytes: &[u8]) -> Result<Vec<u32>, TextError> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|error| TextError::InvalidUtf8 { valid_up_to: error.valid_up_to() })?;
+        let text = std::str::from_utf8(bytes).map_err(|error| TextError::InvalidUtf8 {
+            valid_up_to: error.valid_up_to(),
+        })?;
         Ok(self.encode(text))
     }
 
@@ -564,11 +593,13 @@ impl TextTokenizer {
         self.raw_added.for_each_split(text, |split| match split {
             Split::Token(id) => ids.push(id),
             Split::Text(piece) => {
-                self.normalizer.normalize_into(piece, &mut stage, &mut normalized);
-                self.normalized_added.for_each_split(&normalized, |split| match split {
-                    Split::Token(id) => ids.push(id),
-                    Split::Text(rest) => self.encode_words(rest, ids),
-                });
+                self.normalizer
+                    .normalize_into(piece, &mut stage, &mut normalized);
+                self.normalized_added
+                    .for_each_split(&normalized, |split| match split {
+                        Split::Token(id) => ids.push(id),
+                        Split::Text(rest) => self.encode_words(rest, ids),
+                    });
             }
         });
     }
@@ -597,9 +628,7 @@ impl TextTokenizer {
     /// Greedy longest-match WordPiece of one word; `[UNK]` alone if any part fails.
     fn encode_word(&self, word: &str, ids: &mut Vec<u32>) {
         // Byte length bounds the char count, so the count is only taken for long words.
-        if word.len() > self.max_chars_per_word
-            && word.chars().count() > self.max_chars_per_word
-        {
+        if word.len() > self.max_chars_per_word && word.chars().count() > self.max_chars_per_word {
             ids.push(self.unk_id);
             return;
         }
@@ -647,7 +676,9 @@ impl TextTokenizer {
         let mut text = String::with_capacity(ids.len() * 6);
         let mut first = true;
         for &id in ids {
-            let Some(token) = self.id_to_token(id) else { continue };
+            let Some(token) = self.id_to_token(id) else {
+                continue;
+            };
             match &self.decoder {
                 DecoderKind::JoinWithSpaces => {
                     if !first {
@@ -756,7 +787,11 @@ mod tests {
         let tokenizer = tiny();
         assert_eq!(tokenizer.encode("unables"), vec![15, 16, 17]);
         assert_eq!(tokenizer.encode("unx"), vec![1]);
-        assert_eq!(tokenizer.encode("aaaaaaaaa"), vec![1], "over max_input_chars_per_word");
+        assert_eq!(
+            tokenizer.encode("aaaaaaaaa"),
+            vec![1],
+            "over max_input_chars_per_word"
+        );
     }
 
     #[test]
@@ -769,9 +804,17 @@ mod tests {
     #[test]
     fn added_tokens_respect_single_word_and_normalisation() {
         let tokenizer = tiny();
-        assert_eq!(tokenizer.encode("[S_0]a"), vec![1, 1, 1, 1, 1, 13], "[S_0] glued to a word is not matched");
+        assert_eq!(
+            tokenizer.encode("[S_0]a"),
+            vec![1, 1, 1, 1, 1, 13],
+            "[S_0] glued to a word is not matched"
+        );
         assert_eq!(tokenizer.encode("a [S_0] [EOS][EOS]"), vec![13, 3, 2, 2]);
-        assert_eq!(tokenizer.encode("HOT  DOG"), vec![1, 1], "two spaces do not match");
+        assert_eq!(
+            tokenizer.encode("HOT  DOG"),
+            vec![1, 1],
+            "two spaces do not match"
+        );
         assert_eq!(tokenizer.encode("hot dog v0=1 v0=11"), vec![12, 5, 1, 1, 1]);
     }
 
@@ -783,16 +826,24 @@ mod tests {
         assert_eq!(tokenizer.decode(&[16, 13, 999]), "##able a");
         assert!(matches!(
             tokenizer.decode_strict(&[13, 999]),
-            Err(TextError::UnknownTokenId { position: 1, id: 999, .. })
+            Err(TextError::UnknownTokenId {
+                position: 1,
+                id: 999,
+                ..
+            })
         ));
     }
 
     #[test]
     fn rejects_other_models_and_bad_json() {
-        let json = tiny_tokenizer_json().replace(r#""type":"WordPiece","unk"#, r#""type":"BPE","unk"#);
+        let json =
+            tiny_tokenizer_json().replace(r#""type":"WordPiece","unk"#, r#""type":"BPE","unk"#);
         assert!(matches!(
             TextTokenizer::from_json_bytes(json.as_bytes()),
-            Err(TextError::UnsupportedTokenizer { component: "model.type", .. })
+            Err(TextError::UnsupportedTokenizer {
+                component: "model.type",
+                ..
+            })
         ));
         assert!(matches!(
             TextTokenizer::from_json_bytes(b"{\n  \"model\": ["),

@@ -24,7 +24,10 @@ fn fixture_bytes(name: &str) -> Option<Vec<u8>> {
             if std::env::var_os("CI").is_some() {
                 panic!("fixture {} is required under CI: {error}", path.display());
             }
-            eprintln!("skipping: fixture {} not found ({error}); set TESSERA_FIXTURES", path.display());
+            eprintln!(
+                "skipping: fixture {} not found ({error}); set TESSERA_FIXTURES",
+                path.display()
+            );
             None
         }
     }
@@ -51,12 +54,19 @@ mod parity {
     }
 
     fn ids_of(value: &Value) -> Vec<u32> {
-        value.as_array().unwrap().iter().map(|id| id.as_u64().unwrap() as u32).collect()
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_u64().unwrap() as u32)
+            .collect()
     }
 
     #[test]
     fn every_encode_case_matches_the_reference_ids() {
-        let (Some(tokenizer), Some(cases)) = (tokenizer(), cases()) else { return };
+        let (Some(tokenizer), Some(cases)) = (tokenizer(), cases()) else {
+            return;
+        };
         let encode = cases["encode"].as_array().unwrap();
         assert!(encode.len() >= 40, "expected the full case list");
         let mut failures = Vec::new();
@@ -65,27 +75,46 @@ mod parity {
             let expected = ids_of(&case["ids"]);
             let actual = tokenizer.encode(text);
             if actual != expected {
-                failures.push(format!("{text:?}\n  expected {expected:?}\n  actual   {actual:?}"));
+                failures.push(format!(
+                    "{text:?}\n  expected {expected:?}\n  actual   {actual:?}"
+                ));
             }
-            let tokens: Vec<&str> =
-                actual.iter().map(|&id| tokenizer.id_to_token(id).unwrap()).collect();
-            let expected_tokens: Vec<&str> =
-                case["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+            let tokens: Vec<&str> = actual
+                .iter()
+                .map(|&id| tokenizer.id_to_token(id).unwrap())
+                .collect();
+            let expected_tokens: Vec<&str> = case["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
             if actual == expected {
                 assert_eq!(tokens, expected_tokens, "{text:?}");
             }
         }
-        assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} mismatches:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 
     #[test]
     fn every_decode_case_matches_the_reference_text() {
-        let (Some(tokenizer), Some(cases)) = (tokenizer(), cases()) else { return };
+        let (Some(tokenizer), Some(cases)) = (tokenizer(), cases()) else {
+            return;
+        };
         let decode = cases["decode"].as_array().unwrap();
         assert!(decode.len() >= 10);
         for case in decode {
             let ids = ids_of(&case["ids"]);
-            assert_eq!(tokenizer.decode(&ids), case["text"].as_str().unwrap(), "{ids:?}");
+            assert_eq!(
+                tokenizer.decode(&ids),
+                case["text"].as_str().unwrap(),
+                "{ids:?}"
+            );
         }
     }
 
@@ -93,7 +122,15 @@ mod parity {
     fn special_ids_come_from_the_file() {
         let Some(tokenizer) = tokenizer() else { return };
         let layout = tokenizer.layout();
-        assert_eq!((layout.pad_id(), layout.unk_id(), layout.sos_id(), layout.eos_id()), (0, 1, Some(2), 3));
+        assert_eq!(
+            (
+                layout.pad_id(),
+                layout.unk_id(),
+                layout.sos_id(),
+                layout.eos_id()
+            ),
+            (0, 1, Some(2), 3)
+        );
         assert_eq!(layout.sentinel_count(), 200);
         assert_eq!(layout.sentinel_id(1), Some(5));
         assert_eq!(layout.value_bins(), 1000);
@@ -120,7 +157,10 @@ mod parity {
     fn invalid_utf8_is_a_clear_error() {
         let Some(tokenizer) = tokenizer() else { return };
         let error = tokenizer.encode_utf8(b"ok \xff\xfe").unwrap_err();
-        assert_eq!(error, tessera_text::TextError::InvalidUtf8 { valid_up_to: 3 });
+        assert_eq!(
+            error,
+            tessera_text::TextError::InvalidUtf8 { valid_up_to: 3 }
+        );
     }
 }
 
@@ -130,7 +170,14 @@ mod det {
     use tessera_text::{DetOptions, DetectionBox, TextError};
 
     fn boxed(label: &str, xmin: f64, ymin: f64, xmax: f64, ymax: f64, score: f64) -> DetectionBox {
-        DetectionBox { label: label.into(), xmin, ymin, xmax, ymax, score: Some(score) }
+        DetectionBox {
+            label: label.into(),
+            xmin,
+            ymin,
+            xmax,
+            ymax,
+            score: Some(score),
+        }
     }
 
     #[test]
@@ -166,7 +213,12 @@ mod det {
         assert_eq!(decoded.boxes.len(), 2);
         for (original, back) in boxes.iter().zip(&decoded.boxes) {
             assert_eq!(back.label, original.label);
-            for (a, b) in [(original.xmin, back.xmin), (original.ymin, back.ymin), (original.xmax, back.xmax), (original.ymax, back.ymax)] {
+            for (a, b) in [
+                (original.xmin, back.xmin),
+                (original.ymin, back.ymin),
+                (original.xmax, back.xmax),
+                (original.ymax, back.ymax),
+            ] {
                 assert!((a - b).abs() <= 0.5 / 999.0 + 1e-12, "{a} vs {b}");
             }
         }
@@ -180,7 +232,11 @@ mod det {
         let decoded = ids_to_det(tokenizer, &ids);
         assert!(decoded.boxes.is_empty() && decoded.skipped.is_empty());
         let all_low = [boxed("cat", 0.1, 0.1, 0.2, 0.2, 0.1)];
-        assert!(det_to_ids(tokenizer, &all_low, DetOptions::default()).unwrap().is_empty());
+        assert!(
+            det_to_ids(tokenizer, &all_low, DetOptions::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -193,8 +249,11 @@ mod det {
         let labels: Vec<&str> = decoded.boxes.iter().map(|b| b.label.as_str()).collect();
         assert_eq!(labels, ["cat", "potted plant"]);
         assert!((decoded.boxes[1].xmax - 300.0 / 999.0).abs() < 1e-12);
-        let reasons: Vec<(usize, usize, &str)> =
-            decoded.skipped.iter().map(|s| (s.start, s.end, s.reason.as_str())).collect();
+        let reasons: Vec<(usize, usize, &str)> = decoded
+            .skipped
+            .iter()
+            .map(|s| (s.start, s.end, s.reason.as_str()))
+            .collect();
         assert_eq!(reasons.len(), 5, "{reasons:#?}");
         assert_eq!((reasons[0].0, reasons[0].1), (6, 9)); // v0=1 v1=2 dog
         assert!(reasons[0].2.contains("2 of 4"));
@@ -208,33 +267,95 @@ mod det {
     fn bad_boxes_are_rejected_with_what_and_where() {
         let Some(tokenizer) = tokenizer() else { return };
         let opts = DetOptions::default();
-        let error = det_to_ids(tokenizer, &[boxed("cat", 0.1, 0.1, 0.2, 0.2, 0.9), boxed("cat", -0.1, 0.0, 0.2, 0.2, 0.9)], opts).unwrap_err();
-        assert_eq!(error, TextError::BoxCoordinate { index: 1, field: "xmin", value: -0.1 });
-        let error = det_to_ids(tokenizer, &[boxed("cat", 0.1, f64::NAN, 0.2, 0.2, 0.9)], opts).unwrap_err();
-        assert!(matches!(error, TextError::BoxCoordinate { index: 0, field: "ymin", .. }));
-        let error = det_to_ids(tokenizer, &[boxed("cat", 0.1, 0.1, 0.2, 1.5, 0.9)], opts).unwrap_err();
-        assert!(matches!(error, TextError::BoxCoordinate { field: "ymax", .. }));
-        let error = det_to_ids(tokenizer, &[boxed("cat", 0.5, 0.1, 0.2, 0.2, 0.9)], opts).unwrap_err();
-        assert!(matches!(error, TextError::BoxInverted { index: 0, min_field: "xmin", .. }));
-        let error = det_to_ids(tokenizer, &[boxed("unicorn", 0.1, 0.1, 0.2, 0.2, 0.9)], opts).unwrap_err();
-        assert_eq!(error, TextError::UnknownClass { index: 0, label: "unicorn".into() });
-        let error = det_to_ids(tokenizer, &[boxed("cat", 0.1, 0.1, 0.2, 0.2, 1.5)], opts).unwrap_err();
+        let error = det_to_ids(
+            tokenizer,
+            &[
+                boxed("cat", 0.1, 0.1, 0.2, 0.2, 0.9),
+                boxed("cat", -0.1, 0.0, 0.2, 0.2, 0.9),
+            ],
+            opts,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            TextError::BoxCoordinate {
+                index: 1,
+                field: "xmin",
+                value: -0.1
+            }
+        );
+        let error = det_to_ids(
+            tokenizer,
+            &[boxed("cat", 0.1, f64::NAN, 0.2, 0.2, 0.9)],
+            opts,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            error,
+            TextError::BoxCoordinate {
+                index: 0,
+                field: "ymin",
+                ..
+            }
+        ));
+        let error =
+            det_to_ids(tokenizer, &[boxed("cat", 0.1, 0.1, 0.2, 1.5, 0.9)], opts).unwrap_err();
+        assert!(matches!(
+            error,
+            TextError::BoxCoordinate { field: "ymax", .. }
+        ));
+        let error =
+            det_to_ids(tokenizer, &[boxed("cat", 0.5, 0.1, 0.2, 0.2, 0.9)], opts).unwrap_err();
+        assert!(matches!(
+            error,
+            TextError::BoxInverted {
+                index: 0,
+                min_field: "xmin",
+                ..
+            }
+        ));
+        let error = det_to_ids(
+            tokenizer,
+            &[boxed("unicorn", 0.1, 0.1, 0.2, 0.2, 0.9)],
+            opts,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            TextError::UnknownClass {
+                index: 0,
+                label: "unicorn".into()
+            }
+        );
+        let error =
+            det_to_ids(tokenizer, &[boxed("cat", 0.1, 0.1, 0.2, 0.2, 1.5)], opts).unwrap_err();
         assert!(matches!(error, TextError::BoxScore { index: 0, .. }));
         let error = parse_boxes_json(b"[{\"label\": \"cat\",\n \"xmin\": }]").unwrap_err();
-        assert!(matches!(error, TextError::InputJson { line: 2, .. }), "{error}");
-        assert!(parse_boxes_json(b"[{\"label\":\"cat\",\"xmin\":0,\"ymin\":0,\"xmax\":1,\"ymax\":1}]").is_ok());
+        assert!(
+            matches!(error, TextError::InputJson { line: 2, .. }),
+            "{error}"
+        );
+        assert!(
+            parse_boxes_json(b"[{\"label\":\"cat\",\"xmin\":0,\"ymin\":0,\"xmax\":1,\"ymax\":1}]")
+                .is_ok()
+        );
     }
 }
 
 mod metadata {
     use super::*;
-    use tessera_text::metadata::{ids_to_metadata, metadata_to_ids, metadata_to_text, parse_metadata_json};
+    use tessera_text::metadata::{
+        ids_to_metadata, metadata_to_ids, metadata_to_text, parse_metadata_json,
+    };
     use tessera_text::{MetadataValue, TextError};
 
     #[test]
     fn bins_like_the_reference_and_matches_the_fixture_string() {
         let Some(tokenizer) = tokenizer() else { return };
-        let chunks = parse_metadata_json(br#"{"semantic_diversity": 2, "original_width": 640, "original_height": 480}"#).unwrap();
+        let chunks = parse_metadata_json(
+            br#"{"semantic_diversity": 2, "original_width": 640, "original_height": 480}"#,
+        )
+        .unwrap();
         let text = metadata_to_text(&chunks);
         assert_eq!(text, "v1=0 v0=20 v1=1 v0=15 v1=16 v0=2");
         let ids = metadata_to_ids(tokenizer, &chunks).unwrap();
@@ -252,30 +373,54 @@ mod metadata {
         let ids = metadata_to_ids(tokenizer, &parse_metadata_json(json).unwrap()).unwrap();
         let decoded = ids_to_metadata(tokenizer, &ids);
         assert!(decoded.skipped.is_empty());
-        let get = |name: &str| decoded.values.iter().find(|(field, _)| *field == name).unwrap().1;
+        let get = |name: &str| {
+            decoded
+                .values
+                .iter()
+                .find(|(field, _)| *field == name)
+                .unwrap()
+                .1
+        };
         assert_eq!(get("original_width"), MetadataValue::Int(999 * 32)); // clipped to bin 999
         assert_eq!(get("original_height"), MetadataValue::Int(0)); // negative clipped to 0
         assert_eq!(get("n_humans"), MetadataValue::Int(999));
         assert_eq!(get("caption_n_words"), MetadataValue::Int(7));
-        assert_eq!(get("brightness"), MetadataValue::Float(255.0 * (49.0 / 50.0))); // clipped to vmax
+        assert_eq!(
+            get("brightness"),
+            MetadataValue::Float(255.0 * (49.0 / 50.0))
+        ); // clipped to vmax
         assert_eq!(get("contrast"), MetadataValue::Float(0.0));
         assert_eq!(get("entropy"), MetadataValue::Float(10.0 * (24.0 / 50.0))); // int(0.5 * 49) = 24
-        assert_eq!(get("geometric_complexity"), MetadataValue::Float(0.75 * (32.0 / 50.0)));
+        assert_eq!(
+            get("geometric_complexity"),
+            MetadataValue::Float(0.75 * (32.0 / 50.0))
+        );
         assert_eq!(get("watermark_score"), MetadataValue::Int(1));
         assert_eq!(get("aesthetic_score"), MetadataValue::Int(1));
         assert_eq!(get("walkability"), MetadataValue::Float(49.0 / 50.0));
         let names: Vec<&str> = decoded.values.iter().map(|(field, _)| *field).collect();
         assert_eq!(names[0], "original_width", "type-id order");
         let json = serde_json::to_string(&decoded).unwrap();
-        assert!(json.starts_with(r#"{"values":{"original_width":31968,"original_height":0"#), "{json}");
+        assert!(
+            json.starts_with(r#"{"values":{"original_width":31968,"original_height":0"#),
+            "{json}"
+        );
     }
 
     #[test]
     fn generated_streams_skip_malformed_groups() {
         let Some(tokenizer) = tokenizer() else { return };
-        let ids = tokenizer.encode("[S_1] v1=5 v0=3 v1=9 v1=30 v0=1 v1=2 v0=4 v0=5 v1=7 dog v1=20 v0=2 [EOS] [PAD]");
+        let ids = tokenizer.encode(
+            "[S_1] v1=5 v0=3 v1=9 v1=30 v0=1 v1=2 v0=4 v0=5 v1=7 dog v1=20 v0=2 [EOS] [PAD]",
+        );
         let decoded = ids_to_metadata(tokenizer, &ids);
-        assert_eq!(decoded.values, vec![("n_humans", MetadataValue::Int(3)), ("aesthetic_score", MetadataValue::Int(2))]);
+        assert_eq!(
+            decoded.values,
+            vec![
+                ("n_humans", MetadataValue::Int(3)),
+                ("aesthetic_score", MetadataValue::Int(2))
+            ]
+        );
         let reasons: Vec<&str> = decoded.skipped.iter().map(|s| s.reason.as_str()).collect();
         assert_eq!(reasons.len(), 4, "{reasons:?}");
         assert!(reasons[1].contains("unknown metadata type v1=30"));
@@ -290,20 +435,31 @@ mod metadata {
         );
         assert!(matches!(
             parse_metadata_json(br#"{"n_humans": 1.5}"#).unwrap_err(),
-            TextError::MetadataValue { problem: "must be an integer", .. }
+            TextError::MetadataValue {
+                problem: "must be an integer",
+                ..
+            }
         ));
         assert!(matches!(
             parse_metadata_json(br#"{"brightness": "high"}"#).unwrap_err(),
-            TextError::MetadataValue { problem: "must be a number", .. }
+            TextError::MetadataValue {
+                problem: "must be a number",
+                ..
+            }
         ));
-        assert!(matches!(parse_metadata_json(b"[1, 2]").unwrap_err(), TextError::InputJson { .. }));
+        assert!(matches!(
+            parse_metadata_json(b"[1, 2]").unwrap_err(),
+            TextError::InputJson { .. }
+        ));
         assert!(parse_metadata_json(b"{}").unwrap().is_empty());
     }
 }
 
 mod palette {
     use super::*;
-    use tessera_text::palette::{ids_to_palette, palette_swatch_png, palette_to_ids, palette_to_text, parse_palette_json};
+    use tessera_text::palette::{
+        ids_to_palette, palette_swatch_png, palette_to_ids, palette_to_text, parse_palette_json,
+    };
     use tessera_text::{Rgb, TextError};
 
     #[test]
@@ -311,7 +467,10 @@ mod palette {
         let Some(tokenizer) = tokenizer() else { return };
         let colours = parse_palette_json(br##"[[255, 0, 0], "#0cc822", [90, 90, 89.5]]"##).unwrap();
         let text = palette_to_text(&colours).unwrap();
-        assert_eq!(text, "v1=3 v0=255 v0=0 v0=0 v0=12 v0=200 v0=34 v0=90 v0=90 v0=90");
+        assert_eq!(
+            text,
+            "v1=3 v0=255 v0=0 v0=0 v0=12 v0=200 v0=34 v0=90 v0=90 v0=90"
+        );
         let ids = palette_to_ids(tokenizer, &colours).unwrap();
         assert_eq!(ids, [1207, 459, 204, 204, 216, 404, 238, 294, 294, 294]);
     }
@@ -332,31 +491,54 @@ mod palette {
     #[test]
     fn generated_streams_are_parsed_gracefully() {
         let Some(tokenizer) = tokenizer() else { return };
-        let ids = tokenizer.encode("[S_1] v1=2 v0=1 v0=2 v0=3 v0=999 v0=4 v0=5 v0=6 v0=7 cat v0=8 [EOS] v0=9");
+        let ids = tokenizer
+            .encode("[S_1] v1=2 v0=1 v0=2 v0=3 v0=999 v0=4 v0=5 v0=6 v0=7 cat v0=8 [EOS] v0=9");
         let decoded = ids_to_palette(tokenizer, &ids);
         assert_eq!(decoded.colours, vec![Rgb([1, 2, 3]), Rgb([4, 5, 6])]);
         let reasons: Vec<&str> = decoded.skipped.iter().map(|s| s.reason.as_str()).collect();
-        assert_eq!(reasons, [
-            "channel v0=999 is above 255",
-            "channel beyond the declared colours",
-            "unexpected token \"cat\" (id 4224) in a palette",
-            "channel beyond the declared colours",
-            "tokens after [EOS]",
-        ]);
+        assert_eq!(
+            reasons,
+            [
+                "channel v0=999 is above 255",
+                "channel beyond the declared colours",
+                "unexpected token \"cat\" (id 4224) in a palette",
+                "channel beyond the declared colours",
+                "tokens after [EOS]",
+            ]
+        );
     }
 
     #[test]
     fn bad_palettes_are_rejected() {
-        assert_eq!(parse_palette_json(b"[]").unwrap_err(), TextError::PaletteSize { count: 0, max: 7 });
+        assert_eq!(
+            parse_palette_json(b"[]").unwrap_err(),
+            TextError::PaletteSize { count: 0, max: 7 }
+        );
         let eight = format!("[{}]", ["[1,2,3]"; 8].join(","));
-        assert_eq!(parse_palette_json(eight.as_bytes()).unwrap_err(), TextError::PaletteSize { count: 8, max: 7 });
+        assert_eq!(
+            parse_palette_json(eight.as_bytes()).unwrap_err(),
+            TextError::PaletteSize { count: 8, max: 7 }
+        );
         assert_eq!(
             parse_palette_json(b"[[1,2,3],[0,256,0]]").unwrap_err(),
-            TextError::PaletteChannel { index: 1, channel: "g", value: 256.0 }
+            TextError::PaletteChannel {
+                index: 1,
+                channel: "g",
+                value: 256.0
+            }
         );
-        assert!(matches!(parse_palette_json(b"[[1,2]]").unwrap_err(), TextError::PaletteColour { index: 0, .. }));
-        assert!(matches!(parse_palette_json(br##"["#12345"]"##).unwrap_err(), TextError::PaletteColour { .. }));
-        assert!(matches!(parse_palette_json(b"[[1,2,3]").unwrap_err(), TextError::InputJson { line: 1, .. }));
+        assert!(matches!(
+            parse_palette_json(b"[[1,2]]").unwrap_err(),
+            TextError::PaletteColour { index: 0, .. }
+        ));
+        assert!(matches!(
+            parse_palette_json(br##"["#12345"]"##).unwrap_err(),
+            TextError::PaletteColour { .. }
+        ));
+        assert!(matches!(
+            parse_palette_json(b"[[1,2,3]").unwrap_err(),
+            TextError::InputJson { line: 1, .. }
+        ));
         assert!(palette_to_text(&[]).is_err());
     }
 
@@ -388,11 +570,20 @@ mod one_step_json {
         )
         .unwrap();
         assert_eq!(ids, [554, 1454, 2903, 3554, 4215]);
-        let ids = tessera_text::metadata::encode_metadata_json(tokenizer, br#"{"n_humans": 2}"#).unwrap();
+        let ids =
+            tessera_text::metadata::encode_metadata_json(tokenizer, br#"{"n_humans": 2}"#).unwrap();
         assert_eq!(tokenizer.decode(&ids), "v1=5 v0=2");
         let ids = tessera_text::palette::encode_palette_json(tokenizer, b"[[1,2,3]]").unwrap();
         assert_eq!(tokenizer.decode(&ids), "v1=1 v0=1 v0=2 v0=3");
-        let error = tessera_text::det::encode_boxes_json(tokenizer, b"[{\"label\": \"cat\", \"xmin\": NaN}]", DetOptions::default()).unwrap_err();
-        assert!(matches!(error, TextError::InputJson { line: 1, .. }), "{error}");
+        let error = tessera_text::det::encode_boxes_json(
+            tokenizer,
+            b"[{\"label\": \"cat\", \"xmin\": NaN}]",
+            DetOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, TextError::InputJson { line: 1, .. }),
+            "{error}"
+        );
     }
 }

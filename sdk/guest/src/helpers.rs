@@ -1,8 +1,8 @@
 //! Conveniences over the generated types: parameters, assets, values, tokens and tensors.
 
 use crate::{
-    Artifact, Asset, Detokenized, Dtype, Image, ModalityInfo, ModalityKind, PluginError, PluginInfo, Tensor, Tokens,
-    Value,
+    Artifact, Asset, Detokenized, Dtype, Image, ModalityInfo, ModalityKind, PluginError,
+    PluginInfo, Tensor, Tokens, Value,
 };
 use std::str::FromStr;
 
@@ -19,7 +19,11 @@ impl From<Vec<(String, String)>> for Params {
 impl Params {
     /// The last value given for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Parses `key` as `T`, or returns `default` when it is absent; a value that does not parse is
@@ -39,7 +43,10 @@ impl Params {
 
     /// Keys not in `known`, for plugins that refuse unknown parameters.
     pub fn unknown<'a>(&'a self, known: &'a [&str]) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().map(|(k, _)| k.as_str()).filter(|k| !known.contains(k))
+        self.0
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !known.contains(k))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -59,7 +66,10 @@ impl From<Vec<Asset>> for Assets {
 
 impl Assets {
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0.iter().find(|a| a.name == name).map(|a| a.data.as_slice())
+        self.0
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.data.as_slice())
     }
 
     /// The asset's bytes, or a `not-initialized` error saying which asset is missing.
@@ -101,8 +111,6 @@ impl PluginError {
     }
 }
 
-
-
 impl Value {
     /// The kind of value, for error messages.
     pub fn kind(&self) -> &'static str {
@@ -120,9 +128,15 @@ impl Value {
         match self {
             Value::Text(s) | Value::Json(s) => Ok(s),
             Value::Bytes(bytes) => std::str::from_utf8(bytes).map_err(|e| {
-                PluginError::invalid(format!("text is not valid UTF-8: invalid byte at offset {}", e.valid_up_to()))
+                PluginError::invalid(format!(
+                    "text is not valid UTF-8: invalid byte at offset {}",
+                    e.valid_up_to()
+                ))
             }),
-            other => Err(PluginError::invalid(format!("expected text, got a {} value", other.kind()))),
+            other => Err(PluginError::invalid(format!(
+                "expected text, got a {} value",
+                other.kind()
+            ))),
         }
     }
 
@@ -130,12 +144,18 @@ impl Value {
     pub fn as_image(&self) -> Result<&[u8], PluginError> {
         match self {
             Value::Image(Image { data, .. }) | Value::Bytes(data) => Ok(data),
-            other => Err(PluginError::invalid(format!("expected an image, got a {} value", other.kind()))),
+            other => Err(PluginError::invalid(format!(
+                "expected an image, got a {} value",
+                other.kind()
+            ))),
         }
     }
 
     pub fn png(data: Vec<u8>) -> Self {
-        Value::Image(Image { mime: "image/png".into(), data })
+        Value::Image(Image {
+            mime: "image/png".into(),
+            data,
+        })
     }
 }
 
@@ -143,21 +163,37 @@ impl Tokens {
     /// A sequence of ids of `domain`.
     pub fn sequence(domain: &str, ids: Vec<u32>) -> Self {
         let shape = vec![ids.len() as u32];
-        Tokens { domain: domain.to_string(), ids, shape }
+        Tokens {
+            domain: domain.to_string(),
+            ids,
+            shape,
+        }
     }
 
     /// A row-major `rows × cols` grid of ids; fails when the sizes disagree.
     pub fn grid(domain: &str, ids: Vec<u32>, rows: u32, cols: u32) -> Result<Self, PluginError> {
         if ids.len() as u64 != u64::from(rows) * u64::from(cols) {
-            return Err(PluginError::invalid(format!("{} ids do not fill a {rows}x{cols} grid", ids.len())));
+            return Err(PluginError::invalid(format!(
+                "{} ids do not fill a {rows}x{cols} grid",
+                ids.len()
+            )));
         }
-        Ok(Tokens { domain: domain.to_string(), ids, shape: vec![rows, cols] })
+        Ok(Tokens {
+            domain: domain.to_string(),
+            ids,
+            shape: vec![rows, cols],
+        })
     }
 }
 
 impl PluginInfo {
     pub fn new(name: &str, version: &str, description: &str) -> Self {
-        PluginInfo { name: name.into(), version: version.into(), description: description.into(), modalities: vec![] }
+        PluginInfo {
+            name: name.into(),
+            version: version.into(),
+            description: description.into(),
+            modalities: vec![],
+        }
     }
 
     pub fn with_modality(mut self, modality: ModalityInfo) -> Self {
@@ -168,22 +204,41 @@ impl PluginInfo {
 
 impl ModalityInfo {
     pub fn sequence(domain: &str, vocab_size: Option<u32>, max_tokens: Option<u32>) -> Self {
-        ModalityInfo { domain: domain.into(), kind: ModalityKind::Sequence, vocab_size, max_tokens }
+        ModalityInfo {
+            domain: domain.into(),
+            kind: ModalityKind::Sequence,
+            vocab_size,
+            max_tokens,
+        }
     }
 
     pub fn image_tokens(domain: &str, vocab_size: u32, tokens: u32) -> Self {
-        ModalityInfo { domain: domain.into(), kind: ModalityKind::ImageTokens, vocab_size: Some(vocab_size), max_tokens: Some(tokens) }
+        ModalityInfo {
+            domain: domain.into(),
+            kind: ModalityKind::ImageTokens,
+            vocab_size: Some(vocab_size),
+            max_tokens: Some(tokens),
+        }
     }
 }
 
 impl Detokenized {
     /// One artifact and no warnings.
     pub fn single(name: &str, value: Value) -> Self {
-        Detokenized { artifacts: vec![Artifact { name: name.into(), value }], warnings: vec![] }
+        Detokenized {
+            artifacts: vec![Artifact {
+                name: name.into(),
+                value,
+            }],
+            warnings: vec![],
+        }
     }
 
     pub fn with(mut self, name: &str, value: Value) -> Self {
-        self.artifacts.push(Artifact { name: name.into(), value });
+        self.artifacts.push(Artifact {
+            name: name.into(),
+            value,
+        });
         self
     }
 
@@ -198,20 +253,37 @@ impl Tensor {
     pub fn from_f32(shape: &[u32], data: &[f32]) -> Result<Self, PluginError> {
         let expected: u64 = shape.iter().map(|&d| u64::from(d)).product();
         if expected != data.len() as u64 {
-            return Err(PluginError::invalid(format!("{} values do not fill shape {shape:?}", data.len())));
+            return Err(PluginError::invalid(format!(
+                "{} values do not fill shape {shape:?}",
+                data.len()
+            )));
         }
-        Ok(Tensor { dtype: Dtype::F32, shape: shape.to_vec(), data: data.iter().flat_map(|v| v.to_le_bytes()).collect() })
+        Ok(Tensor {
+            dtype: Dtype::F32,
+            shape: shape.to_vec(),
+            data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
     }
 
     /// The values of an f32 tensor.
     pub fn to_f32(&self) -> Result<Vec<f32>, PluginError> {
         if !matches!(self.dtype, Dtype::F32) {
-            return Err(PluginError::invalid(format!("expected an f32 tensor, got {:?}", self.dtype)));
+            return Err(PluginError::invalid(format!(
+                "expected an f32 tensor, got {:?}",
+                self.dtype
+            )));
         }
         if self.data.len() % 4 != 0 {
-            return Err(PluginError::invalid(format!("{} bytes are not whole f32 values", self.data.len())));
+            return Err(PluginError::invalid(format!(
+                "{} bytes are not whole f32 values",
+                self.data.len()
+            )));
         }
-        Ok(self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(self
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 }
 
@@ -240,14 +312,20 @@ mod tests {
     #[test]
     fn text_from_bytes_must_be_utf8() {
         assert_eq!(Value::Bytes(b"ok".to_vec()).as_text().unwrap(), "ok");
-        let err = Value::Bytes(vec![b'a', 0xff, b'b']).as_text().unwrap_err().describe();
+        let err = Value::Bytes(vec![b'a', 0xff, b'b'])
+            .as_text()
+            .unwrap_err()
+            .describe();
         assert!(err.contains("offset 1"), "{err}");
         assert!(Value::png(vec![]).as_text().is_err());
     }
 
     #[test]
     fn missing_assets_are_named() {
-        let a = Assets::from(vec![Asset { name: "vocab".into(), data: vec![1] }]);
+        let a = Assets::from(vec![Asset {
+            name: "vocab".into(),
+            data: vec![1],
+        }]);
         assert_eq!(a.require("vocab").unwrap(), &[1]);
         let err = a.require("merges").unwrap_err().describe();
         assert!(err.contains("merges") && err.contains("vocab"), "{err}");

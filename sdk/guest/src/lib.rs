@@ -47,8 +47,8 @@ pub mod log;
 pub mod nn;
 
 pub use bindings::tessera::plugin::types::{
-    Artifact, Asset, Detokenized, Dtype, Image, ModalityInfo, ModalityKind, PluginError, PluginInfo, Tensor,
-    Tokens, Value,
+    Artifact, Asset, Detokenized, Dtype, Image, ModalityInfo, ModalityKind, PluginError,
+    PluginInfo, Tensor, Tokens, Value,
 };
 pub use helpers::{Assets, Params};
 pub use log::progress;
@@ -56,8 +56,8 @@ pub use log::progress;
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        Artifact, Assets, Detokenized, Dtype, Image, ModalityInfo, ModalityKind, ModalityPlugin, Params, PluginError,
-        PluginInfo, Tensor, Tokens, Value,
+        Artifact, Assets, Detokenized, Dtype, Image, ModalityInfo, ModalityKind, ModalityPlugin,
+        Params, PluginError, PluginInfo, Tensor, Tokens, Value,
     };
 }
 
@@ -71,7 +71,12 @@ pub trait ModalityPlugin: Sized + 'static {
     fn init(assets: Assets, config: Params) -> Result<Self, PluginError>;
 
     /// Turns a user-facing value into token ids of `domain`.
-    fn tokenize(&mut self, domain: &str, input: Value, params: &Params) -> Result<Tokens, PluginError>;
+    fn tokenize(
+        &mut self,
+        domain: &str,
+        input: Value,
+        params: &Params,
+    ) -> Result<Tokens, PluginError>;
 
     /// Turns token ids back into values; the first artifact is the primary one.
     fn detokenize(&mut self, tokens: Tokens, params: &Params) -> Result<Detokenized, PluginError>;

@@ -22,7 +22,9 @@ impl From<NnError> for crate::PluginError {
     fn from(e: NnError) -> Self {
         let message = describe(&e);
         match e {
-            NnError::NotAllowed(_) | NnError::NotFound(_) => crate::PluginError::Unsupported(message),
+            NnError::NotAllowed(_) | NnError::NotFound(_) => {
+                crate::PluginError::Unsupported(message)
+            }
             NnError::InvalidInput(_) => crate::PluginError::InvalidInput(message),
             NnError::Failed(_) => crate::PluginError::Other(message),
         }

@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tessera_runtime::types::{Detokenized, Params, Tokens, Value};
-use tessera_runtime::{GraphRegistry, LoadError, LoadOptions, NoGraphs, Plugin, Runtime, RuntimeConfig, RuntimeError};
+use tessera_runtime::{
+    GraphRegistry, LoadError, LoadOptions, NoGraphs, Plugin, Runtime, RuntimeConfig, RuntimeError,
+};
 
 pub use tessera_runtime;
 
@@ -36,16 +38,27 @@ impl PluginHarness {
         options: &LoadOptions,
         graphs: Arc<dyn GraphRegistry>,
     ) -> Result<Self, LoadError> {
-        let runtime = Runtime::new(RuntimeConfig { graphs, ..RuntimeConfig::default() })?;
+        let runtime = Runtime::new(RuntimeConfig {
+            graphs,
+            ..RuntimeConfig::default()
+        })?;
         let plugin = runtime.load(manifest.as_ref(), options)?;
-        Ok(Self { plugin, _runtime: runtime })
+        Ok(Self {
+            plugin,
+            _runtime: runtime,
+        })
     }
 
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
     }
 
-    pub fn tokenize(&self, domain: &str, input: &Value, params: &[(&str, &str)]) -> Result<Tokens, RuntimeError> {
+    pub fn tokenize(
+        &self,
+        domain: &str,
+        input: &Value,
+        params: &[(&str, &str)],
+    ) -> Result<Tokens, RuntimeError> {
         self.plugin.tokenize(domain, input, &owned(params))
     }
 
@@ -53,13 +66,20 @@ impl PluginHarness {
         self.tokenize(domain, &Value::Text(text.to_string()), &[])
     }
 
-    pub fn detokenize(&self, tokens: &Tokens, params: &[(&str, &str)]) -> Result<Detokenized, RuntimeError> {
+    pub fn detokenize(
+        &self,
+        tokens: &Tokens,
+        params: &[(&str, &str)],
+    ) -> Result<Detokenized, RuntimeError> {
         self.plugin.detokenize(tokens, &owned(params))
     }
 }
 
 fn owned(params: &[(&str, &str)]) -> Params {
-    params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The installed `plugin.toml` of plugin `id` under the build's target directory
@@ -70,7 +90,10 @@ pub fn installed_plugin(id: &str) -> Result<PathBuf, String> {
         Some(dir) => vec![PathBuf::from(dir)],
         None => {
             let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
-            cwd.ancestors().map(|a| a.join("target")).filter(|t| t.is_dir()).collect()
+            cwd.ancestors()
+                .map(|a| a.join("target"))
+                .filter(|t| t.is_dir())
+                .collect()
         }
     };
     for target in &targets {

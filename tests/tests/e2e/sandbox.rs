@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use tessera_plugin_test::PluginHarness;
 use tessera_runtime::types::{Dtype, NamedTensor, NnError, Tensor, Value};
-use tessera_runtime::{CacheOutcome, Graph, LoadError, LoadOptions, NoGraphs, Runtime, RuntimeConfig, RuntimeError, StaticGraphs};
+use tessera_runtime::{
+    CacheOutcome, Graph, LoadError, LoadOptions, NoGraphs, Runtime, RuntimeConfig, RuntimeError,
+    StaticGraphs,
+};
 use tessera_tests::plugin_manifest;
 
 const DOMAIN: &str = "hostile";
@@ -14,8 +17,13 @@ fn hostile() -> PluginHarness {
 }
 
 fn assert_still_answers(h: &PluginHarness) {
-    let tokens = h.tokenize_text(DOMAIN, "ok!").expect("well-behaved call after a failure");
-    assert_eq!(tokens.ids, vec![u32::from(b'o'), u32::from(b'k'), u32::from(b'!')]);
+    let tokens = h
+        .tokenize_text(DOMAIN, "ok!")
+        .expect("well-behaved call after a failure");
+    assert_eq!(
+        tokens.ids,
+        vec![u32::from(b'o'), u32::from(b'k'), u32::from(b'!')]
+    );
     let back = h.detokenize(&tokens, &[]).unwrap();
     assert_eq!(back.artifacts[0].value, Value::Text("ok!".into()));
 }
@@ -29,7 +37,11 @@ fn endless_loop_is_stopped_by_the_time_limit() {
         matches!(err, RuntimeError::Timeout { ref plugin, function: "tokenize", limit_ms: 300 } if plugin == "hostile"),
         "{err}"
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(err.to_string().contains("300 ms"), "{err}");
     assert_still_answers(&h);
 }
@@ -39,13 +51,24 @@ fn memory_bomb_hits_the_memory_cap() {
     let h = hostile();
     let err = h.tokenize_text(DOMAIN, "alloc").unwrap_err();
     match &err {
-        RuntimeError::MemoryLimit { plugin, function, limit_bytes, requested_bytes } => {
-            assert_eq!((plugin.as_str(), *function, *limit_bytes), ("hostile", "tokenize", 32 << 20));
+        RuntimeError::MemoryLimit {
+            plugin,
+            function,
+            limit_bytes,
+            requested_bytes,
+        } => {
+            assert_eq!(
+                (plugin.as_str(), *function, *limit_bytes),
+                ("hostile", "tokenize", 32 << 20)
+            );
             assert!(requested_bytes > limit_bytes);
         }
         other => panic!("expected a memory-limit error, got {other}"),
     }
-    assert!(err.to_string().contains("memory limit of 33554432 bytes"), "{err}");
+    assert!(
+        err.to_string().contains("memory limit of 33554432 bytes"),
+        "{err}"
+    );
     assert_still_answers(&h);
 }
 
@@ -54,7 +77,11 @@ fn panic_is_reported_with_its_message() {
     let h = hostile();
     let err = h.tokenize_text(DOMAIN, "panic").unwrap_err();
     match &err {
-        RuntimeError::Panic { plugin, function, message } => {
+        RuntimeError::Panic {
+            plugin,
+            function,
+            message,
+        } => {
             assert_eq!((plugin.as_str(), *function), ("hostile", "tokenize"));
             assert!(message.contains("panicked on purpose"), "{message}");
         }
@@ -78,7 +105,16 @@ fn oversized_output_is_refused() {
 fn oversized_input_is_refused_before_the_call() {
     let h = hostile();
     let err = h.tokenize_text(DOMAIN, &"x".repeat(2 << 20)).unwrap_err();
-    assert!(matches!(err, RuntimeError::InputTooLarge { limit: 1_048_576, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            RuntimeError::InputTooLarge {
+                limit: 1_048_576,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_still_answers(&h);
 }
 
@@ -88,7 +124,12 @@ fn graphs_outside_the_manifest_are_refused() {
     let err = h.tokenize_text(DOMAIN, "forbidden-graph").unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, RuntimeError::Plugin { .. }), "{text}");
-    assert!(text.contains("not allowed") && text.contains("forbidden/network") && text.contains("test/double"), "{text}");
+    assert!(
+        text.contains("not allowed")
+            && text.contains("forbidden/network")
+            && text.contains("test/double"),
+        "{text}"
+    );
     assert_still_answers(&h);
 }
 
@@ -96,26 +137,43 @@ struct Double;
 
 impl Graph for Double {
     fn compute(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, NnError> {
-        let input = inputs.into_iter().next().ok_or_else(|| NnError::InvalidInput("no input".into()))?;
+        let input = inputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| NnError::InvalidInput("no input".into()))?;
         let data = input
             .tensor
             .data
             .chunks_exact(4)
             .flat_map(|c| (2.0 * f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
             .collect();
-        Ok(vec![NamedTensor { name: "y".into(), tensor: Tensor { dtype: Dtype::F32, shape: input.tensor.shape, data } }])
+        Ok(vec![NamedTensor {
+            name: "y".into(),
+            tensor: Tensor {
+                dtype: Dtype::F32,
+                shape: input.tensor.shape,
+                data,
+            },
+        }])
     }
 }
 
 #[test]
 fn allowed_graphs_run_in_the_host() {
     let graphs = Arc::new(StaticGraphs::default().with("test/double", Arc::new(Double)));
-    let h = PluginHarness::load_with(plugin_manifest("hostile"), &LoadOptions::default(), graphs).unwrap();
+    let h = PluginHarness::load_with(plugin_manifest("hostile"), &LoadOptions::default(), graphs)
+        .unwrap();
     let tokens = h.tokenize_text(DOMAIN, "graph").unwrap();
     assert_eq!(tokens.ids, vec![2, 5, (-8i64) as u32]);
     // Allowed but not registered in this host: a clear "not found".
-    let err = hostile().tokenize_text(DOMAIN, "graph").unwrap_err().to_string();
-    assert!(err.contains("not found") && err.contains("test/double"), "{err}");
+    let err = hostile()
+        .tokenize_text(DOMAIN, "graph")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not found") && err.contains("test/double"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -130,7 +188,9 @@ fn a_component_that_does_not_match_its_digest_is_refused() {
     let mut bytes = std::fs::read(&wasm).unwrap();
     bytes.push(0);
     std::fs::write(&wasm, bytes).unwrap();
-    let err = PluginHarness::load(dir.path().join("plugin.toml")).err().expect("tampered component refused");
+    let err = PluginHarness::load(dir.path().join("plugin.toml"))
+        .err()
+        .expect("tampered component refused");
     assert!(
         matches!(err, LoadError::Manifest(tessera_manifest::ManifestError::DigestMismatch { ref plugin, .. }) if plugin == "hostile"),
         "{err}"
@@ -140,9 +200,15 @@ fn a_component_that_does_not_match_its_digest_is_refused() {
 
 #[test]
 fn a_component_built_for_another_world_fails_at_load() {
-    let err = PluginHarness::load(plugin_manifest("alien")).err().expect("alien world refused");
+    let err = PluginHarness::load(plugin_manifest("alien"))
+        .err()
+        .expect("alien world refused");
     match &err {
-        LoadError::WorldMismatch { plugin, world, detail } => {
+        LoadError::WorldMismatch {
+            plugin,
+            world,
+            detail,
+        } => {
             assert_eq!(plugin, "alien");
             assert_eq!(world, "tessera:plugin/plugin@0.1.0");
             assert!(detail.contains("tessera:plugin/host@0.2.0"), "{detail}");
@@ -180,27 +246,54 @@ fn failures_in_one_thread_leave_the_others_answering() {
     for w in workers {
         w.join().expect("worker thread");
     }
-    assert!(h.plugin().idle_instances() <= 2, "pool bounded by max_instances");
+    assert!(
+        h.plugin().idle_instances() <= 2,
+        "pool bounded by max_instances"
+    );
     assert_still_answers(&h);
 }
 
 #[test]
 fn compiled_components_are_cached_and_a_corrupt_cache_entry_is_replaced() {
     let cache = tempfile::tempdir().unwrap();
-    let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(cache.path().to_path_buf()), graphs: Arc::new(NoGraphs) }).unwrap();
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        graphs: Arc::new(NoGraphs),
+    })
+    .unwrap();
     let manifest = plugin_manifest("hostile");
     let first = runtime.load(&manifest, &LoadOptions::default()).unwrap();
     assert_eq!(first.load_report().cache, CacheOutcome::Miss);
     let second = runtime.load(&manifest, &LoadOptions::default()).unwrap();
     assert_eq!(second.load_report().cache, CacheOutcome::Hit);
-    let entries: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
-    assert!(entries[0].to_string_lossy().contains(&first.digest().to_hex()));
+    assert!(
+        entries[0]
+            .to_string_lossy()
+            .contains(&first.digest().to_hex())
+    );
     std::fs::write(&entries[0], b"garbage").unwrap();
     let third = runtime.load(&manifest, &LoadOptions::default()).unwrap();
     assert_eq!(third.load_report().cache, CacheOutcome::Miss);
-    assert_eq!(third.tokenize(DOMAIN, &Value::Text("hi".into()), &vec![]).unwrap().ids, vec![104, 105]);
-    assert_eq!(runtime.load(&manifest, &LoadOptions::default()).unwrap().load_report().cache, CacheOutcome::Hit);
+    assert_eq!(
+        third
+            .tokenize(DOMAIN, &Value::Text("hi".into()), &vec![])
+            .unwrap()
+            .ids,
+        vec![104, 105]
+    );
+    assert_eq!(
+        runtime
+            .load(&manifest, &LoadOptions::default())
+            .unwrap()
+            .load_report()
+            .cache,
+        CacheOutcome::Hit
+    );
 }
 
 #[test]
@@ -218,5 +311,9 @@ fn warm_instances_are_reused_and_poisoned_ones_replaced() {
 fn plugins_reach_no_filesystem_and_no_environment() {
     let h = hostile();
     let reached = h.tokenize_text(DOMAIN, "escape").unwrap().ids;
-    assert_eq!(reached, vec![0, 0, 0], "file read, directory listing, environment variable");
+    assert_eq!(
+        reached,
+        vec![0, 0, 0],
+        "file read, directory listing, environment variable"
+    );
 }

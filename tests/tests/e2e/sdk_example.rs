@@ -20,10 +20,18 @@ fn describes_itself_as_its_manifest_says() {
 #[test]
 fn a_mask_survives_detokenize_then_tokenize_in_the_sandbox() {
     let h = PluginHarness::load(plugin_manifest("mask-patches")).unwrap();
-    let ids: Vec<u32> = (0..196).map(|i| u32::from((i / 14 + i % 14) % 4 == 0)).collect();
-    let tokens = Tokens { domain: DOMAIN.into(), ids: ids.clone(), shape: vec![14, 14] };
+    let ids: Vec<u32> = (0..196)
+        .map(|i| u32::from((i / 14 + i % 14) % 4 == 0))
+        .collect();
+    let tokens = Tokens {
+        domain: DOMAIN.into(),
+        ids: ids.clone(),
+        shape: vec![14, 14],
+    };
     let out = h.detokenize(&tokens, &[]).unwrap();
-    let Value::Image(image) = &out.artifacts[0].value else { panic!("expected an image") };
+    let Value::Image(image) = &out.artifacts[0].value else {
+        panic!("expected an image")
+    };
     assert_eq!(image.mime, "image/png");
     assert!(image.data.starts_with(b"\x89PNG"));
     let back = h.tokenize(DOMAIN, &out.artifacts[0].value, &[]).unwrap();
@@ -33,8 +41,24 @@ fn a_mask_survives_detokenize_then_tokenize_in_the_sandbox() {
 #[test]
 fn bad_input_gets_a_clear_error() {
     let h = PluginHarness::load(plugin_manifest("mask-patches")).unwrap();
-    let err = h.tokenize(DOMAIN, &Value::Image(Image { mime: "image/png".into(), data: b"not a png".to_vec() }), &[]).unwrap_err().to_string();
-    assert!(err.contains("mask-patches") && err.contains("not a PNG"), "{err}");
-    let err = h.tokenize(DOMAIN, &Value::Text("x".into()), &[("threshold", "high")]).unwrap_err().to_string();
+    let err = h
+        .tokenize(
+            DOMAIN,
+            &Value::Image(Image {
+                mime: "image/png".into(),
+                data: b"not a png".to_vec(),
+            }),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mask-patches") && err.contains("not a PNG"),
+        "{err}"
+    );
+    let err = h
+        .tokenize(DOMAIN, &Value::Text("x".into()), &[("threshold", "high")])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("threshold"), "{err}");
 }

@@ -12,15 +12,24 @@ pub struct Hostile {
 
 impl ModalityPlugin for Hostile {
     fn describe() -> PluginInfo {
-        PluginInfo::new("hostile", env!("CARGO_PKG_VERSION"), "misbehaves on request")
-            .with_modality(ModalityInfo::sequence("hostile", Some(256), None))
+        PluginInfo::new(
+            "hostile",
+            env!("CARGO_PKG_VERSION"),
+            "misbehaves on request",
+        )
+        .with_modality(ModalityInfo::sequence("hostile", Some(256), None))
     }
 
     fn init(_assets: Assets, _config: Params) -> Result<Self, PluginError> {
         Ok(Hostile { calls: 0 })
     }
 
-    fn tokenize(&mut self, domain: &str, input: Value, _params: &Params) -> Result<Tokens, PluginError> {
+    fn tokenize(
+        &mut self,
+        domain: &str,
+        input: Value,
+        _params: &Params,
+    ) -> Result<Tokens, PluginError> {
         let text = input.as_text()?;
         self.calls += 1;
         match text {
@@ -30,7 +39,10 @@ impl ModalityPlugin for Hostile {
                 let dir = std::fs::read_dir("/").map(|d| d.count());
                 let env = std::env::var("HOME");
                 let reached = [file.is_ok(), dir.is_ok(), env.is_ok()];
-                Ok(Tokens::sequence(domain, reached.iter().map(|&r| u32::from(r)).collect()))
+                Ok(Tokens::sequence(
+                    domain,
+                    reached.iter().map(|&r| u32::from(r)).collect(),
+                ))
             }
             "loop" => {
                 let mut n: u64 = 0;
@@ -55,18 +67,32 @@ impl ModalityPlugin for Hostile {
             "graph" => {
                 let graph = tessera_sdk::nn::load("test/double")?;
                 let input = Tensor::from_f32(&[3], &[1.0, 2.5, -4.0])?;
-                let out = graph.compute(&[tessera_sdk::nn::NamedTensor { name: "x".into(), tensor: input }])?;
-                let values = out.first().ok_or_else(|| PluginError::Other("graph returned nothing".into()))?.tensor.to_f32()?;
-                Ok(Tokens::sequence(domain, values.iter().map(|v| *v as i64 as u32).collect()))
+                let out = graph.compute(&[tessera_sdk::nn::NamedTensor {
+                    name: "x".into(),
+                    tensor: input,
+                }])?;
+                let values = out
+                    .first()
+                    .ok_or_else(|| PluginError::Other("graph returned nothing".into()))?
+                    .tensor
+                    .to_f32()?;
+                Ok(Tokens::sequence(
+                    domain,
+                    values.iter().map(|v| *v as i64 as u32).collect(),
+                ))
             }
-            other => Ok(Tokens::sequence(domain, other.bytes().map(u32::from).collect())),
+            other => Ok(Tokens::sequence(
+                domain,
+                other.bytes().map(u32::from).collect(),
+            )),
         }
     }
 
     fn detokenize(&mut self, tokens: Tokens, _params: &Params) -> Result<Detokenized, PluginError> {
         let bytes: Result<Vec<u8>, _> = tokens.ids.iter().map(|&id| u8::try_from(id)).collect();
         let bytes = bytes.map_err(|_| PluginError::invalid("ids must be bytes"))?;
-        let text = String::from_utf8(bytes).map_err(|e| PluginError::invalid(format!("not UTF-8: {e}")))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| PluginError::invalid(format!("not UTF-8: {e}")))?;
         Ok(Detokenized::single("text", Value::Text(text)))
     }
 }

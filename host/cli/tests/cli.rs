@@ -1,0 +1,213 @@
+//! The `tessera` binary as a user runs it: exit codes, output formats and error messages.
+//! Needs the plugins built (`cargo xtask plugins`) and the reference vocabulary in
+//! `$TESSERA_FIXTURES/text/` (skipped outside CI when missing).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn vocab() -> Option<PathBuf> {
+    let fixtures = std::env::var_os("TESSERA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/fixtures"));
+    let vocab = fixtures.join("text/wordpiece_4m_30k.json");
+    if vocab.is_file() {
+        return Some(vocab);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing under CI",
+        vocab.display()
+    );
+    eprintln!("skipping: {} is missing", vocab.display());
+    None
+}
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "--plugins",
+            repo_root().join("target/plugins").to_str().unwrap(),
+        ])
+        .args(args)
+        .output()
+        .expect("tessera runs")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn tokenize_and_detokenize_a_caption() {
+    let Some(vocab) = vocab() else { return };
+    let vocab = vocab.to_str().unwrap();
+    let ids = stdout(&tessera(&[
+        "tokenize",
+        "--plugin",
+        "caption",
+        "--asset",
+        vocab,
+        "A Lake-house, with a Boat! [S_1]",
+    ]));
+    assert_eq!(ids.trim(), "4321 5857 4295 5208 4294 4937 4321 4215 4284 5");
+    let mut args = vec!["detokenize", "--plugin", "caption", "--asset", vocab];
+    args.extend(ids.split_whitespace());
+    assert_eq!(
+        stdout(&tessera(&args)).trim(),
+        "a lake - house, with a boat! [S_1]"
+    );
+    let json = stdout(&tessera(&[
+        "tokenize", "--plugin", "caption", "--asset", vocab, "--json", "a cat",
+    ]));
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["ids"], serde_json::json!([4321, 4224]));
+    assert_eq!(value["domain"], "caption");
+}
+
+#[test]
+fn detokenize_writes_rendered_artifacts() {
+    let Some(vocab) = vocab() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let ids = stdout(&tessera(&[
+        "tokenize",
+        "--plugin",
+        "color-palette",
+        "--asset",
+        vocab.to_str().unwrap(),
+        "[[255,0,0],[0,0,255]]",
+    ]));
+    let mut args = vec![
+        "detokenize",
+        "--plugin",
+        "color-palette",
+        "--asset",
+        vocab.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    args.extend(ids.split_whitespace());
+    assert_eq!(stdout(&tessera(&args)).trim(), "[[255,0,0],[0,0,255]]");
+    assert!(
+        std::fs::read(out.path().join("swatch.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_message_and_exit_code() {
+    let Some(vocab) = vocab() else { return };
+    let vocab = vocab.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "tokenize",
+                "--plugin",
+                "det",
+                "--asset",
+                vocab,
+                r#"[{"label":"dog","xmin":-1,"ymin":0,"xmax":1,"ymax":1}]"#,
+            ],
+            "box 0",
+        ),
+        (
+            &[
+                "detokenize",
+                "--plugin",
+                "caption",
+                "--asset",
+                vocab,
+                "12",
+                "x7",
+            ],
+            "token 1",
+        ),
+        (&["tokenize", "--plugin", "nope", "x"], "no plugin `nope`"),
+        (
+            &[
+                "tokenize",
+                "--plugin",
+                "caption",
+                "--asset",
+                "/missing/vocab.json",
+                "x",
+            ],
+            "/missing/vocab.json",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = tessera(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn plugins_check_passes_on_the_built_plugins() {
+    if vocab().is_none() {
+        return;
+    }
+    let out = stdout(&tessera(&["plugins", "check"]));
+    for id in ["caption", "det", "metadata", "color-palette"] {
+        assert!(out.contains(&format!("ok      {id}")), "{out}");
+    }
+    assert!(out.contains("0 failed"), "{out}");
+}
+
+#[test]
+fn world_render_writes_every_modality_and_refuses_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout(&tessera(&[
+        "world",
+        "render",
+        "--seed",
+        "3",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert!(out.contains("scene 3"), "{out}");
+    for file in [
+        "rgb.png",
+        "depth.png",
+        "normal.png",
+        "semseg.png",
+        "instance.png",
+        "edges.png",
+        "caption.txt",
+        "boxes.json",
+        "palette.json",
+        "metadata.json",
+        "contact_sheet.png",
+    ] {
+        assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
+    let bad = tessera(&[
+        "world",
+        "dataset",
+        "--count",
+        "0",
+        "--out",
+        dir.path().join("ds").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("count was 0"));
+    let bad = tessera(&[
+        "world",
+        "render",
+        "--seed",
+        "99999999999999999999",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+}
