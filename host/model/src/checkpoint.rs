@@ -84,15 +84,20 @@ impl SafetensorsFile {
         if header_len > (mmap.len() as u64).saturating_sub(8) {
             return Err(invalid(format!("header length {header_len} exceeds the file size {}", mmap.len())));
         }
-        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| invalid(format!("corrupted header: {e}")))?;
+        let (header_len, metadata) = match safetensors::SafeTensors::read_metadata(&mmap[..]) {
+            Ok(parsed) => parsed,
+            Err(safetensors::SafeTensorError::MetadataIncompleteBuffer) => {
+                // The header is fine but the data section does not match it: say by how much.
+                let expected = 8 + header_len + declared_data_len(&mmap[8..8 + header_len as usize]).unwrap_or(0);
+                let found = mmap.len() as u64;
+                if expected > found {
+                    return Err(ModelError::TruncatedFile { path: path.to_owned(), expected_bytes: expected, found_bytes: found });
+                }
+                return Err(invalid(format!("{} trailing bytes after the last tensor", found - expected)));
+            }
+            Err(e) => return Err(invalid(format!("corrupted header: {e}"))),
+        };
         let data_start = 8 + header_len;
-        let expected = data_start as u64 + metadata.data_len() as u64;
-        if expected > mmap.len() as u64 {
-            return Err(ModelError::TruncatedFile { path: path.to_owned(), expected_bytes: expected, found_bytes: mmap.len() as u64 });
-        }
-        if expected < mmap.len() as u64 {
-            return Err(invalid(format!("{} trailing bytes after the last tensor", mmap.len() as u64 - expected)));
-        }
         let entries = metadata
             .tensors()
             .into_iter()
@@ -164,6 +169,17 @@ impl SafetensorsFile {
             let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, entry.start, entry.end - entry.start) };
         }
     }
+}
+
+/// Largest `data_offsets` end declared by a header (the data section size it promises).
+fn declared_data_len(header: &[u8]) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(header).ok()?;
+    value
+        .as_object()?
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__metadata__")
+        .filter_map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+        .max()
 }
 
 /// Iterate the values of a float tensor stored little-endian as F32, BF16 or F16.

@@ -31,8 +31,11 @@ pub struct CheckpointSummary {
     pub file_size: u64,
     pub config: ModelConfig,
     pub domains: Vec<DomainSummary>,
-    /// Elements of every stored tensor (parameters and buffers).
+    /// Learned parameters, counted like the reference's `model.parameters()`: without the sin-cos
+    /// and zero-bias buffers and counting a shared modality embedding once.
     pub parameter_count: usize,
+    /// Elements of every stored tensor (parameters and buffers).
+    pub stored_elements: usize,
     /// Stored dtypes with their tensor counts.
     pub dtypes: BTreeMap<String, usize>,
 }
@@ -70,11 +73,39 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<CheckpointSummary> {
     Ok(CheckpointSummary {
         weights_path: paths.weights,
         file_size: file.file_size(),
-        parameter_count: file.entries().values().map(|e| e.shape.iter().product::<usize>()).sum(),
+        parameter_count: count_parameters(&config, &file),
+        stored_elements: file.entries().values().map(|e| e.shape.iter().product::<usize>()).sum(),
         config,
         domains,
         dtypes,
     })
+}
+
+/// Whether a stored tensor is a buffer (or a duplicate of a shared parameter) rather than a
+/// learned parameter of its own.
+fn is_buffer_or_duplicate(name: &str, config: &ModelConfig) -> bool {
+    let mut parts = name.split('.');
+    let first = parts.next().unwrap_or_default();
+    if first == "encoder_embeddings" || first == "decoder_embeddings" {
+        let domain = parts.next().unwrap_or_default();
+        let field = parts.next().unwrap_or_default();
+        let learned_positions = matches!(modality_info(domain).map(|m| m.kind), Some(ModalityKind::ImageTokens { learned_positions: true, .. }));
+        if field == "pos_emb" {
+            return !learned_positions;
+        }
+        if field == "mod_emb" && first == "encoder_embeddings" && config.share_modality_embeddings {
+            return config.domains_out.iter().any(|d| d == domain) && modality_info(domain).is_some_and(|m| m.has_decoder);
+        }
+        return false;
+    }
+    // Bias-free LayerNorms keep a zero `bias` buffer: `norm1`, `query_norm`, `encoder_norm`, `q_norm`, ...
+    let layer = name.strip_suffix(".bias").and_then(|n| n.rsplit('.').next());
+    !config.norm_bias && layer.is_some_and(|l| l.contains("norm"))
+}
+
+/// Learned parameters of a checkpoint (see [`CheckpointSummary::parameter_count`]).
+pub fn count_parameters(config: &ModelConfig, file: &SafetensorsFile) -> usize {
+    file.entries().iter().filter(|(name, _)| !is_buffer_or_duplicate(name, config)).map(|(_, e)| e.shape.iter().product::<usize>()).sum()
 }
 
 impl fmt::Display for CheckpointSummary {
@@ -99,7 +130,14 @@ impl fmt::Display for CheckpointSummary {
         )?;
         writeln!(f, "image        {} px, patch {}", c.image_size, c.patch_size)?;
         let dtypes: Vec<String> = self.dtypes.iter().map(|(d, n)| format!("{d} ({n} tensors)")).collect();
-        writeln!(f, "parameters   {} ({:.1} M), dtype {}", self.parameter_count, self.parameter_count as f64 / 1e6, dtypes.join(", "))?;
+        writeln!(
+            f,
+            "parameters   {} ({:.1} M; {} stored elements with buffers), dtype {}",
+            self.parameter_count,
+            self.parameter_count as f64 / 1e6,
+            self.stored_elements,
+            dtypes.join(", ")
+        )?;
         writeln!(f, "domains      {} ({} in, {} out)", self.domains.len(), c.domains_in.len(), c.domains_out.len())?;
         writeln!(f, "  {:<22} {:<18} {:>4} {:>4} {:>7} {:>7}", "domain", "kind", "enc", "dec", "vocab", "tokens")?;
         for d in &self.domains {

@@ -301,7 +301,7 @@ impl FourM {
         let paths = CheckpointPaths::resolve(path.as_ref())?;
         let file = SafetensorsFile::open(&paths.weights)?;
         let config = read_config(&paths, &file)?;
-        let parameter_count = file.entries().values().map(|e| e.shape.iter().product::<usize>()).sum();
+        let parameter_count = crate::inspect::count_parameters(&config, &file);
         let mut source = TensorSource::new(&file, options.dtype, options.device.clone());
         let model = Self::from_source(&mut source, config, parameter_count, file.file_size())?;
         source.finish()?;
@@ -361,7 +361,7 @@ impl FourM {
         &self.device
     }
 
-    /// Elements stored in the checkpoint (parameters and buffers).
+    /// Learned parameters (buffers and shared duplicates excluded).
     pub fn parameter_count(&self) -> usize {
         self.parameter_count
     }
