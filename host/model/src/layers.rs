@@ -149,7 +149,12 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&AttentionMask>) -> R
             mask.blocked.broadcast_as(scores.shape())?.where_cond(&fill, &scores)?
         }
     };
-    let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+    // Reduced-precision softmax sums hundreds of terms in 8 mantissa bits; do it in f32.
+    let weights = if scores.dtype() == DType::F32 {
+        candle_nn::ops::softmax_last_dim(&scores)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(scores.dtype())?
+    };
     Ok(weights.matmul(v)?)
 }
 
