@@ -1,0 +1,287 @@
+//! Reading 4M checkpoints: a memory-mapped safetensors file, its header metadata and its tensors.
+//!
+//! The file is memory-mapped and each tensor is converted straight from the mapped bytes into the
+//! requested dtype (one copy, no intermediate f32 tensor for bf16/f16). Candle's CPU storage must
+//! own its buffer, so the weights cannot stay borrowed from the map; instead, once a tensor has been
+//! copied its mapped pages are released (`MADV_DONTNEED`), so that resident memory stays about one
+//! copy of the weights plus one tensor rather than two copies.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use safetensors::Dtype as StDtype;
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+
+/// Where a checkpoint's parts live.
+#[derive(Debug, Clone)]
+pub struct CheckpointPaths {
+    pub weights: PathBuf,
+    /// `config.json` next to the weights, if the checkpoint is a directory that has one.
+    pub config_json: Option<PathBuf>,
+}
+
+impl CheckpointPaths {
+    /// Accept a directory holding `model.safetensors` (and usually `config.json`) or a bare
+    /// `.safetensors` file.
+    pub fn resolve(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|source| ModelError::Io { path: path.to_owned(), source })?;
+        if meta.is_dir() {
+            let weights = path.join("model.safetensors");
+            if !weights.is_file() {
+                return Err(ModelError::Io {
+                    path: weights,
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint directory has no model.safetensors"),
+                });
+            }
+            let config = path.join("config.json");
+            Ok(Self { weights, config_json: config.is_file().then_some(config) })
+        } else {
+            Ok(Self { weights: path.to_owned(), config_json: None })
+        }
+    }
+}
+
+/// One tensor entry of the header.
+#[derive(Debug, Clone)]
+pub struct TensorEntry {
+    pub dtype: StDtype,
+    pub shape: Vec<usize>,
+    /// Byte range inside the mapped file.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A memory-mapped safetensors file with a validated header.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    mmap: memmap2::Mmap,
+    entries: HashMap<String, TensorEntry>,
+    metadata: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for SafetensorsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsFile").field("path", &self.path).field("tensors", &self.entries.len()).finish()
+    }
+}
+
+impl SafetensorsFile {
+    /// Map the file and validate its header (JSON, offsets, size).
+    pub fn open(path: &Path) -> Result<Self> {
+        let io_err = |source| ModelError::Io { path: path.to_owned(), source };
+        let file = std::fs::File::open(path).map_err(io_err)?;
+        // SAFETY: the map is read-only; like every mmap-based loader we rely on the file not being
+        // truncated or rewritten by another process while it is open.
+        let mmap = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(io_err)?;
+        let invalid = |reason: String| ModelError::InvalidSafetensors { path: path.to_owned(), reason };
+        if mmap.len() < 8 {
+            return Err(invalid(format!("file has {} bytes, fewer than the 8-byte header length", mmap.len())));
+        }
+        let header_len = u64::from_le_bytes(mmap[..8].try_into().expect("slice of 8 bytes"));
+        if header_len > (mmap.len() as u64).saturating_sub(8) {
+            return Err(invalid(format!("header length {header_len} exceeds the file size {}", mmap.len())));
+        }
+        let (header_len, metadata) = match safetensors::SafeTensors::read_metadata(&mmap[..]) {
+            Ok(parsed) => parsed,
+            Err(safetensors::SafeTensorError::MetadataIncompleteBuffer) => {
+                // The header is fine but the data section does not match it: say by how much.
+                let expected = 8 + header_len + declared_data_len(&mmap[8..8 + header_len as usize]).unwrap_or(0);
+                let found = mmap.len() as u64;
+                if expected > found {
+                    return Err(ModelError::TruncatedFile { path: path.to_owned(), expected_bytes: expected, found_bytes: found });
+                }
+                return Err(invalid(format!("{} trailing bytes after the last tensor", found - expected)));
+            }
+            Err(e) => return Err(invalid(format!("corrupted header: {e}"))),
+        };
+        let data_start = 8 + header_len;
+        let entries = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let entry = TensorEntry {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    start: data_start + info.data_offsets.0,
+                    end: data_start + info.data_offsets.1,
+                };
+                (name, entry)
+            })
+            .collect();
+        let metadata = metadata.metadata().clone().unwrap_or_default();
+        Ok(Self { path: path.to_owned(), mmap, entries, metadata })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Header `__metadata__` (empty if absent).
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    pub fn entries(&self) -> &HashMap<String, TensorEntry> {
+        &self.entries
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+
+    /// Convert one tensor from the map into `dtype` on `device`, then release its mapped pages.
+    pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor { name: name.to_owned(), expected: "any".into() })?;
+        let bytes = &self.mmap[entry.start..entry.end];
+        let unsupported = || ModelError::UnsupportedTensorDtype { name: name.to_owned(), found: format!("{:?}", entry.dtype) };
+        let tensor = match (entry.dtype, dtype) {
+            (StDtype::F32, DType::F32) | (StDtype::BF16, DType::BF16) | (StDtype::F16, DType::F16) => {
+                Tensor::from_raw_buffer(bytes, dtype, &entry.shape, device)?
+            }
+            (stored, wanted) => {
+                let values = decode_floats(bytes, stored).ok_or_else(unsupported)?;
+                match wanted {
+                    DType::F32 => Tensor::from_vec(values.collect::<Vec<f32>>(), entry.shape.as_slice(), device)?,
+                    DType::BF16 => Tensor::from_vec(values.map(half::bf16::from_f32).collect::<Vec<_>>(), entry.shape.as_slice(), device)?,
+                    DType::F16 => Tensor::from_vec(values.map(half::f16::from_f32).collect::<Vec<_>>(), entry.shape.as_slice(), device)?,
+                    other => {
+                        return Err(ModelError::UnsupportedTensorDtype { name: name.to_owned(), found: format!("requested {other:?}") });
+                    }
+                }
+            }
+        };
+        self.release(entry);
+        Ok(tensor)
+    }
+
+    /// Drop the resident pages of a tensor we have copied, so the map does not double the RSS.
+    fn release(&self, entry: &TensorEntry) {
+        #[cfg(unix)]
+        {
+            // SAFETY: the mapping is read-only and file-backed; after MADV_DONTNEED a later read
+            // faults the same bytes back in from the file, so no reference observes changed data.
+            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, entry.start, entry.end - entry.start) };
+        }
+    }
+}
+
+/// Largest `data_offsets` end declared by a header (the data section size it promises).
+fn declared_data_len(header: &[u8]) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(header).ok()?;
+    value
+        .as_object()?
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__metadata__")
+        .filter_map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+}
+
+/// Iterate the values of a float tensor stored little-endian as F32, BF16 or F16.
+fn decode_floats(bytes: &[u8], dtype: StDtype) -> Option<Box<dyn Iterator<Item = f32> + '_>> {
+    Some(match dtype {
+        StDtype::F32 => Box::new(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        StDtype::BF16 => Box::new(bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+        StDtype::F16 => Box::new(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())),
+        _ => return None,
+    })
+}
+
+/// Read the model config of a checkpoint: `config.json` when present, else the header metadata.
+pub fn read_config(paths: &CheckpointPaths, file: &SafetensorsFile) -> Result<ModelConfig> {
+    if let Some(config_path) = &paths.config_json {
+        let text = std::fs::read_to_string(config_path).map_err(|source| ModelError::Io { path: config_path.clone(), source })?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::MissingConfig { reason: format!("{} is not valid JSON: {e}", config_path.display()) })?;
+        return ModelConfig::from_json_value(&value);
+    }
+    if file.metadata().is_empty() {
+        return Err(ModelError::MissingConfig {
+            reason: format!("{} has no config.json beside it and no config in its header metadata", file.path().display()),
+        });
+    }
+    ModelConfig::from_metadata(file.metadata())
+}
+
+/// Loads tensors by name with shape checks and records which ones were used, so that tensors the
+/// architecture does not account for can be reported.
+pub struct TensorSource<'a> {
+    file: &'a SafetensorsFile,
+    dtype: DType,
+    device: Device,
+    used: BTreeSet<String>,
+}
+
+impl<'a> TensorSource<'a> {
+    pub fn new(file: &'a SafetensorsFile, dtype: DType, device: Device) -> Self {
+        Self { file, dtype, device, used: BTreeSet::new() }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Shape of a tensor, if the checkpoint has it (does not mark it used).
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        self.file.entries().get(name).map(|e| e.shape.as_slice())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.file.entries().contains_key(name)
+    }
+
+    /// Check a tensor's existence and shape without loading it.
+    pub fn check(&self, name: &str, expected: &[usize]) -> Result<()> {
+        let found = self
+            .shape_of(name)
+            .ok_or_else(|| ModelError::MissingTensor { name: name.to_owned(), expected: format!("{expected:?}") })?;
+        if found != expected {
+            return Err(ModelError::ShapeMismatch { name: name.to_owned(), expected: expected.to_vec(), found: found.to_vec() });
+        }
+        Ok(())
+    }
+
+    /// Load a tensor of exactly `expected` shape in the model dtype.
+    pub fn get(&mut self, name: &str, expected: &[usize]) -> Result<Tensor> {
+        self.get_as(name, expected, self.dtype)
+    }
+
+    /// Load a tensor of exactly `expected` shape in a given dtype (e.g. positional tables kept in f32
+    /// for checking).
+    pub fn get_as(&mut self, name: &str, expected: &[usize], dtype: DType) -> Result<Tensor> {
+        self.check(name, expected)?;
+        let tensor = self.file.load(name, dtype, &self.device)?;
+        self.used.insert(name.to_owned());
+        Ok(tensor)
+    }
+
+    /// Mark a tensor as accounted for without loading it (a zero bias buffer, an unused table).
+    pub fn skip(&mut self, name: &str, expected: &[usize]) -> Result<()> {
+        self.check(name, expected)?;
+        let entry = &self.file.entries()[name];
+        if decode_floats(&[], entry.dtype).is_none() {
+            return Err(ModelError::UnsupportedTensorDtype { name: name.to_owned(), found: format!("{:?}", entry.dtype) });
+        }
+        self.used.insert(name.to_owned());
+        Ok(())
+    }
+
+    /// Error if the file holds tensors that were neither loaded nor skipped.
+    pub fn finish(self) -> Result<()> {
+        let mut extra: Vec<String> = self.file.entries().keys().filter(|k| !self.used.contains(*k)).cloned().collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        extra.sort();
+        Err(ModelError::UnexpectedTensors { names: extra })
+    }
+}

@@ -1,0 +1,25 @@
+//! tessera-model: the 4M any-to-any transformer core on candle.
+//!
+//! Loads released 4M / 4M-21 checkpoints (`config.json` + `model.safetensors`, or a bare
+//! `.safetensors` with the config in its header metadata), embeds every kind of 4M domain,
+//! runs the encoder once per set of inputs and the decoder for any number of query sets against
+//! that context, with a KV cache for causal decoding of sequence domains. See the crate README.
+
+pub mod checkpoint;
+pub mod config;
+pub mod embeddings;
+pub mod error;
+pub mod inspect;
+pub mod layers;
+pub mod modality;
+pub mod model;
+pub mod posemb;
+
+pub use config::{Activation, ModelConfig};
+pub use error::{ModelError, Result};
+pub use inspect::{inspect, CheckpointSummary};
+pub use modality::{modality_info, ModalityInfo, ModalityKind, MODALITIES};
+pub use model::{
+    select_device, DecoderCache, DecoderOutput, DomainState, DomainValues, EncodedContext, EncoderInput, FourM, LoadOptions, Mask,
+    MaskedTargetOutput, QueryContent, QuerySet,
+};
