@@ -1,5 +1,6 @@
 //! `tessera`: the command line of the tessera any-to-any generation host.
 
+mod model;
 mod plugins;
 mod tokens;
 mod world;
@@ -32,6 +33,9 @@ enum Command {
     Tokenize(tokens::TokenizeArgs),
     /// Turn token ids back into values with a plugin.
     Detokenize(tokens::DetokenizeArgs),
+    /// Inspect 4M checkpoints.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// The procedural shapes world: render scenes, write datasets.
     #[command(subcommand)]
     World(world::WorldCommand),
@@ -65,5 +69,6 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Detokenize(args) => tokens::detokenize(args, &plugins_dir),
         Command::Demo(args) => tokens::demo(args, &plugins_dir),
         Command::World(cmd) => world::run(cmd),
+        Command::Model(cmd) => model::run(cmd),
     }
 }

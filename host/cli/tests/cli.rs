@@ -211,3 +211,31 @@ fn world_render_writes_every_modality_and_refuses_bad_arguments() {
     ]);
     assert_eq!(bad.status.code(), Some(1));
 }
+
+#[test]
+fn model_inspect_describes_the_fixture_checkpoints() {
+    let fixtures = std::env::var_os("TESSERA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/fixtures"));
+    let model = fixtures.join("fm/fm7_tiny_swiglu_shared");
+    if !model.is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing under CI",
+            model.display()
+        );
+        return;
+    }
+    let out = stdout(&tessera(&["model", "inspect", model.to_str().unwrap()]));
+    assert!(
+        out.contains("1484416") || out.contains("1,484,416") || out.contains("1.5 M"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tok_rgb@224") && out.contains("caption"),
+        "{out}"
+    );
+    let bad = tessera(&["model", "inspect", "/nonexistent/model"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent/model"));
+}

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use tessera_model::modality::{modality_info, ModalityKind, FOURM21_DOMAINS};
+use tessera_model::modality::{FOURM21_DOMAINS, ModalityKind, modality_info};
 use tessera_model::posemb::{sincos_1d, sincos_2d};
 use tessera_model::{DomainState, DomainValues, FourM, LoadOptions, Mask};
 
@@ -38,8 +38,18 @@ struct Size {
     heads: usize,
 }
 
-const B: Size = Size { name: "4M-21 B", dim: 768, depth: 12, heads: 12 };
-const XL: Size = Size { name: "4M-21 XL", dim: 2048, depth: 24, heads: 32 };
+const B: Size = Size {
+    name: "4M-21 B",
+    dim: 768,
+    depth: 12,
+    heads: 12,
+};
+const XL: Size = Size {
+    name: "4M-21 XL",
+    dim: 2048,
+    depth: 24,
+    heads: 32,
+};
 
 enum Init {
     Random(f32),
@@ -58,11 +68,15 @@ fn state_dict(size: &Size) -> Vec<Spec> {
     let d = size.dim;
     let hidden = 2 * 4 * d / 3;
     let mut specs = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>, init: Init| specs.push(Spec { name, shape, init });
+    let mut push =
+        |name: String, shape: Vec<usize>, init: Init| specs.push(Spec { name, shape, init });
     let grid_table = |domain: &str| -> (usize, Init) {
         let info = modality_info(domain).unwrap();
         match info.kind {
-            ModalityKind::ImageTokens { learned_positions: true, .. } => (16, Init::Random(0.02)),
+            ModalityKind::ImageTokens {
+                learned_positions: true,
+                ..
+            } => (16, Init::Random(0.02)),
             ModalityKind::ImageTokens { patch_size, .. } => {
                 let side = 224 / patch_size.unwrap();
                 (side * side, Init::Table(sincos_2d(side, side, d)))
@@ -75,10 +89,20 @@ fn state_dict(size: &Size) -> Vec<Spec> {
         let info = modality_info(domain).unwrap();
         let p = format!("encoder_embeddings.{domain}");
         match info.kind {
-            ModalityKind::Sequence { .. } | ModalityKind::ImageTokens { .. } => push(format!("{p}.token_emb.weight"), vec![vocab_size(domain), d], Init::Random(0.02)),
-            ModalityKind::Pixels { .. } => push(format!("{p}.proj.weight"), vec![d, 768], Init::Random(0.03)),
+            ModalityKind::Sequence { .. } | ModalityKind::ImageTokens { .. } => push(
+                format!("{p}.token_emb.weight"),
+                vec![vocab_size(domain), d],
+                Init::Random(0.02),
+            ),
+            ModalityKind::Pixels { .. } => {
+                push(format!("{p}.proj.weight"), vec![d, 768], Init::Random(0.03))
+            }
             ModalityKind::SequenceEmbedding { .. } => {
-                push(format!("{p}.emb_proj.weight"), vec![d, 4096], Init::Random(0.02));
+                push(
+                    format!("{p}.emb_proj.weight"),
+                    vec![d, 4096],
+                    Init::Random(0.02),
+                );
                 push(format!("{p}.emb_proj.bias"), vec![d], Init::Zeros);
             }
         }
@@ -87,8 +111,16 @@ fn state_dict(size: &Size) -> Vec<Spec> {
         push(format!("{p}.mod_emb"), vec![1, 1, d], Init::Random(0.02));
         if info.has_decoder {
             let p = format!("decoder_embeddings.{domain}");
-            push(format!("{p}.token_emb.weight"), vec![vocab_size(domain), d], Init::Random(0.02));
-            push(format!("{p}.to_logits.weight"), vec![vocab_size(domain), d], Init::Random(0.02));
+            push(
+                format!("{p}.token_emb.weight"),
+                vec![vocab_size(domain), d],
+                Init::Random(0.02),
+            );
+            push(
+                format!("{p}.to_logits.weight"),
+                vec![vocab_size(domain), d],
+                Init::Random(0.02),
+            );
             let (rows, table) = grid_table(domain);
             push(format!("{p}.pos_emb"), vec![1, rows, d], table);
             push(format!("{p}.mod_emb"), vec![1, 1, d], Init::Random(0.02));
@@ -99,31 +131,75 @@ fn state_dict(size: &Size) -> Vec<Spec> {
         push(format!("{name}.bias"), vec![d], Init::Zeros);
     };
     let mlp = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: String| {
-        push(format!("{p}.fc1.weight"), vec![hidden, d], Init::Random(0.03));
-        push(format!("{p}.fc3.weight"), vec![hidden, d], Init::Random(0.03));
-        push(format!("{p}.fc2.weight"), vec![d, hidden], Init::Random(0.02));
+        push(
+            format!("{p}.fc1.weight"),
+            vec![hidden, d],
+            Init::Random(0.03),
+        );
+        push(
+            format!("{p}.fc3.weight"),
+            vec![hidden, d],
+            Init::Random(0.03),
+        );
+        push(
+            format!("{p}.fc2.weight"),
+            vec![d, hidden],
+            Init::Random(0.02),
+        );
     };
     for i in 0..size.depth {
         let p = format!("encoder.{i}");
         norm(&mut push, format!("{p}.norm1"));
-        push(format!("{p}.attn.qkv.weight"), vec![3 * d, d], Init::Random(0.03));
-        push(format!("{p}.attn.proj.weight"), vec![d, d], Init::Random(0.03));
+        push(
+            format!("{p}.attn.qkv.weight"),
+            vec![3 * d, d],
+            Init::Random(0.03),
+        );
+        push(
+            format!("{p}.attn.proj.weight"),
+            vec![d, d],
+            Init::Random(0.03),
+        );
         norm(&mut push, format!("{p}.norm2"));
         mlp(&mut push, format!("{p}.mlp"));
     }
     norm(&mut push, "encoder_norm".into());
-    push("decoder_proj_context.weight".into(), vec![d, d], Init::Random(0.03));
+    push(
+        "decoder_proj_context.weight".into(),
+        vec![d, d],
+        Init::Random(0.03),
+    );
     push("decoder_proj_context.bias".into(), vec![d], Init::Zeros);
     for i in 0..size.depth {
         let p = format!("decoder.{i}");
         norm(&mut push, format!("{p}.norm1"));
-        push(format!("{p}.self_attn.qkv.weight"), vec![3 * d, d], Init::Random(0.03));
-        push(format!("{p}.self_attn.proj.weight"), vec![d, d], Init::Random(0.03));
+        push(
+            format!("{p}.self_attn.qkv.weight"),
+            vec![3 * d, d],
+            Init::Random(0.03),
+        );
+        push(
+            format!("{p}.self_attn.proj.weight"),
+            vec![d, d],
+            Init::Random(0.03),
+        );
         norm(&mut push, format!("{p}.query_norm"));
         norm(&mut push, format!("{p}.context_norm"));
-        push(format!("{p}.cross_attn.q.weight"), vec![d, d], Init::Random(0.03));
-        push(format!("{p}.cross_attn.kv.weight"), vec![2 * d, d], Init::Random(0.03));
-        push(format!("{p}.cross_attn.proj.weight"), vec![d, d], Init::Random(0.03));
+        push(
+            format!("{p}.cross_attn.q.weight"),
+            vec![d, d],
+            Init::Random(0.03),
+        );
+        push(
+            format!("{p}.cross_attn.kv.weight"),
+            vec![2 * d, d],
+            Init::Random(0.03),
+        );
+        push(
+            format!("{p}.cross_attn.proj.weight"),
+            vec![d, d],
+            Init::Random(0.03),
+        );
         norm(&mut push, format!("{p}.norm2"));
         mlp(&mut push, format!("{p}.mlp"));
     }
@@ -133,8 +209,21 @@ fn state_dict(size: &Size) -> Vec<Spec> {
 }
 
 fn config_entries(size: &Size) -> Vec<(&'static str, serde_json::Value, String)> {
-    let list = |domains: &[&str]| format!("[{}]", domains.iter().map(|d| format!("'{d}'")).collect::<Vec<_>>().join(", "));
-    let outs: Vec<&str> = FOURM21_DOMAINS.iter().copied().filter(|d| *d != "rgb@224").collect();
+    let list = |domains: &[&str]| {
+        format!(
+            "[{}]",
+            domains
+                .iter()
+                .map(|d| format!("'{d}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let outs: Vec<&str> = FOURM21_DOMAINS
+        .iter()
+        .copied()
+        .filter(|d| *d != "rgb@224")
+        .collect();
     vec![
         ("act_layer", "SiLU".into(), "SiLU".into()),
         ("decoder_depth", size.depth.into(), size.depth.to_string()),
@@ -160,10 +249,23 @@ fn write_checkpoint(size: &Size, dir: &Path) -> std::io::Result<(usize, u64)> {
     std::fs::create_dir_all(dir)?;
     let specs = state_dict(size);
     let config = config_entries(size);
-    let json_config: serde_json::Map<String, serde_json::Value> = config.iter().map(|(k, v, _)| (k.to_string(), v.clone())).collect();
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&json_config)?)?;
+    let json_config: serde_json::Map<String, serde_json::Value> = config
+        .iter()
+        .map(|(k, v, _)| (k.to_string(), v.clone()))
+        .collect();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&json_config)?,
+    )?;
     let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), config.iter().map(|(k, _, s)| (k.to_string(), serde_json::Value::from(s.clone()))).collect::<serde_json::Map<_, _>>().into());
+    header.insert(
+        "__metadata__".into(),
+        config
+            .iter()
+            .map(|(k, _, s)| (k.to_string(), serde_json::Value::from(s.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
     let mut offset = 0usize;
     let mut elements = 0usize;
     for spec in &specs {
@@ -208,7 +310,10 @@ fn write_checkpoint(size: &Size, dir: &Path) -> std::io::Result<(usize, u64)> {
         }
     }
     out.flush()?;
-    Ok((elements, std::fs::metadata(dir.join("model.safetensors"))?.len()))
+    Ok((
+        elements,
+        std::fs::metadata(dir.join("model.safetensors"))?.len(),
+    ))
 }
 
 /// (current RSS, peak RSS) in bytes from /proc/self/status.
@@ -241,7 +346,12 @@ fn parse_dtype(name: &str) -> DType {
 fn rgb_to_depth_states() -> candle_core::Result<Vec<DomainState>> {
     let pixels = Tensor::randn(0f32, 1f32, (1, 3, 224, 224), &Device::Cpu)?;
     Ok(vec![
-        DomainState { domain: "rgb@224".into(), values: DomainValues::Pixels(pixels), input_mask: Mask::all_present(1, 196), target_mask: Mask::all_ignored(1, 196) },
+        DomainState {
+            domain: "rgb@224".into(),
+            values: DomainValues::Pixels(pixels),
+            input_mask: Mask::all_present(1, 196),
+            target_mask: Mask::all_ignored(1, 196),
+        },
         DomainState {
             domain: "tok_depth@224".into(),
             values: DomainValues::Tokens(Tensor::zeros((1, 196), DType::I64, &Device::Cpu)?),
@@ -252,10 +362,21 @@ fn rgb_to_depth_states() -> candle_core::Result<Vec<DomainState>> {
 }
 
 fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    let (mode, dir, dtype, reps) = (&args[0], PathBuf::from(&args[1]), parse_dtype(&args[2]), args[3].parse::<usize>()?);
+    let (mode, dir, dtype, reps) = (
+        &args[0],
+        PathBuf::from(&args[1]),
+        parse_dtype(&args[2]),
+        args[3].parse::<usize>()?,
+    );
     let file_size = std::fs::metadata(dir.join("model.safetensors"))?.len();
     let start = Instant::now();
-    let model = FourM::load(&dir, &LoadOptions { dtype, device: Device::Cpu })?;
+    let model = FourM::load(
+        &dir,
+        &LoadOptions {
+            dtype,
+            device: Device::Cpu,
+        },
+    )?;
     let load_s = start.elapsed().as_secs_f64();
     let (rss, peak) = memory();
     println!(
@@ -272,7 +393,11 @@ fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..reps {
             let start = Instant::now();
             let out = model.forward_masked_target(&states, "tok_depth@224")?;
-            let _ = out.logits.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            let _ = out
+                .logits
+                .sum_all()?
+                .to_dtype(DType::F32)?
+                .to_scalar::<f32>()?;
             times.push(start.elapsed().as_secs_f64());
         }
         let best = times.iter().copied().fold(f64::INFINITY, f64::min);
@@ -307,19 +432,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.first().map(String::as_str) == Some("--child") {
         return child(&args[1..]);
     }
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let reps = flag("--reps").unwrap_or_else(|| "4".into());
     let bf16_reps = flag("--bf16-reps").unwrap_or_else(|| "2".into());
     let skip_xl = args.iter().any(|a| a == "--skip-xl");
-    let base = flag("--dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(format!("tessera-bench-{}", std::process::id()));
-    println!("threads: RAYON_NUM_THREADS={}", std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "2".into()));
+    let base = flag("--dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("tessera-bench-{}", std::process::id()));
+    println!(
+        "threads: RAYON_NUM_THREADS={}",
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "2".into())
+    );
 
     let b_dir = base.join("b");
     let start = Instant::now();
     let (elements, bytes) = write_checkpoint(&B, &b_dir)?;
-    println!("{}: {elements} stored elements, {:.2} GB file (written in {:.0} s)", B.name, gb(bytes), start.elapsed().as_secs_f64());
+    println!(
+        "{}: {elements} stored elements, {:.2} GB file (written in {:.0} s)",
+        B.name,
+        gb(bytes),
+        start.elapsed().as_secs_f64()
+    );
     let b = b_dir.to_string_lossy().into_owned();
-    let result = run_child(&["forward", &b, "f32", &reps]).and_then(|_| run_child(&["forward", &b, "bf16", &bf16_reps]));
+    let result = run_child(&["forward", &b, "f32", &reps])
+        .and_then(|_| run_child(&["forward", &b, "bf16", &bf16_reps]));
     std::fs::remove_dir_all(&b_dir)?;
     result?;
 
@@ -327,7 +469,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let xl_dir = base.join("xl");
         let start = Instant::now();
         let (elements, bytes) = write_checkpoint(&XL, &xl_dir)?;
-        println!("{}: {elements} stored elements, {:.2} GB file (written in {:.0} s)", XL.name, gb(bytes), start.elapsed().as_secs_f64());
+        println!(
+            "{}: {elements} stored elements, {:.2} GB file (written in {:.0} s)",
+            XL.name,
+            gb(bytes),
+            start.elapsed().as_secs_f64()
+        );
         let xl = xl_dir.to_string_lossy().into_owned();
         let result = run_child(&["load", &xl, "bf16", "0"]);
         std::fs::remove_dir_all(&xl_dir)?;

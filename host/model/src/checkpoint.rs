@@ -27,19 +27,31 @@ impl CheckpointPaths {
     /// Accept a directory holding `model.safetensors` (and usually `config.json`) or a bare
     /// `.safetensors` file.
     pub fn resolve(path: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(path).map_err(|source| ModelError::Io { path: path.to_owned(), source })?;
+        let meta = std::fs::metadata(path).map_err(|source| ModelError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         if meta.is_dir() {
             let weights = path.join("model.safetensors");
             if !weights.is_file() {
                 return Err(ModelError::Io {
                     path: weights,
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint directory has no model.safetensors"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "checkpoint directory has no model.safetensors",
+                    ),
                 });
             }
             let config = path.join("config.json");
-            Ok(Self { weights, config_json: config.is_file().then_some(config) })
+            Ok(Self {
+                weights,
+                config_json: config.is_file().then_some(config),
+            })
         } else {
-            Ok(Self { weights: path.to_owned(), config_json: None })
+            Ok(Self {
+                weights: path.to_owned(),
+                config_json: None,
+            })
         }
     }
 }
@@ -64,36 +76,60 @@ pub struct SafetensorsFile {
 
 impl std::fmt::Debug for SafetensorsFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SafetensorsFile").field("path", &self.path).field("tensors", &self.entries.len()).finish()
+        f.debug_struct("SafetensorsFile")
+            .field("path", &self.path)
+            .field("tensors", &self.entries.len())
+            .finish()
     }
 }
 
 impl SafetensorsFile {
     /// Map the file and validate its header (JSON, offsets, size).
     pub fn open(path: &Path) -> Result<Self> {
-        let io_err = |source| ModelError::Io { path: path.to_owned(), source };
+        let io_err = |source| ModelError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io_err)?;
         // SAFETY: the map is read-only; like every mmap-based loader we rely on the file not being
         // truncated or rewritten by another process while it is open.
         let mmap = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(io_err)?;
-        let invalid = |reason: String| ModelError::InvalidSafetensors { path: path.to_owned(), reason };
+        let invalid = |reason: String| ModelError::InvalidSafetensors {
+            path: path.to_owned(),
+            reason,
+        };
         if mmap.len() < 8 {
-            return Err(invalid(format!("file has {} bytes, fewer than the 8-byte header length", mmap.len())));
+            return Err(invalid(format!(
+                "file has {} bytes, fewer than the 8-byte header length",
+                mmap.len()
+            )));
         }
         let header_len = u64::from_le_bytes(mmap[..8].try_into().expect("slice of 8 bytes"));
         if header_len > (mmap.len() as u64).saturating_sub(8) {
-            return Err(invalid(format!("header length {header_len} exceeds the file size {}", mmap.len())));
+            return Err(invalid(format!(
+                "header length {header_len} exceeds the file size {}",
+                mmap.len()
+            )));
         }
         let (header_len, metadata) = match safetensors::SafeTensors::read_metadata(&mmap[..]) {
             Ok(parsed) => parsed,
             Err(safetensors::SafeTensorError::MetadataIncompleteBuffer) => {
                 // The header is fine but the data section does not match it: say by how much.
-                let expected = 8 + header_len + declared_data_len(&mmap[8..8 + header_len as usize]).unwrap_or(0);
+                let expected = 8
+                    + header_len
+                    + declared_data_len(&mmap[8..8 + header_len as usize]).unwrap_or(0);
                 let found = mmap.len() as u64;
                 if expected > found {
-                    return Err(ModelError::TruncatedFile { path: path.to_owned(), expected_bytes: expected, found_bytes: found });
+                    return Err(ModelError::TruncatedFile {
+                        path: path.to_owned(),
+                        expected_bytes: expected,
+                        found_bytes: found,
+                    });
                 }
-                return Err(invalid(format!("{} trailing bytes after the last tensor", found - expected)));
+                return Err(invalid(format!(
+                    "{} trailing bytes after the last tensor",
+                    found - expected
+                )));
             }
             Err(e) => return Err(invalid(format!("corrupted header: {e}"))),
         };
@@ -112,7 +148,12 @@ impl SafetensorsFile {
             })
             .collect();
         let metadata = metadata.metadata().clone().unwrap_or_default();
-        Ok(Self { path: path.to_owned(), mmap, entries, metadata })
+        Ok(Self {
+            path: path.to_owned(),
+            mmap,
+            entries,
+            metadata,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -137,21 +178,44 @@ impl SafetensorsFile {
         let entry = self
             .entries
             .get(name)
-            .ok_or_else(|| ModelError::MissingTensor { name: name.to_owned(), expected: "any".into() })?;
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_owned(),
+                expected: "any".into(),
+            })?;
         let bytes = &self.mmap[entry.start..entry.end];
-        let unsupported = || ModelError::UnsupportedTensorDtype { name: name.to_owned(), found: format!("{:?}", entry.dtype) };
+        let unsupported = || ModelError::UnsupportedTensorDtype {
+            name: name.to_owned(),
+            found: format!("{:?}", entry.dtype),
+        };
         let tensor = match (entry.dtype, dtype) {
-            (StDtype::F32, DType::F32) | (StDtype::BF16, DType::BF16) | (StDtype::F16, DType::F16) => {
+            (StDtype::F32, DType::F32)
+            | (StDtype::BF16, DType::BF16)
+            | (StDtype::F16, DType::F16) => {
                 Tensor::from_raw_buffer(bytes, dtype, &entry.shape, device)?
             }
             (stored, wanted) => {
                 let values = decode_floats(bytes, stored).ok_or_else(unsupported)?;
                 match wanted {
-                    DType::F32 => Tensor::from_vec(values.collect::<Vec<f32>>(), entry.shape.as_slice(), device)?,
-                    DType::BF16 => Tensor::from_vec(values.map(half::bf16::from_f32).collect::<Vec<_>>(), entry.shape.as_slice(), device)?,
-                    DType::F16 => Tensor::from_vec(values.map(half::f16::from_f32).collect::<Vec<_>>(), entry.shape.as_slice(), device)?,
+                    DType::F32 => Tensor::from_vec(
+                        values.collect::<Vec<f32>>(),
+                        entry.shape.as_slice(),
+                        device,
+                    )?,
+                    DType::BF16 => Tensor::from_vec(
+                        values.map(half::bf16::from_f32).collect::<Vec<_>>(),
+                        entry.shape.as_slice(),
+                        device,
+                    )?,
+                    DType::F16 => Tensor::from_vec(
+                        values.map(half::f16::from_f32).collect::<Vec<_>>(),
+                        entry.shape.as_slice(),
+                        device,
+                    )?,
                     other => {
-                        return Err(ModelError::UnsupportedTensorDtype { name: name.to_owned(), found: format!("requested {other:?}") });
+                        return Err(ModelError::UnsupportedTensorDtype {
+                            name: name.to_owned(),
+                            found: format!("requested {other:?}"),
+                        });
                     }
                 }
             }
@@ -166,7 +230,13 @@ impl SafetensorsFile {
         {
             // SAFETY: the mapping is read-only and file-backed; after MADV_DONTNEED a later read
             // faults the same bytes back in from the file, so no reference observes changed data.
-            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, entry.start, entry.end - entry.start) };
+            let _ = unsafe {
+                self.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    entry.start,
+                    entry.end - entry.start,
+                )
+            };
         }
     }
 }
@@ -185,9 +255,21 @@ fn declared_data_len(header: &[u8]) -> Option<u64> {
 /// Iterate the values of a float tensor stored little-endian as F32, BF16 or F16.
 fn decode_floats(bytes: &[u8], dtype: StDtype) -> Option<Box<dyn Iterator<Item = f32> + '_>> {
     Some(match dtype {
-        StDtype::F32 => Box::new(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-        StDtype::BF16 => Box::new(bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())),
-        StDtype::F16 => Box::new(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())),
+        StDtype::F32 => Box::new(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        StDtype::BF16 => Box::new(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        StDtype::F16 => Box::new(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
         _ => return None,
     })
 }
@@ -195,14 +277,22 @@ fn decode_floats(bytes: &[u8], dtype: StDtype) -> Option<Box<dyn Iterator<Item =
 /// Read the model config of a checkpoint: `config.json` when present, else the header metadata.
 pub fn read_config(paths: &CheckpointPaths, file: &SafetensorsFile) -> Result<ModelConfig> {
     if let Some(config_path) = &paths.config_json {
-        let text = std::fs::read_to_string(config_path).map_err(|source| ModelError::Io { path: config_path.clone(), source })?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::MissingConfig { reason: format!("{} is not valid JSON: {e}", config_path.display()) })?;
+        let text = std::fs::read_to_string(config_path).map_err(|source| ModelError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::MissingConfig {
+                reason: format!("{} is not valid JSON: {e}", config_path.display()),
+            })?;
         return ModelConfig::from_json_value(&value);
     }
     if file.metadata().is_empty() {
         return Err(ModelError::MissingConfig {
-            reason: format!("{} has no config.json beside it and no config in its header metadata", file.path().display()),
+            reason: format!(
+                "{} has no config.json beside it and no config in its header metadata",
+                file.path().display()
+            ),
         });
     }
     ModelConfig::from_metadata(file.metadata())
@@ -219,7 +309,12 @@ pub struct TensorSource<'a> {
 
 impl<'a> TensorSource<'a> {
     pub fn new(file: &'a SafetensorsFile, dtype: DType, device: Device) -> Self {
-        Self { file, dtype, device, used: BTreeSet::new() }
+        Self {
+            file,
+            dtype,
+            device,
+            used: BTreeSet::new(),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -243,9 +338,16 @@ impl<'a> TensorSource<'a> {
     pub fn check(&self, name: &str, expected: &[usize]) -> Result<()> {
         let found = self
             .shape_of(name)
-            .ok_or_else(|| ModelError::MissingTensor { name: name.to_owned(), expected: format!("{expected:?}") })?;
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_owned(),
+                expected: format!("{expected:?}"),
+            })?;
         if found != expected {
-            return Err(ModelError::ShapeMismatch { name: name.to_owned(), expected: expected.to_vec(), found: found.to_vec() });
+            return Err(ModelError::ShapeMismatch {
+                name: name.to_owned(),
+                expected: expected.to_vec(),
+                found: found.to_vec(),
+            });
         }
         Ok(())
     }
@@ -269,7 +371,10 @@ impl<'a> TensorSource<'a> {
         self.check(name, expected)?;
         let entry = &self.file.entries()[name];
         if decode_floats(&[], entry.dtype).is_none() {
-            return Err(ModelError::UnsupportedTensorDtype { name: name.to_owned(), found: format!("{:?}", entry.dtype) });
+            return Err(ModelError::UnsupportedTensorDtype {
+                name: name.to_owned(),
+                found: format!("{:?}", entry.dtype),
+            });
         }
         self.used.insert(name.to_owned());
         Ok(())
@@ -277,7 +382,13 @@ impl<'a> TensorSource<'a> {
 
     /// Error if the file holds tensors that were neither loaded nor skipped.
     pub fn finish(self) -> Result<()> {
-        let mut extra: Vec<String> = self.file.entries().keys().filter(|k| !self.used.contains(*k)).cloned().collect();
+        let mut extra: Vec<String> = self
+            .file
+            .entries()
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .cloned()
+            .collect();
         if extra.is_empty() {
             return Ok(());
         }

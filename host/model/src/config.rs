@@ -33,7 +33,7 @@ impl Activation {
             other => {
                 return Err(ModelError::UnsupportedConfig {
                     feature: format!("act_layer = {other}"),
-                })
+                });
             }
         })
     }
@@ -96,7 +96,8 @@ impl ModelConfig {
         let map = value.as_object().ok_or_else(|| ModelError::MissingConfig {
             reason: "config is not a JSON object".into(),
         })?;
-        let map: BTreeMap<String, Value> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let map: BTreeMap<String, Value> =
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         Self::from_map(&map)
     }
 
@@ -104,7 +105,15 @@ impl ModelConfig {
     pub fn from_metadata(metadata: &HashMap<String, String>) -> Result<Self> {
         let map: BTreeMap<String, Value> = metadata
             .iter()
-            .map(|(k, v)| Ok((k.clone(), parse_metadata_value(v).map_err(|reason| ModelError::InvalidConfig { field: k.clone(), reason })?)))
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    parse_metadata_value(v).map_err(|reason| ModelError::InvalidConfig {
+                        field: k.clone(),
+                        reason,
+                    })?,
+                ))
+            })
             .collect::<Result<_>>()?;
         Self::from_map(&map)
     }
@@ -121,18 +130,26 @@ impl ModelConfig {
         if let Some(n) = optional_usize(map, "num_register_tokens")?
             && n > 0
         {
-            return Err(ModelError::UnsupportedConfig { feature: format!("num_register_tokens = {n}") });
+            return Err(ModelError::UnsupportedConfig {
+                feature: format!("num_register_tokens = {n}"),
+            });
         }
         let mlp_ratio = match map.get("mlp_ratio") {
             None => 4.0,
-            Some(v) => v.as_f64().filter(|r| *r > 0.0).ok_or_else(|| ModelError::InvalidConfig {
-                field: "mlp_ratio".into(),
-                reason: format!("expected a positive number, found {v}"),
-            })?,
+            Some(v) => {
+                v.as_f64()
+                    .filter(|r| *r > 0.0)
+                    .ok_or_else(|| ModelError::InvalidConfig {
+                        field: "mlp_ratio".into(),
+                        reason: format!("expected a positive number, found {v}"),
+                    })?
+            }
         };
-        let act_name = map.get("act_layer").ok_or_else(|| ModelError::MissingConfig {
-            reason: "field `act_layer` is missing".into(),
-        })?;
+        let act_name = map
+            .get("act_layer")
+            .ok_or_else(|| ModelError::MissingConfig {
+                reason: "field `act_layer` is missing".into(),
+            })?;
         let act_name = act_name.as_str().ok_or_else(|| ModelError::InvalidConfig {
             field: "act_layer".into(),
             reason: format!("expected a torch.nn class name, found {act_name}"),
@@ -146,13 +163,16 @@ impl ModelConfig {
             qkv_bias: optional_bool(map, "qkv_bias")?.unwrap_or(true),
             proj_bias: optional_bool(map, "proj_bias")?.unwrap_or(true),
             mlp_bias: optional_bool(map, "mlp_bias")?.unwrap_or(true),
-            norm_bias: optional_bool(map, "norm_bias")?.ok_or_else(|| ModelError::MissingConfig {
-                reason: "field `norm_bias` is missing".into(),
+            norm_bias: optional_bool(map, "norm_bias")?.ok_or_else(|| {
+                ModelError::MissingConfig {
+                    reason: "field `norm_bias` is missing".into(),
+                }
             })?,
             qk_norm: optional_bool(map, "qk_norm")?.unwrap_or(false),
             gated_mlp: optional_bool(map, "gated_mlp")?.unwrap_or(false),
             act_layer: Activation::from_torch_name(act_name)?,
-            share_modality_embeddings: optional_bool(map, "share_modality_embeddings")?.unwrap_or(true),
+            share_modality_embeddings: optional_bool(map, "share_modality_embeddings")?
+                .unwrap_or(true),
             domains_in: required_string_list(map, "domains_in")?,
             domains_out: required_string_list(map, "domains_out")?,
             image_size: required_usize(map, "image_size")?,
@@ -161,7 +181,10 @@ impl ModelConfig {
         if config.patch_size == 0 || config.image_size % config.patch_size != 0 {
             return Err(ModelError::InvalidConfig {
                 field: "patch_size".into(),
-                reason: format!("{} does not divide image_size {}", config.patch_size, config.image_size),
+                reason: format!(
+                    "{} does not divide image_size {}",
+                    config.patch_size, config.image_size
+                ),
             });
         }
         Ok(config)
@@ -169,32 +192,45 @@ impl ModelConfig {
 }
 
 fn required_usize(map: &BTreeMap<String, Value>, field: &str) -> Result<usize> {
-    optional_usize(map, field)?.ok_or_else(|| ModelError::MissingConfig { reason: format!("field `{field}` is missing") })
+    optional_usize(map, field)?.ok_or_else(|| ModelError::MissingConfig {
+        reason: format!("field `{field}` is missing"),
+    })
 }
 
 fn optional_usize(map: &BTreeMap<String, Value>, field: &str) -> Result<Option<usize>> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| ModelError::InvalidConfig {
-            field: field.into(),
-            reason: format!("expected a non-negative integer, found {v}"),
-        }),
+        Some(v) => v
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| ModelError::InvalidConfig {
+                field: field.into(),
+                reason: format!("expected a non-negative integer, found {v}"),
+            }),
     }
 }
 
 fn optional_bool(map: &BTreeMap<String, Value>, field: &str) -> Result<Option<bool>> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| ModelError::InvalidConfig {
-            field: field.into(),
-            reason: format!("expected true or false, found {v}"),
-        }),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| ModelError::InvalidConfig {
+                field: field.into(),
+                reason: format!("expected true or false, found {v}"),
+            }),
     }
 }
 
 fn required_string_list(map: &BTreeMap<String, Value>, field: &str) -> Result<Vec<String>> {
-    let value = map.get(field).ok_or_else(|| ModelError::MissingConfig { reason: format!("field `{field}` is missing") })?;
-    let invalid = || ModelError::InvalidConfig { field: field.into(), reason: format!("expected a list of modality names, found {value}") };
+    let value = map.get(field).ok_or_else(|| ModelError::MissingConfig {
+        reason: format!("field `{field}` is missing"),
+    })?;
+    let invalid = || ModelError::InvalidConfig {
+        field: field.into(),
+        reason: format!("expected a list of modality names, found {value}"),
+    };
     value
         .as_array()
         .ok_or_else(invalid)?
@@ -211,11 +247,17 @@ pub fn parse_metadata_value(text: &str) -> std::result::Result<Value, String> {
     if text.len() >= 10_000 {
         return Ok(Value::String(text.to_owned()));
     }
-    let mut parser = LiteralParser { chars: text.chars().collect(), pos: 0 };
+    let mut parser = LiteralParser {
+        chars: text.chars().collect(),
+        pos: 0,
+    };
     let value = parser.value(true)?;
     parser.skip_spaces();
     if parser.pos != parser.chars.len() {
-        return Err(format!("unexpected text after position {} in {text:?}", parser.pos));
+        return Err(format!(
+            "unexpected text after position {} in {text:?}",
+            parser.pos
+        ));
     }
     Ok(value)
 }
@@ -277,7 +319,11 @@ impl LiteralParser {
                             return Ok(Value::String(out));
                         }
                         Some('\\') if quote == '"' => {
-                            let escaped = self.chars.get(self.pos + 1).copied().ok_or("unterminated escape")?;
+                            let escaped = self
+                                .chars
+                                .get(self.pos + 1)
+                                .copied()
+                                .ok_or("unterminated escape")?;
                             out.push(match escaped {
                                 'n' => '\n',
                                 't' => '\t',
@@ -368,7 +414,10 @@ mod tests {
         assert!(config.qkv_bias && !config.gated_mlp);
         assert_eq!(config.domains_in, vec!["caption", "rgb@224"]);
         meta.insert("dim".into(), "abc".into());
-        assert!(matches!(ModelConfig::from_metadata(&meta), Err(ModelError::InvalidConfig { .. })));
+        assert!(matches!(
+            ModelConfig::from_metadata(&meta),
+            Err(ModelError::InvalidConfig { .. })
+        ));
     }
 
     #[test]
@@ -387,9 +436,15 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        assert_eq!(ModelConfig::from_metadata(&meta).unwrap().mlp_hidden_dim(), 5461);
+        assert_eq!(
+            ModelConfig::from_metadata(&meta).unwrap().mlp_hidden_dim(),
+            5461
+        );
         meta.insert("dim".into(), "768".into());
         meta.insert("num_heads".into(), "12".into());
-        assert_eq!(ModelConfig::from_metadata(&meta).unwrap().mlp_hidden_dim(), 2048);
+        assert_eq!(
+            ModelConfig::from_metadata(&meta).unwrap().mlp_hidden_dim(),
+            2048
+        );
     }
 }

@@ -28,8 +28,16 @@ enum TableKind {
 
 /// Load a positional table `(1, rows, D)` as `(rows, D)` in the model dtype, checking sin-cos
 /// tables against the computed values.
-fn load_positions(source: &mut TensorSource, name: &str, rows: usize, dim: usize, kind: TableKind) -> Result<Tensor> {
-    let stored = source.get_as(name, &[1, rows, dim], DType::F32)?.reshape((rows, dim))?;
+fn load_positions(
+    source: &mut TensorSource,
+    name: &str,
+    rows: usize,
+    dim: usize,
+    kind: TableKind,
+) -> Result<Tensor> {
+    let stored = source
+        .get_as(name, &[1, rows, dim], DType::F32)?
+        .reshape((rows, dim))?;
     let computed = match kind {
         TableKind::Sincos1d => Some(sincos_1d(rows, dim)),
         TableKind::Sincos2d { side } => Some(sincos_2d(side, side, dim)),
@@ -37,9 +45,17 @@ fn load_positions(source: &mut TensorSource, name: &str, rows: usize, dim: usize
     };
     if let Some(computed) = computed {
         let stored_values = stored.flatten_all()?.to_vec1::<f32>()?;
-        let max_abs_diff = stored_values.iter().zip(&computed).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max_abs_diff = stored_values
+            .iter()
+            .zip(&computed)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         if max_abs_diff.is_nan() || max_abs_diff > SINCOS_TOLERANCE {
-            return Err(ModelError::PositionalTableMismatch { name: name.to_owned(), max_abs_diff, tolerance: SINCOS_TOLERANCE });
+            return Err(ModelError::PositionalTableMismatch {
+                name: name.to_owned(),
+                max_abs_diff,
+                tolerance: SINCOS_TOLERANCE,
+            });
         }
     }
     Ok(stored.to_dtype(source.dtype())?)
@@ -49,10 +65,17 @@ fn load_positions(source: &mut TensorSource, name: &str, rows: usize, dim: usize
 fn load_vocab_table(source: &mut TensorSource, name: &str, dim: usize) -> Result<Tensor> {
     let shape = source
         .shape_of(name)
-        .ok_or_else(|| ModelError::MissingTensor { name: name.to_owned(), expected: format!("[vocab_size, {dim}]") })?
+        .ok_or_else(|| ModelError::MissingTensor {
+            name: name.to_owned(),
+            expected: format!("[vocab_size, {dim}]"),
+        })?
         .to_vec();
     if shape.len() != 2 || shape[1] != dim || shape[0] == 0 {
-        return Err(ModelError::ShapeMismatch { name: name.to_owned(), expected: vec![shape.first().copied().unwrap_or(0).max(1), dim], found: shape });
+        return Err(ModelError::ShapeMismatch {
+            name: name.to_owned(),
+            expected: vec![shape.first().copied().unwrap_or(0).max(1), dim],
+            found: shape,
+        });
     }
     source.get(name, &shape)
 }
@@ -64,16 +87,33 @@ fn load_mod_emb(source: &mut TensorSource, name: &str, dim: usize) -> Result<Ten
 /// Grid side and token count of an image-like domain.
 pub fn image_grid(info: &ModalityInfo, config: &ModelConfig) -> Result<(usize, usize)> {
     let (input_size, patch_size) = match info.kind {
-        ModalityKind::Pixels { input_size, patch_size, .. } => (input_size, patch_size),
-        ModalityKind::ImageTokens { input_size, patch_size, .. } => {
-            (input_size.unwrap_or(config.image_size), patch_size.unwrap_or(config.patch_size))
+        ModalityKind::Pixels {
+            input_size,
+            patch_size,
+            ..
+        } => (input_size, patch_size),
+        ModalityKind::ImageTokens {
+            input_size,
+            patch_size,
+            ..
+        } => (
+            input_size.unwrap_or(config.image_size),
+            patch_size.unwrap_or(config.patch_size),
+        ),
+        _ => {
+            return Err(ModelError::InvalidInput {
+                domain: info.name.into(),
+                reason: "not an image-like domain".into(),
+            });
         }
-        _ => return Err(ModelError::InvalidInput { domain: info.name.into(), reason: "not an image-like domain".into() }),
     };
     if patch_size == 0 || input_size % patch_size != 0 {
         return Err(ModelError::InvalidConfig {
             field: "image_size".into(),
-            reason: format!("{} needs image size {input_size} divisible by patch size {patch_size}", info.name),
+            reason: format!(
+                "{} needs image size {input_size} divisible by patch size {patch_size}",
+                info.name
+            ),
         });
     }
     let side = input_size / patch_size;
@@ -86,7 +126,12 @@ pub enum EncoderContent {
     /// `token_emb` lookup (sequences and image tokens).
     Tokens { table: Tensor },
     /// Channel-last patches → `proj` (no bias).
-    Pixels { proj: Linear, channels: usize, patch_size: usize, side: usize },
+    Pixels {
+        proj: Linear,
+        channels: usize,
+        patch_size: usize,
+        side: usize,
+    },
     /// `emb_proj` (with bias) of pre-computed embeddings.
     Embeddings { proj: Linear, embedding_dim: usize },
 }
@@ -105,7 +150,12 @@ pub struct EncoderEmbedding {
 }
 
 impl EncoderEmbedding {
-    pub fn load(source: &mut TensorSource, info: &'static ModalityInfo, config: &ModelConfig, shared_modality: Option<&Tensor>) -> Result<Self> {
+    pub fn load(
+        source: &mut TensorSource,
+        info: &'static ModalityInfo,
+        config: &ModelConfig,
+        shared_modality: Option<&Tensor>,
+    ) -> Result<Self> {
         let d = config.dim;
         let prefix = format!("encoder_embeddings.{}", info.name);
         let modality = match shared_modality {
@@ -120,29 +170,86 @@ impl EncoderEmbedding {
         let (content, positions, ranked_positions) = match info.kind {
             ModalityKind::Sequence { .. } => {
                 let table = load_vocab_table(source, &format!("{prefix}.token_emb.weight"), d)?;
-                let positions = load_positions(source, &pos_name, SEQUENCE_TABLE_LEN, d, TableKind::Sincos1d)?;
+                let positions = load_positions(
+                    source,
+                    &pos_name,
+                    SEQUENCE_TABLE_LEN,
+                    d,
+                    TableKind::Sincos1d,
+                )?;
                 (EncoderContent::Tokens { table }, positions, true)
             }
-            ModalityKind::ImageTokens { learned_positions, .. } => {
+            ModalityKind::ImageTokens {
+                learned_positions, ..
+            } => {
                 let (side, tokens) = image_grid(info, config)?;
                 let table = load_vocab_table(source, &format!("{prefix}.token_emb.weight"), d)?;
-                let kind = if learned_positions { TableKind::Learned } else { TableKind::Sincos2d { side } };
+                let kind = if learned_positions {
+                    TableKind::Learned
+                } else {
+                    TableKind::Sincos2d { side }
+                };
                 let positions = load_positions(source, &pos_name, tokens, d, kind)?;
                 (EncoderContent::Tokens { table }, positions, false)
             }
-            ModalityKind::Pixels { channels, patch_size, .. } => {
+            ModalityKind::Pixels {
+                channels,
+                patch_size,
+                ..
+            } => {
                 let (side, tokens) = image_grid(info, config)?;
-                let proj = Linear::load(source, &format!("{prefix}.proj"), channels * patch_size * patch_size, d, false)?;
-                let positions = load_positions(source, &pos_name, tokens, d, TableKind::Sincos2d { side })?;
-                (EncoderContent::Pixels { proj, channels, patch_size, side }, positions, false)
+                let proj = Linear::load(
+                    source,
+                    &format!("{prefix}.proj"),
+                    channels * patch_size * patch_size,
+                    d,
+                    false,
+                )?;
+                let positions =
+                    load_positions(source, &pos_name, tokens, d, TableKind::Sincos2d { side })?;
+                (
+                    EncoderContent::Pixels {
+                        proj,
+                        channels,
+                        patch_size,
+                        side,
+                    },
+                    positions,
+                    false,
+                )
             }
             ModalityKind::SequenceEmbedding { embedding_dim, .. } => {
-                let proj = Linear::load(source, &format!("{prefix}.emb_proj"), embedding_dim, d, true)?;
-                let positions = load_positions(source, &pos_name, SEQUENCE_TABLE_LEN, d, TableKind::Sincos1d)?;
-                (EncoderContent::Embeddings { proj, embedding_dim }, positions, true)
+                let proj = Linear::load(
+                    source,
+                    &format!("{prefix}.emb_proj"),
+                    embedding_dim,
+                    d,
+                    true,
+                )?;
+                let positions = load_positions(
+                    source,
+                    &pos_name,
+                    SEQUENCE_TABLE_LEN,
+                    d,
+                    TableKind::Sincos1d,
+                )?;
+                (
+                    EncoderContent::Embeddings {
+                        proj,
+                        embedding_dim,
+                    },
+                    positions,
+                    true,
+                )
             }
         };
-        Ok(Self { info, content, positions, modality, ranked_positions })
+        Ok(Self {
+            info,
+            content,
+            positions,
+            modality,
+            ranked_positions,
+        })
     }
 
     /// Vocabulary size for token domains.
@@ -174,7 +281,11 @@ pub struct DecoderEmbedding {
 }
 
 impl DecoderEmbedding {
-    pub fn load(source: &mut TensorSource, info: &'static ModalityInfo, config: &ModelConfig) -> Result<Self> {
+    pub fn load(
+        source: &mut TensorSource,
+        info: &'static ModalityInfo,
+        config: &ModelConfig,
+    ) -> Result<Self> {
         let d = config.dim;
         let prefix = format!("decoder_embeddings.{}", info.name);
         let token_table = load_vocab_table(source, &format!("{prefix}.token_emb.weight"), d)?;
@@ -189,17 +300,41 @@ impl DecoderEmbedding {
         let modality = load_mod_emb(source, &format!("{prefix}.mod_emb"), d)?;
         let pos_name = format!("{prefix}.pos_emb");
         let (positions, rank_limit) = match info.kind {
-            ModalityKind::Sequence { max_length, .. } => {
-                (load_positions(source, &pos_name, SEQUENCE_TABLE_LEN, d, TableKind::Sincos1d)?, Some(max_length.min(SEQUENCE_TABLE_LEN)))
-            }
-            ModalityKind::ImageTokens { learned_positions, .. } => {
+            ModalityKind::Sequence { max_length, .. } => (
+                load_positions(
+                    source,
+                    &pos_name,
+                    SEQUENCE_TABLE_LEN,
+                    d,
+                    TableKind::Sincos1d,
+                )?,
+                Some(max_length.min(SEQUENCE_TABLE_LEN)),
+            ),
+            ModalityKind::ImageTokens {
+                learned_positions, ..
+            } => {
                 let (side, tokens) = image_grid(info, config)?;
-                let kind = if learned_positions { TableKind::Learned } else { TableKind::Sincos2d { side } };
+                let kind = if learned_positions {
+                    TableKind::Learned
+                } else {
+                    TableKind::Sincos2d { side }
+                };
                 (load_positions(source, &pos_name, tokens, d, kind)?, None)
             }
-            _ => return Err(ModelError::NotADecoderDomain { domain: info.name.into() }),
+            _ => {
+                return Err(ModelError::NotADecoderDomain {
+                    domain: info.name.into(),
+                });
+            }
         };
-        Ok(Self { info, token_table, head, positions, modality, rank_limit })
+        Ok(Self {
+            info,
+            token_table,
+            head,
+            positions,
+            modality,
+            rank_limit,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -222,14 +357,23 @@ impl DecoderEmbedding {
             None if position < self.positions.dims()[0] => Ok(position),
             None => Err(ModelError::InvalidInput {
                 domain: self.info.name.into(),
-                reason: format!("query position {position} outside the {}-token grid", self.positions.dims()[0]),
+                reason: format!(
+                    "query position {position} outside the {}-token grid",
+                    self.positions.dims()[0]
+                ),
             }),
         }
     }
 }
 
 /// Gather rows of a `(rows, D)` table for `(B, n)` indices → `(B, n, D)`.
-pub fn gather_rows(table: &Tensor, indices: &[u32], batch: usize, n: usize, device: &Device) -> Result<Tensor> {
+pub fn gather_rows(
+    table: &Tensor,
+    indices: &[u32],
+    batch: usize,
+    n: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let d = table.dims()[1];
     if indices.is_empty() {
         return Ok(Tensor::zeros((batch, n, d), table.dtype(), device)?);

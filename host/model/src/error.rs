@@ -18,7 +18,9 @@ pub enum ModelError {
     #[error("{path} is not a valid safetensors file: {reason}")]
     InvalidSafetensors { path: PathBuf, reason: String },
 
-    #[error("{path} is truncated: the header promises {expected_bytes} bytes, the file has {found_bytes}")]
+    #[error(
+        "{path} is truncated: the header promises {expected_bytes} bytes, the file has {found_bytes}"
+    )]
     TruncatedFile {
         path: PathBuf,
         expected_bytes: u64,
@@ -50,10 +52,14 @@ pub enum ModelError {
         found: Vec<usize>,
     },
 
-    #[error("tensor `{name}` has dtype {found}, expected a floating-point dtype (F32, BF16 or F16)")]
+    #[error(
+        "tensor `{name}` has dtype {found}, expected a floating-point dtype (F32, BF16 or F16)"
+    )]
     UnsupportedTensorDtype { name: String, found: String },
 
-    #[error("stored sin-cos table `{name}` differs from the computed one by {max_abs_diff} (tolerance {tolerance})")]
+    #[error(
+        "stored sin-cos table `{name}` differs from the computed one by {max_abs_diff} (tolerance {tolerance})"
+    )]
     PositionalTableMismatch {
         name: String,
         max_abs_diff: f32,

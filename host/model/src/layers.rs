@@ -19,12 +19,24 @@ const LAYER_NORM_EPS: f32 = 1e-6;
 
 impl LayerNorm {
     pub fn load(source: &mut TensorSource, prefix: &str, dim: usize) -> Result<Self> {
-        Ok(Self { weight: source.get(&format!("{prefix}.weight"), &[dim])?, bias: source.get(&format!("{prefix}.bias"), &[dim])? })
+        Ok(Self {
+            weight: source.get(&format!("{prefix}.weight"), &[dim])?,
+            bias: source.get(&format!("{prefix}.bias"), &[dim])?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = if x.is_contiguous() { x.clone() } else { x.contiguous()? };
-        Ok(candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, LAYER_NORM_EPS)?)
+        let x = if x.is_contiguous() {
+            x.clone()
+        } else {
+            x.contiguous()?
+        };
+        Ok(candle_nn::ops::layer_norm(
+            &x,
+            &self.weight,
+            &self.bias,
+            LAYER_NORM_EPS,
+        )?)
     }
 }
 
@@ -37,9 +49,19 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn load(source: &mut TensorSource, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+    pub fn load(
+        source: &mut TensorSource,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight = source.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
-        let bias = if bias { Some(source.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        let bias = if bias {
+            Some(source.get(&format!("{prefix}.bias"), &[out_dim])?)
+        } else {
+            None
+        };
         Ok(Self { weight, bias })
     }
 
@@ -97,7 +119,17 @@ impl Mlp {
         Ok(Self {
             fc1: Linear::load(source, &format!("{prefix}.fc1"), dim, hidden, bias)?,
             fc2: Linear::load(source, &format!("{prefix}.fc2"), hidden, dim, bias)?,
-            fc3: if config.gated_mlp { Some(Linear::load(source, &format!("{prefix}.fc3"), dim, hidden, bias)?) } else { None },
+            fc3: if config.gated_mlp {
+                Some(Linear::load(
+                    source,
+                    &format!("{prefix}.fc3"),
+                    dim,
+                    hidden,
+                    bias,
+                )?)
+            } else {
+                None
+            },
             activation: config.act_layer,
         })
     }
@@ -121,8 +153,13 @@ pub struct AttentionMask {
 fn split_heads(y: &Tensor, parts: usize, heads: usize) -> Result<Vec<Tensor>> {
     let (b, n, width) = y.dims3()?;
     let head_dim = width / parts / heads;
-    let y = y.reshape((b, n, parts, heads, head_dim))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
-    Ok((0..parts).map(|i| y.get(i)).collect::<candle_core::Result<Vec<_>>>()?)
+    let y = y
+        .reshape((b, n, parts, heads, head_dim))?
+        .permute((2, 0, 3, 1, 4))?
+        .contiguous()?;
+    Ok((0..parts)
+        .map(|i| y.get(i))
+        .collect::<candle_core::Result<Vec<_>>>()?)
 }
 
 /// Merge `(B, heads, N, hd)` back to `(B, N, D)` (head-major channels).
@@ -145,8 +182,12 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&AttentionMask>) -> R
                 DType::F64 => f64::MIN,
                 _ => -(f32::MAX as f64),
             };
-            let fill = Tensor::new(lowest, scores.device())?.to_dtype(scores.dtype())?.broadcast_as(scores.shape())?;
-            mask.blocked.broadcast_as(scores.shape())?.where_cond(&fill, &scores)?
+            let fill = Tensor::new(lowest, scores.device())?
+                .to_dtype(scores.dtype())?
+                .broadcast_as(scores.shape())?;
+            mask.blocked
+                .broadcast_as(scores.shape())?
+                .where_cond(&fill, &scores)?
         }
     };
     // Reduced-precision softmax sums hundreds of terms in 8 mantissa bits; do it in f32.
@@ -206,7 +247,12 @@ impl SelfAttention {
     }
 
     /// Attend `x` to itself, after the keys/values in `cache` (which is then extended).
-    pub fn forward(&self, x: &Tensor, mask: Option<&AttentionMask>, cache: Option<&mut Option<KvPair>>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&AttentionMask>,
+        cache: Option<&mut Option<KvPair>>,
+    ) -> Result<Tensor> {
         let parts = split_heads(&self.qkv.forward(x)?, 3, self.heads)?;
         let (mut q, mut k, mut v) = (parts[0].clone(), parts[1].clone(), parts[2].clone());
         if let Some(norm) = &self.qk_norm {
@@ -218,7 +264,10 @@ impl SelfAttention {
                 k = Tensor::cat(&[&previous.keys, &k], 2)?;
                 v = Tensor::cat(&[&previous.values, &v], 2)?;
             }
-            *cache = Some(KvPair { keys: k.clone(), values: v.clone() });
+            *cache = Some(KvPair {
+                keys: k.clone(),
+                values: v.clone(),
+            });
         }
         let out = attend(&q, &k, &v, mask)?;
         self.proj.forward(&merge_heads(&out)?)
@@ -261,20 +310,34 @@ impl CrossAttention {
         if let Some(norm) = &self.qk_norm {
             keys = norm.k_norm.forward(&keys)?;
         }
-        Ok(CrossKv { keys, values: parts[1].clone() })
+        Ok(CrossKv {
+            keys,
+            values: parts[1].clone(),
+        })
     }
 
     /// `rows_with_keys`: `(B, 1, 1, 1)` factor that zeroes the attention output of rows whose
     /// context has no valid token; a separate forward of such a row has zero keys, where the
     /// reference's empty softmax yields exactly zero.
-    pub fn forward(&self, x: &Tensor, kv: &CrossKv, mask: Option<&AttentionMask>, rows_with_keys: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        kv: &CrossKv,
+        mask: Option<&AttentionMask>,
+        rows_with_keys: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
         if kv.keys.dim(2)? == 0 {
             // No keys at all: the attention output is zero, so the branch is `proj(0)` = its bias.
             let zeros = Tensor::zeros((b, n, d), x.dtype(), x.device())?;
             return self.proj.forward(&zeros);
         }
-        let mut q = self.q.forward(x)?.reshape((b, n, self.heads, d / self.heads))?.transpose(1, 2)?.contiguous()?;
+        let mut q = self
+            .q
+            .forward(x)?
+            .reshape((b, n, self.heads, d / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()?;
         if let Some(norm) = &self.qk_norm {
             q = norm.q_norm.forward(&q)?;
         }
@@ -340,7 +403,8 @@ impl DecoderBlock {
 
     /// Keys/values of this block's cross-attention for a context `(B, M, D)`.
     pub fn context_kv(&self, context: &Tensor) -> Result<CrossKv> {
-        self.cross_attn.context_kv(&self.context_norm.forward(context)?)
+        self.cross_attn
+            .context_kv(&self.context_norm.forward(context)?)
     }
 
     pub fn forward(
@@ -352,8 +416,16 @@ impl DecoderBlock {
         cross_mask: Option<&AttentionMask>,
         rows_with_keys: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let x = (x + self.self_attn.forward(&self.norm1.forward(x)?, self_mask, cache)?)?;
-        let x = (&x + self.cross_attn.forward(&self.query_norm.forward(&x)?, cross, cross_mask, rows_with_keys)?)?;
+        let x = (x + self
+            .self_attn
+            .forward(&self.norm1.forward(x)?, self_mask, cache)?)?;
+        let x = (&x
+            + self.cross_attn.forward(
+                &self.query_norm.forward(&x)?,
+                cross,
+                cross_mask,
+                rows_with_keys,
+            )?)?;
         Ok((&x + self.mlp.forward(&self.norm2.forward(&x)?)?)?)
     }
 }

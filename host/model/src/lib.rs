@@ -17,9 +17,9 @@ pub mod posemb;
 
 pub use config::{Activation, ModelConfig};
 pub use error::{ModelError, Result};
-pub use inspect::{inspect, CheckpointSummary};
-pub use modality::{modality_info, ModalityInfo, ModalityKind, MODALITIES};
+pub use inspect::{CheckpointSummary, inspect};
+pub use modality::{MODALITIES, ModalityInfo, ModalityKind, modality_info};
 pub use model::{
-    select_device, DecoderCache, DecoderOutput, DomainState, DomainValues, EncodedContext, EncoderInput, FourM, LoadOptions, Mask,
-    MaskedTargetOutput, QueryContent, QuerySet,
+    DecoderCache, DecoderOutput, DomainState, DomainValues, EncodedContext, EncoderInput, FourM,
+    LoadOptions, Mask, MaskedTargetOutput, QueryContent, QuerySet, select_device,
 };

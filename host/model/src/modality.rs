@@ -14,7 +14,11 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModalityKind {
     /// Raw pixels, patchified channel-last and linearly projected (`rgb@224`).
-    Pixels { channels: usize, input_size: usize, patch_size: usize },
+    Pixels {
+        channels: usize,
+        input_size: usize,
+        patch_size: usize,
+    },
     /// Pre-tokenised image-like ids on a grid (`tok_*`). `None` sizes come from the config.
     ImageTokens {
         input_size: Option<usize>,
@@ -30,7 +34,10 @@ pub enum ModalityKind {
         max_length: usize,
     },
     /// Pre-computed embedding vectors (`t5_caption`, T5-XXL outputs); encoder only.
-    SequenceEmbedding { max_length: usize, embedding_dim: usize },
+    SequenceEmbedding {
+        max_length: usize,
+        embedding_dim: usize,
+    },
 }
 
 /// One entry of the modality table.
@@ -54,14 +61,33 @@ impl ModalityInfo {
 }
 
 const fn seq(name: &'static str, id: u16, max_tokens: usize, max_length: usize) -> ModalityInfo {
-    ModalityInfo { name, id, kind: ModalityKind::Sequence { max_tokens, max_length }, has_encoder: true, has_decoder: true }
-}
-
-const fn tok(name: &'static str, id: u16, input_size: Option<usize>, patch_size: Option<usize>, learned_positions: bool) -> ModalityInfo {
     ModalityInfo {
         name,
         id,
-        kind: ModalityKind::ImageTokens { input_size, patch_size, learned_positions },
+        kind: ModalityKind::Sequence {
+            max_tokens,
+            max_length,
+        },
+        has_encoder: true,
+        has_decoder: true,
+    }
+}
+
+const fn tok(
+    name: &'static str,
+    id: u16,
+    input_size: Option<usize>,
+    patch_size: Option<usize>,
+    learned_positions: bool,
+) -> ModalityInfo {
+    ModalityInfo {
+        name,
+        id,
+        kind: ModalityKind::ImageTokens {
+            input_size,
+            patch_size,
+            learned_positions,
+        },
         has_encoder: true,
         has_decoder: true,
     }
@@ -71,7 +97,11 @@ const fn pixels(name: &'static str, id: u16, input_size: usize) -> ModalityInfo 
     ModalityInfo {
         name,
         id,
-        kind: ModalityKind::Pixels { channels: 3, input_size, patch_size: 16 },
+        kind: ModalityKind::Pixels {
+            channels: 3,
+            input_size,
+            patch_size: 16,
+        },
         has_encoder: true,
         has_decoder: false,
     }
@@ -100,7 +130,10 @@ pub const MODALITIES: &[ModalityInfo] = &[
     ModalityInfo {
         name: "t5_caption",
         id: 28551,
-        kind: ModalityKind::SequenceEmbedding { max_length: 77, embedding_dim: 4096 },
+        kind: ModalityKind::SequenceEmbedding {
+            max_length: 77,
+            embedding_dim: 4096,
+        },
         has_encoder: true,
         has_decoder: false,
     },

@@ -6,11 +6,13 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::checkpoint::{read_config, CheckpointPaths, SafetensorsFile, TensorSource};
+use crate::checkpoint::{CheckpointPaths, SafetensorsFile, TensorSource, read_config};
 use crate::config::ModelConfig;
-use crate::embeddings::{gather_rows, DecoderEmbedding, EncoderContent, EncoderEmbedding};
+use crate::embeddings::{DecoderEmbedding, EncoderContent, EncoderEmbedding, gather_rows};
 use crate::error::{ModelError, Result};
-use crate::layers::{AttentionMask, CrossKv, DecoderBlock, EncoderBlock, KvPair, LayerNorm, Linear};
+use crate::layers::{
+    AttentionMask, CrossKv, DecoderBlock, EncoderBlock, KvPair, LayerNorm, Linear,
+};
 use crate::modality::modality_info;
 
 /// How to load a checkpoint.
@@ -23,13 +25,19 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, device: Device::Cpu }
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+        }
     }
 }
 
 /// Pick a device by name: `cpu`, `cuda` or `cuda:N`.
 pub fn select_device(name: &str) -> Result<Device> {
-    let unavailable = |reason: String| ModelError::DeviceUnavailable { requested: name.to_owned(), reason };
+    let unavailable = |reason: String| ModelError::DeviceUnavailable {
+        requested: name.to_owned(),
+        reason,
+    };
     let ordinal = match name {
         "cpu" => return Ok(Device::Cpu),
         "cuda" => 0,
@@ -39,7 +47,9 @@ pub fn select_device(name: &str) -> Result<Device> {
         },
     };
     if !cfg!(feature = "cuda") {
-        return Err(unavailable("tessera-model was not built with CUDA (enable the `cuda` cargo feature)".into()));
+        return Err(unavailable(
+            "tessera-model was not built with CUDA (enable the `cuda` cargo feature)".into(),
+        ));
     }
     Device::new_cuda(ordinal).map_err(|e| unavailable(e.to_string()))
 }
@@ -55,26 +65,48 @@ pub struct Mask {
 impl Mask {
     pub fn new(rows: usize, cols: usize, ignored: Vec<bool>) -> Result<Self> {
         if ignored.len() != rows * cols {
-            return Err(ModelError::InvalidInput { domain: "mask".into(), reason: format!("{} values for a {rows}x{cols} mask", ignored.len()) });
+            return Err(ModelError::InvalidInput {
+                domain: "mask".into(),
+                reason: format!("{} values for a {rows}x{cols} mask", ignored.len()),
+            });
         }
-        Ok(Self { rows, cols, ignored })
+        Ok(Self {
+            rows,
+            cols,
+            ignored,
+        })
     }
 
     /// Every position present (`false` everywhere).
     pub fn all_present(rows: usize, cols: usize) -> Self {
-        Self { rows, cols, ignored: vec![false; rows * cols] }
+        Self {
+            rows,
+            cols,
+            ignored: vec![false; rows * cols],
+        }
     }
 
     /// Every position ignored (`true` everywhere).
     pub fn all_ignored(rows: usize, cols: usize) -> Self {
-        Self { rows, cols, ignored: vec![true; rows * cols] }
+        Self {
+            rows,
+            cols,
+            ignored: vec![true; rows * cols],
+        }
     }
 
     /// From a `(B, N)` tensor of any dtype; non-zero = ignore.
     pub fn from_tensor(tensor: &Tensor) -> Result<Self> {
         let (rows, cols) = tensor.dims2()?;
-        let values = tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(Self { rows, cols, ignored: values.into_iter().map(|v| v != 0.0).collect() })
+        let values = tensor
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Self {
+            rows,
+            cols,
+            ignored: values.into_iter().map(|v| v != 0.0).collect(),
+        })
     }
 
     pub fn rows(&self) -> usize {
@@ -95,7 +127,9 @@ impl Mask {
 
     /// Positions of a row that are present (`false`), ascending.
     pub fn present_in_row(&self, row: usize) -> Vec<usize> {
-        (0..self.cols).filter(|&c| !self.is_ignored(row, c)).collect()
+        (0..self.cols)
+            .filter(|&c| !self.is_ignored(row, c))
+            .collect()
     }
 }
 
@@ -153,8 +187,15 @@ impl EncodedContext {
     /// Stack the rows of several contexts into one batch (e.g. the conditional and
     /// unconditional contexts of classifier-free guidance), padding their token axes.
     pub fn concat_rows(contexts: &[&EncodedContext]) -> Result<EncodedContext> {
-        let first = contexts.first().ok_or_else(|| ModelError::InvalidInput { domain: "context".into(), reason: "no contexts to concatenate".into() })?;
-        let max_tokens = contexts.iter().map(|c| c.encoder_input.dims()[1]).max().unwrap_or(0);
+        let first = contexts.first().ok_or_else(|| ModelError::InvalidInput {
+            domain: "context".into(),
+            reason: "no contexts to concatenate".into(),
+        })?;
+        let max_tokens = contexts
+            .iter()
+            .map(|c| c.encoder_input.dims()[1])
+            .max()
+            .unwrap_or(0);
         let pad = |t: &Tensor, dim: usize| -> Result<Tensor> {
             let len = t.dims()[dim];
             if len == max_tokens {
@@ -166,17 +207,27 @@ impl EncodedContext {
             Ok(Tensor::cat(&[t, &zeros], dim)?)
         };
         let cat = |f: &dyn Fn(&EncodedContext) -> &Tensor, dim: usize| -> Result<Tensor> {
-            let parts = contexts.iter().map(|c| pad(f(c), dim)).collect::<Result<Vec<_>>>()?;
+            let parts = contexts
+                .iter()
+                .map(|c| pad(f(c), dim))
+                .collect::<Result<Vec<_>>>()?;
             Ok(Tensor::cat(&parts, 0)?)
         };
         let cross_kv = (0..first.cross_kv.len())
             .map(|i| {
-                Ok(CrossKv { keys: cat(&|c: &EncodedContext| &c.cross_kv[i].keys, 2)?, values: cat(&|c: &EncodedContext| &c.cross_kv[i].values, 2)? })
+                Ok(CrossKv {
+                    keys: cat(&|c: &EncodedContext| &c.cross_kv[i].keys, 2)?,
+                    values: cat(&|c: &EncodedContext| &c.cross_kv[i].values, 2)?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        let tokens_per_row: Vec<usize> = contexts.iter().flat_map(|c| c.tokens_per_row.iter().copied()).collect();
+        let tokens_per_row: Vec<usize> = contexts
+            .iter()
+            .flat_map(|c| c.tokens_per_row.iter().copied())
+            .collect();
         let device = first.context.device();
-        let (key_padding, rows_with_keys) = padding_masks(&tokens_per_row, max_tokens, first.context.dtype(), device)?;
+        let (key_padding, rows_with_keys) =
+            padding_masks(&tokens_per_row, max_tokens, first.context.dtype(), device)?;
         Ok(EncodedContext {
             encoder_input: cat(&|c: &EncodedContext| &c.encoder_input, 1)?,
             encoder_output: cat(&|c: &EncodedContext| &c.encoder_output, 1)?,
@@ -190,16 +241,29 @@ impl EncodedContext {
 }
 
 /// Key-padding mask `(B, 1, 1, M)` (None when every row fills `M`) and the zero-row factor.
-fn padding_masks(tokens_per_row: &[usize], max_tokens: usize, dtype: DType, device: &Device) -> Result<(Option<AttentionMask>, Option<Tensor>)> {
+fn padding_masks(
+    tokens_per_row: &[usize],
+    max_tokens: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Option<AttentionMask>, Option<Tensor>)> {
     let batch = tokens_per_row.len();
     let key_padding = if tokens_per_row.iter().all(|&n| n == max_tokens) {
         None
     } else {
-        let blocked: Vec<u8> = tokens_per_row.iter().flat_map(|&n| (0..max_tokens).map(move |j| u8::from(j >= n))).collect();
-        Some(AttentionMask { blocked: Tensor::from_vec(blocked, (batch, 1, 1, max_tokens), device)? })
+        let blocked: Vec<u8> = tokens_per_row
+            .iter()
+            .flat_map(|&n| (0..max_tokens).map(move |j| u8::from(j >= n)))
+            .collect();
+        Some(AttentionMask {
+            blocked: Tensor::from_vec(blocked, (batch, 1, 1, max_tokens), device)?,
+        })
     };
     let rows_with_keys = if max_tokens > 0 && tokens_per_row.contains(&0) {
-        let factor: Vec<f32> = tokens_per_row.iter().map(|&n| if n > 0 { 1.0 } else { 0.0 }).collect();
+        let factor: Vec<f32> = tokens_per_row
+            .iter()
+            .map(|&n| if n > 0 { 1.0 } else { 0.0 })
+            .collect();
         Some(Tensor::from_vec(factor, (batch, 1, 1, 1), device)?.to_dtype(dtype)?)
     } else {
         None
@@ -296,7 +360,9 @@ impl FourM {
     /// `.safetensors` with the config in its header metadata.
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         if !matches!(options.dtype, DType::F32 | DType::BF16 | DType::F16) {
-            return Err(ModelError::UnsupportedConfig { feature: format!("compute dtype {:?}", options.dtype) });
+            return Err(ModelError::UnsupportedConfig {
+                feature: format!("compute dtype {:?}", options.dtype),
+            });
         }
         let paths = CheckpointPaths::resolve(path.as_ref())?;
         let file = SafetensorsFile::open(&paths.weights)?;
@@ -308,28 +374,53 @@ impl FourM {
         Ok(model)
     }
 
-    fn from_source(source: &mut TensorSource, config: ModelConfig, parameter_count: usize, file_size: u64) -> Result<Self> {
+    fn from_source(
+        source: &mut TensorSource,
+        config: ModelConfig,
+        parameter_count: usize,
+        file_size: u64,
+    ) -> Result<Self> {
         let d = config.dim;
         let mut decoder_embeddings = HashMap::new();
         for domain in &config.domains_out {
-            let info = modality_info(domain).ok_or_else(|| ModelError::UnknownDomain { domain: domain.clone() })?;
+            let info = modality_info(domain).ok_or_else(|| ModelError::UnknownDomain {
+                domain: domain.clone(),
+            })?;
             if info.has_decoder {
-                decoder_embeddings.insert(domain.clone(), DecoderEmbedding::load(source, info, &config)?);
+                decoder_embeddings.insert(
+                    domain.clone(),
+                    DecoderEmbedding::load(source, info, &config)?,
+                );
             }
         }
         let mut encoder_embeddings = HashMap::new();
         for domain in &config.domains_in {
-            let info = modality_info(domain).ok_or_else(|| ModelError::UnknownDomain { domain: domain.clone() })?;
+            let info = modality_info(domain).ok_or_else(|| ModelError::UnknownDomain {
+                domain: domain.clone(),
+            })?;
             if !info.has_encoder {
                 continue;
             }
-            let shared = if config.share_modality_embeddings { decoder_embeddings.get(domain).map(|e: &DecoderEmbedding| &e.modality) } else { None };
-            encoder_embeddings.insert(domain.clone(), EncoderEmbedding::load(source, info, &config, shared)?);
+            let shared = if config.share_modality_embeddings {
+                decoder_embeddings
+                    .get(domain)
+                    .map(|e: &DecoderEmbedding| &e.modality)
+            } else {
+                None
+            };
+            encoder_embeddings.insert(
+                domain.clone(),
+                EncoderEmbedding::load(source, info, &config, shared)?,
+            );
         }
-        let encoder = (0..config.encoder_depth).map(|i| EncoderBlock::load(source, &format!("encoder.{i}"), &config)).collect::<Result<Vec<_>>>()?;
+        let encoder = (0..config.encoder_depth)
+            .map(|i| EncoderBlock::load(source, &format!("encoder.{i}"), &config))
+            .collect::<Result<Vec<_>>>()?;
         let encoder_norm = LayerNorm::load(source, "encoder_norm", d)?;
         let context_proj = Linear::load(source, "decoder_proj_context", d, d, true)?;
-        let decoder = (0..config.decoder_depth).map(|i| DecoderBlock::load(source, &format!("decoder.{i}"), &config)).collect::<Result<Vec<_>>>()?;
+        let decoder = (0..config.decoder_depth)
+            .map(|i| DecoderBlock::load(source, &format!("decoder.{i}"), &config))
+            .collect::<Result<Vec<_>>>()?;
         let decoder_norm = LayerNorm::load(source, "decoder_norm", d)?;
         let mask_token = source.get("mask_token", &[1, 1, d])?.reshape(d)?;
         Ok(Self {
@@ -381,32 +472,65 @@ impl FourM {
 
     /// Vocabulary size of a domain (decoder head if it has one, else encoder table).
     pub fn vocab_size(&self, domain: &str) -> Option<usize> {
-        self.decoder_embeddings.get(domain).map(|e| e.vocab_size()).or_else(|| self.encoder_embeddings.get(domain).and_then(|e| e.vocab_size()))
+        self.decoder_embeddings
+            .get(domain)
+            .map(|e| e.vocab_size())
+            .or_else(|| {
+                self.encoder_embeddings
+                    .get(domain)
+                    .and_then(|e| e.vocab_size())
+            })
     }
 
     fn decoder_for(&self, domain: &str) -> Result<&DecoderEmbedding> {
-        self.decoder_embeddings.get(domain).ok_or_else(|| ModelError::NotADecoderDomain { domain: domain.to_owned() })
+        self.decoder_embeddings
+            .get(domain)
+            .ok_or_else(|| ModelError::NotADecoderDomain {
+                domain: domain.to_owned(),
+            })
     }
 
     /// Content `x` and embedding `emb` `(B, N, D)` of one input, plus the per-row valid positions.
     fn embed_input(&self, input: &EncoderInput) -> Result<(Tensor, Tensor)> {
-        let embedding = self.encoder_embeddings.get(&input.domain).ok_or_else(|| ModelError::NotAnEncoderDomain { domain: input.domain.clone() })?;
-        let invalid = |reason: String| ModelError::InvalidInput { domain: input.domain.clone(), reason };
+        let embedding = self.encoder_embeddings.get(&input.domain).ok_or_else(|| {
+            ModelError::NotAnEncoderDomain {
+                domain: input.domain.clone(),
+            }
+        })?;
+        let invalid = |reason: String| ModelError::InvalidInput {
+            domain: input.domain.clone(),
+            reason,
+        };
         let (batch, n) = (input.input_mask.rows(), input.input_mask.cols());
         let d = self.config.dim;
         let content = match (&embedding.content, &input.values) {
             (EncoderContent::Tokens { table }, DomainValues::Tokens(ids)) => {
                 let (b, len) = ids.dims2()?;
                 if (b, len) != (batch, n) {
-                    return Err(invalid(format!("token tensor {:?} does not match the mask {batch}x{n}", ids.dims())));
+                    return Err(invalid(format!(
+                        "token tensor {:?} does not match the mask {batch}x{n}",
+                        ids.dims()
+                    )));
                 }
                 let ids = checked_ids(ids, table.dims()[0], &input.domain)?;
                 gather_rows(table, &ids, batch, n, &self.device)?
             }
-            (EncoderContent::Pixels { proj, channels, patch_size, side }, DomainValues::Pixels(pixels)) => {
+            (
+                EncoderContent::Pixels {
+                    proj,
+                    channels,
+                    patch_size,
+                    side,
+                },
+                DomainValues::Pixels(pixels),
+            ) => {
                 let expected = [batch, *channels, side * patch_size, side * patch_size];
                 if pixels.dims() != expected || n != side * side {
-                    return Err(invalid(format!("pixels {:?} with a {batch}x{n} mask; expected {expected:?} and {} patches", pixels.dims(), side * side)));
+                    return Err(invalid(format!(
+                        "pixels {:?} with a {batch}x{n} mask; expected {expected:?} and {} patches",
+                        pixels.dims(),
+                        side * side
+                    )));
                 }
                 let p = *patch_size;
                 // Channel-last patch vectors: (ph, pw, c) with c fastest.
@@ -418,14 +542,27 @@ impl FourM {
                     .reshape((batch, n, p * p * channels))?;
                 proj.forward(&patches)?
             }
-            (EncoderContent::Embeddings { proj, embedding_dim }, DomainValues::Embeddings(values)) => {
+            (
+                EncoderContent::Embeddings {
+                    proj,
+                    embedding_dim,
+                },
+                DomainValues::Embeddings(values),
+            ) => {
                 let (b, len, e) = values.dims3()?;
                 if (b, len, e) != (batch, n, *embedding_dim) {
-                    return Err(invalid(format!("embeddings {:?} do not match the mask {batch}x{n} and width {embedding_dim}", values.dims())));
+                    return Err(invalid(format!(
+                        "embeddings {:?} do not match the mask {batch}x{n} and width {embedding_dim}",
+                        values.dims()
+                    )));
                 }
                 proj.forward(&values.to_dtype(self.dtype)?)?
             }
-            _ => return Err(invalid("value kind does not match the domain's embedding".into())),
+            _ => {
+                return Err(invalid(
+                    "value kind does not match the domain's embedding".into(),
+                ));
+            }
         };
         let positions = if embedding.ranked_positions {
             // Rank among the row's valid tokens; ignored tokens are dropped later.
@@ -437,7 +574,10 @@ impl FourM {
                         rows.push(0);
                     } else {
                         if rank as usize >= embedding.table_len() {
-                            return Err(invalid(format!("more than {} valid tokens", embedding.table_len())));
+                            return Err(invalid(format!(
+                                "more than {} valid tokens",
+                                embedding.table_len()
+                            )));
                         }
                         rows.push(rank);
                         rank += 1;
@@ -447,9 +587,15 @@ impl FourM {
             gather_rows(&embedding.positions, &rows, batch, n, &self.device)?
         } else {
             if n != embedding.table_len() {
-                return Err(invalid(format!("{n} tokens given, the domain has exactly {}", embedding.table_len())));
+                return Err(invalid(format!(
+                    "{n} tokens given, the domain has exactly {}",
+                    embedding.table_len()
+                )));
             }
-            embedding.positions.unsqueeze(0)?.broadcast_as((batch, n, d))?
+            embedding
+                .positions
+                .unsqueeze(0)?
+                .broadcast_as((batch, n, d))?
         };
         let emb = positions.broadcast_add(&embedding.modality)?;
         Ok((content, emb))
@@ -458,10 +604,16 @@ impl FourM {
     /// Run the encoder over the valid tokens of `inputs` (concatenated in the given order, valid
     /// tokens first) and prepare the decoder context.
     pub fn encode(&self, inputs: &[EncoderInput]) -> Result<EncodedContext> {
-        let batch = match inputs.first() {
-            Some(first) => first.input_mask.rows(),
-            None => return Err(ModelError::InvalidInput { domain: "encoder".into(), reason: "no inputs; pass at least one (fully masked) domain to fix the batch size".into() }),
-        };
+        let batch =
+            match inputs.first() {
+                Some(first) => first.input_mask.rows(),
+                None => return Err(ModelError::InvalidInput {
+                    domain: "encoder".into(),
+                    reason:
+                        "no inputs; pass at least one (fully masked) domain to fix the batch size"
+                            .into(),
+                }),
+            };
         let d = self.config.dim;
         let mut contents = Vec::with_capacity(inputs.len());
         let mut embs = Vec::with_capacity(inputs.len());
@@ -469,13 +621,23 @@ impl FourM {
         let mut offset = 0;
         for input in inputs {
             if input.input_mask.rows() != batch {
-                return Err(ModelError::BatchMismatch { what: format!("input mask of `{}`", input.domain), expected: batch, found: input.input_mask.rows() });
+                return Err(ModelError::BatchMismatch {
+                    what: format!("input mask of `{}`", input.domain),
+                    expected: batch,
+                    found: input.input_mask.rows(),
+                });
             }
             let (x, emb) = self.embed_input(input)?;
             contents.push(x);
             embs.push(emb);
             for (r, row) in valid.iter_mut().enumerate() {
-                row.extend(input.input_mask.present_in_row(r).into_iter().map(|c| offset + c));
+                row.extend(
+                    input
+                        .input_mask
+                        .present_in_row(r)
+                        .into_iter()
+                        .map(|c| offset + c),
+                );
             }
             offset += input.input_mask.cols();
         }
@@ -487,24 +649,46 @@ impl FourM {
         let index: Vec<u32> = valid
             .iter()
             .enumerate()
-            .flat_map(|(r, row)| (0..max_tokens).map(move |j| row.get(j).map_or(zero_row, |&c| (r * total + c) as u32)))
+            .flat_map(|(r, row)| {
+                (0..max_tokens)
+                    .map(move |j| row.get(j).map_or(zero_row, |&c| (r * total + c) as u32))
+            })
             .collect();
         let gather = |parts: &[Tensor]| -> Result<Tensor> {
             let all = Tensor::cat(parts, 1)?.reshape((batch * total, d))?;
-            let all = Tensor::cat(&[&all, &Tensor::zeros((1, d), self.dtype, &self.device)?], 0)?;
+            let all = Tensor::cat(
+                &[&all, &Tensor::zeros((1, d), self.dtype, &self.device)?],
+                0,
+            )?;
             gather_rows(&all, &index, batch, max_tokens, &self.device)
         };
         let x = gather(&contents)?;
         let emb = gather(&embs)?;
-        let (key_padding, rows_with_keys) = padding_masks(&tokens_per_row, max_tokens, self.dtype, &self.device)?;
+        let (key_padding, rows_with_keys) =
+            padding_masks(&tokens_per_row, max_tokens, self.dtype, &self.device)?;
         let encoder_input = (&x + &emb)?;
         let heads = self.config.num_heads;
         let head_dim = self.config.head_dim();
         if max_tokens == 0 {
             let empty = Tensor::zeros((batch, 0, d), self.dtype, &self.device)?;
             let empty_kv = Tensor::zeros((batch, heads, 0, head_dim), self.dtype, &self.device)?;
-            let cross_kv = self.decoder.iter().map(|_| CrossKv { keys: empty_kv.clone(), values: empty_kv.clone() }).collect();
-            return Ok(EncodedContext { encoder_input, encoder_output: empty.clone(), context: empty, tokens_per_row, cross_kv, key_padding, rows_with_keys });
+            let cross_kv = self
+                .decoder
+                .iter()
+                .map(|_| CrossKv {
+                    keys: empty_kv.clone(),
+                    values: empty_kv.clone(),
+                })
+                .collect();
+            return Ok(EncodedContext {
+                encoder_input,
+                encoder_output: empty.clone(),
+                context: empty,
+                tokens_per_row,
+                cross_kv,
+                key_padding,
+                rows_with_keys,
+            });
         }
         let mut hidden = encoder_input.clone();
         for block in &self.encoder {
@@ -512,8 +696,20 @@ impl FourM {
         }
         let encoder_output = self.encoder_norm.forward(&hidden)?;
         let context = (self.context_proj.forward(&encoder_output)? + &emb)?;
-        let cross_kv = self.decoder.iter().map(|block| block.context_kv(&context)).collect::<Result<Vec<_>>>()?;
-        Ok(EncodedContext { encoder_input, encoder_output, context, tokens_per_row, cross_kv, key_padding, rows_with_keys })
+        let cross_kv = self
+            .decoder
+            .iter()
+            .map(|block| block.context_kv(&context))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(EncodedContext {
+            encoder_input,
+            encoder_output,
+            context,
+            tokens_per_row,
+            cross_kv,
+            key_padding,
+            rows_with_keys,
+        })
     }
 
     /// Decoder input `(B, n, D)` for a query set.
@@ -523,19 +719,35 @@ impl FourM {
         let n = queries.positions.first().map_or(0, Vec::len);
         let d = self.config.dim;
         if queries.positions.iter().any(|row| row.len() != n) {
-            return Err(ModelError::InvalidInput { domain: queries.domain.clone(), reason: "every row needs the same number of queries".into() });
+            return Err(ModelError::InvalidInput {
+                domain: queries.domain.clone(),
+                reason: "every row needs the same number of queries".into(),
+            });
         }
-        let rows = queries.positions.iter().flatten().map(|&p| embedding.table_row(p).map(|r| r as u32)).collect::<Result<Vec<_>>>()?;
-        let emb = gather_rows(&embedding.positions, &rows, batch, n, &self.device)?.broadcast_add(&embedding.modality)?;
+        let rows = queries
+            .positions
+            .iter()
+            .flatten()
+            .map(|&p| embedding.table_row(p).map(|r| r as u32))
+            .collect::<Result<Vec<_>>>()?;
+        let emb = gather_rows(&embedding.positions, &rows, batch, n, &self.device)?
+            .broadcast_add(&embedding.modality)?;
         let content = match &queries.content {
             QueryContent::MaskToken => return Ok(emb.broadcast_add(&self.mask_token)?),
             QueryContent::Tokens(ids) => {
                 if ids.len() != batch || ids.iter().any(|row| row.len() != n) {
-                    return Err(ModelError::InvalidInput { domain: queries.domain.clone(), reason: "query tokens must match the query positions".into() });
+                    return Err(ModelError::InvalidInput {
+                        domain: queries.domain.clone(),
+                        reason: "query tokens must match the query positions".into(),
+                    });
                 }
                 let vocab = embedding.token_table.dims()[0];
                 if let Some(&bad) = ids.iter().flatten().find(|&&id| id as usize >= vocab) {
-                    return Err(ModelError::TokenOutOfRange { domain: queries.domain.clone(), id: bad as i64, vocab_size: vocab });
+                    return Err(ModelError::TokenOutOfRange {
+                        domain: queries.domain.clone(),
+                        id: bad as i64,
+                        vocab_size: vocab,
+                    });
                 }
                 let flat: Vec<u32> = ids.iter().flatten().copied().collect();
                 gather_rows(&embedding.token_table, &flat, batch, n, &self.device)?
@@ -547,21 +759,42 @@ impl FourM {
 
     fn check_rows(&self, context: &EncodedContext, queries: &QuerySet) -> Result<()> {
         if queries.positions.len() != context.batch_size() {
-            return Err(ModelError::BatchMismatch { what: format!("queries of `{}`", queries.domain), expected: context.batch_size(), found: queries.positions.len() });
+            return Err(ModelError::BatchMismatch {
+                what: format!("queries of `{}`", queries.domain),
+                expected: context.batch_size(),
+                found: queries.positions.len(),
+            });
         }
         Ok(())
     }
 
-    fn run_decoder(&self, context: &EncodedContext, queries: &QuerySet, self_mask: Option<&AttentionMask>, mut cache: Option<&mut DecoderCache>) -> Result<DecoderOutput> {
+    fn run_decoder(
+        &self,
+        context: &EncodedContext,
+        queries: &QuerySet,
+        self_mask: Option<&AttentionMask>,
+        mut cache: Option<&mut DecoderCache>,
+    ) -> Result<DecoderOutput> {
         let input = self.embed_queries(queries)?;
         let mut hidden = input.clone();
         for (i, block) in self.decoder.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            hidden = block.forward(&hidden, self_mask, layer_cache, &context.cross_kv[i], context.key_padding.as_ref(), context.rows_with_keys.as_ref())?;
+            hidden = block.forward(
+                &hidden,
+                self_mask,
+                layer_cache,
+                &context.cross_kv[i],
+                context.key_padding.as_ref(),
+                context.rows_with_keys.as_ref(),
+            )?;
         }
         let hidden = self.decoder_norm.forward(&hidden)?;
         let logits = self.decoder_for(&queries.domain)?.head.forward(&hidden)?;
-        Ok(DecoderOutput { queries: input, hidden, logits })
+        Ok(DecoderOutput {
+            queries: input,
+            hidden,
+            logits,
+        })
     }
 
     /// Decode a query set with unmasked (bidirectional) self-attention among the queries: the
@@ -574,22 +807,42 @@ impl FourM {
     /// An empty self-attention cache for causal decoding of `domain` with `rows` rows.
     pub fn new_cache(&self, domain: &str, rows: usize) -> Result<DecoderCache> {
         self.decoder_for(domain)?;
-        Ok(DecoderCache { domain: domain.to_owned(), rows, layers: vec![None; self.decoder.len()], len: 0 })
+        Ok(DecoderCache {
+            domain: domain.to_owned(),
+            rows,
+            layers: vec![None; self.decoder.len()],
+            len: 0,
+        })
     }
 
     /// Causal decoding step: the new queries attend to every cached token and causally among
     /// themselves; their keys/values are appended to `cache`. Feeding a prefix in one call or token by
     /// token gives the same logits (the reference recomputes the prefix with a causal mask).
-    pub fn decode_causal(&self, context: &EncodedContext, cache: &mut DecoderCache, queries: &QuerySet) -> Result<DecoderOutput> {
+    pub fn decode_causal(
+        &self,
+        context: &EncodedContext,
+        cache: &mut DecoderCache,
+        queries: &QuerySet,
+    ) -> Result<DecoderOutput> {
         self.check_rows(context, queries)?;
         if cache.domain != queries.domain || cache.rows != context.batch_size() {
-            return Err(ModelError::InvalidInput { domain: queries.domain.clone(), reason: format!("cache was made for `{}` with {} rows", cache.domain, cache.rows) });
+            return Err(ModelError::InvalidInput {
+                domain: queries.domain.clone(),
+                reason: format!(
+                    "cache was made for `{}` with {} rows",
+                    cache.domain, cache.rows
+                ),
+            });
         }
         let n = queries.positions.first().map_or(0, Vec::len);
         let past = cache.len;
         let mask = if n > 1 {
-            let blocked: Vec<u8> = (0..n).flat_map(|i| (0..past + n).map(move |j| u8::from(j > past + i))).collect();
-            Some(AttentionMask { blocked: Tensor::from_vec(blocked, (1, 1, n, past + n), &self.device)? })
+            let blocked: Vec<u8> = (0..n)
+                .flat_map(|i| (0..past + n).map(move |j| u8::from(j > past + i)))
+                .collect();
+            Some(AttentionMask {
+                blocked: Tensor::from_vec(blocked, (1, 1, n, past + n), &self.device)?,
+            })
         } else {
             None
         };
@@ -601,31 +854,65 @@ impl FourM {
     /// The reference's `forward_enc_dec_maskgit_batched`: encode every domain's inputs (in the
     /// given order), then query every position of `target` with `target_mask == false` with the mask
     /// token, ascending, bidirectionally.
-    pub fn forward_masked_target(&self, states: &[DomainState], target: &str) -> Result<MaskedTargetOutput> {
+    pub fn forward_masked_target(
+        &self,
+        states: &[DomainState],
+        target: &str,
+    ) -> Result<MaskedTargetOutput> {
         let target_embedding = self.decoder_for(target)?;
         let mut inputs = Vec::with_capacity(states.len());
         for state in states {
             if self.encoder_embeddings.contains_key(&state.domain) {
-                inputs.push(EncoderInput { domain: state.domain.clone(), values: state.values.clone(), input_mask: state.input_mask.clone() });
-            } else if (0..state.input_mask.rows()).any(|r| !state.input_mask.present_in_row(r).is_empty()) {
-                return Err(ModelError::NotAnEncoderDomain { domain: state.domain.clone() });
+                inputs.push(EncoderInput {
+                    domain: state.domain.clone(),
+                    values: state.values.clone(),
+                    input_mask: state.input_mask.clone(),
+                });
+            } else if (0..state.input_mask.rows())
+                .any(|r| !state.input_mask.present_in_row(r).is_empty())
+            {
+                return Err(ModelError::NotAnEncoderDomain {
+                    domain: state.domain.clone(),
+                });
             }
         }
-        let target_state = states
-            .iter()
-            .find(|s| s.domain == target)
-            .ok_or_else(|| ModelError::InvalidInput { domain: target.to_owned(), reason: "the target domain has no state".into() })?;
-        let positions: Vec<Vec<usize>> = (0..target_state.target_mask.rows()).map(|r| target_state.target_mask.present_in_row(r)).collect();
+        let target_state =
+            states
+                .iter()
+                .find(|s| s.domain == target)
+                .ok_or_else(|| ModelError::InvalidInput {
+                    domain: target.to_owned(),
+                    reason: "the target domain has no state".into(),
+                })?;
+        let positions: Vec<Vec<usize>> = (0..target_state.target_mask.rows())
+            .map(|r| target_state.target_mask.present_in_row(r))
+            .collect();
         let n = positions.first().map_or(0, Vec::len);
         if positions.iter().any(|p| p.len() != n) {
-            return Err(ModelError::InvalidInput { domain: target.to_owned(), reason: "rows have different numbers of target positions".into() });
+            return Err(ModelError::InvalidInput {
+                domain: target.to_owned(),
+                reason: "rows have different numbers of target positions".into(),
+            });
         }
         // Image targets are addressed by grid slot, sequence targets by rank among the targets.
-        let query_positions = if target_embedding.rank_limit.is_some() { vec![(0..n).collect(); positions.len()] } else { positions.clone() };
+        let query_positions = if target_embedding.rank_limit.is_some() {
+            vec![(0..n).collect(); positions.len()]
+        } else {
+            positions.clone()
+        };
         let context = self.encode(&inputs)?;
-        let queries = QuerySet { domain: target.to_owned(), positions: query_positions, content: QueryContent::MaskToken };
+        let queries = QuerySet {
+            domain: target.to_owned(),
+            positions: query_positions,
+            content: QueryContent::MaskToken,
+        };
         let decoder = self.decode(&context, &queries)?;
-        Ok(MaskedTargetOutput { logits: decoder.logits.clone(), positions, context, decoder })
+        Ok(MaskedTargetOutput {
+            logits: decoder.logits.clone(),
+            positions,
+            context,
+            decoder,
+        })
     }
 
     /// Logits of `domain`'s head for decoder hidden states `(B, n, D)`.
@@ -641,11 +928,14 @@ fn checked_ids(ids: &Tensor, vocab_size: usize, domain: &str) -> Result<Vec<u32>
         .into_iter()
         .map(|id| {
             if id < 0 || id as usize >= vocab_size {
-                Err(ModelError::TokenOutOfRange { domain: domain.to_owned(), id, vocab_size })
+                Err(ModelError::TokenOutOfRange {
+                    domain: domain.to_owned(),
+                    id,
+                    vocab_size,
+                })
             } else {
                 Ok(id as u32)
             }
         })
         .collect()
 }
-

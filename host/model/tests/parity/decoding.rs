@@ -2,9 +2,11 @@
 //! several rows (e.g. CFG's conditional and unconditional rows) batched in one forward.
 
 use candle_core::{Device, Tensor};
-use tessera_model::{DomainState, EncodedContext, EncoderInput, FourM, LoadOptions, Mask, QueryContent, QuerySet};
+use tessera_model::{
+    DomainState, EncodedContext, EncoderInput, FourM, LoadOptions, Mask, QueryContent, QuerySet,
+};
 
-use crate::support::{fixtures_root, max_abs_diff, model_dirs, ModelFixture};
+use crate::support::{ModelFixture, fixtures_root, max_abs_diff, model_dirs};
 
 const SAME: f32 = 1e-5;
 
@@ -12,13 +14,27 @@ fn encoder_inputs(model: &FourM, states: &[DomainState]) -> Vec<EncoderInput> {
     states
         .iter()
         .filter(|s| model.encoder_embedding(&s.domain).is_some())
-        .map(|s| EncoderInput { domain: s.domain.clone(), values: s.values.clone(), input_mask: s.input_mask.clone() })
+        .map(|s| EncoderInput {
+            domain: s.domain.clone(),
+            values: s.values.clone(),
+            input_mask: s.input_mask.clone(),
+        })
         .collect()
 }
 
 /// A sequence domain the model can decode.
 fn sequence_target(model: &FourM) -> String {
-    model.config().domains_out.iter().find(|d| model.decoder_embedding(d).is_some_and(|e| e.info.is_sequence())).cloned().expect("a sequence target")
+    model
+        .config()
+        .domains_out
+        .iter()
+        .find(|d| {
+            model
+                .decoder_embedding(d)
+                .is_some_and(|e| e.info.is_sequence())
+        })
+        .cloned()
+        .expect("a sequence target")
 }
 
 /// Causal decoding token by token with the cache equals decoding the whole prefix with a causal
@@ -30,17 +46,33 @@ fn kv_cached_causal_decoding_equals_full_prefix_recompute() {
         let fixture = ModelFixture::open(&dir);
         let model = FourM::load(&dir, &LoadOptions::default()).unwrap();
         let case = &fixture.forward_cases()[0];
-        let context = model.encode(&encoder_inputs(&model, &fixture.states(case))).unwrap();
+        let context = model
+            .encode(&encoder_inputs(&model, &fixture.states(case)))
+            .unwrap();
         let rows = context.batch_size();
         let domain = sequence_target(&model);
         let vocab = model.vocab_size(&domain).unwrap() as u32;
         let len = 7;
-        let tokens: Vec<Vec<u32>> = (0..rows).map(|r| (0..len).map(|i| (5 + 37 * i as u32 + 11 * r as u32) % vocab).collect()).collect();
+        let tokens: Vec<Vec<u32>> = (0..rows)
+            .map(|r| {
+                (0..len)
+                    .map(|i| (5 + 37 * i as u32 + 11 * r as u32) % vocab)
+                    .collect()
+            })
+            .collect();
         let positions: Vec<Vec<usize>> = vec![(0..len).collect(); rows];
 
         let mut full_cache = model.new_cache(&domain, rows).unwrap();
         let full = model
-            .decode_causal(&context, &mut full_cache, &QuerySet { domain: domain.clone(), positions: positions.clone(), content: QueryContent::Tokens(tokens.clone()) })
+            .decode_causal(
+                &context,
+                &mut full_cache,
+                &QuerySet {
+                    domain: domain.clone(),
+                    positions: positions.clone(),
+                    content: QueryContent::Tokens(tokens.clone()),
+                },
+            )
             .unwrap();
 
         let mut cache = model.new_cache(&domain, rows).unwrap();
@@ -53,14 +85,20 @@ fn kv_cached_causal_decoding_equals_full_prefix_recompute() {
             let out = model.decode_causal(&context, &mut cache, &query).unwrap();
             let expected = full.logits.narrow(1, step, 1).unwrap();
             let diff = max_abs_diff(&out.logits, &expected, "cached step");
-            assert!(diff <= SAME, "{}: step {step} differs by {diff}", fixture.name());
+            assert!(
+                diff <= SAME,
+                "{}: step {step} differs by {diff}",
+                fixture.name()
+            );
 
             // The recompute-everything way: a fresh cache fed the whole prefix.
             let mut fresh = model.new_cache(&domain, rows).unwrap();
             let prefix = QuerySet {
                 domain: domain.clone(),
                 positions: vec![(0..=step).collect(); rows],
-                content: QueryContent::Tokens(tokens.iter().map(|row| row[..=step].to_vec()).collect()),
+                content: QueryContent::Tokens(
+                    tokens.iter().map(|row| row[..=step].to_vec()).collect(),
+                ),
             };
             let recomputed = model.decode_causal(&context, &mut fresh, &prefix).unwrap();
             let last = recomputed.logits.narrow(1, step, 1).unwrap();
@@ -74,15 +112,34 @@ fn kv_cached_causal_decoding_equals_full_prefix_recompute() {
             row[len - 1] = (row[len - 1] + 1) % vocab;
         }
         let mut other_cache = model.new_cache(&domain, rows).unwrap();
-        let other = model.decode_causal(&context, &mut other_cache, &QuerySet { domain: domain.clone(), positions, content: QueryContent::Tokens(changed) }).unwrap();
+        let other = model
+            .decode_causal(
+                &context,
+                &mut other_cache,
+                &QuerySet {
+                    domain: domain.clone(),
+                    positions,
+                    content: QueryContent::Tokens(changed),
+                },
+            )
+            .unwrap();
         let earlier = |t: &Tensor| t.narrow(1, 0, len - 1).unwrap();
-        assert_eq!(max_abs_diff(&earlier(&other.logits), &earlier(&full.logits), "causal"), 0.0);
+        assert_eq!(
+            max_abs_diff(&earlier(&other.logits), &earlier(&full.logits), "causal"),
+            0.0
+        );
     }
 }
 
 /// Blank every input of a row (the unconditional CFG row): input_mask all true.
 fn blanked(states: &[DomainState]) -> Vec<DomainState> {
-    states.iter().map(|s| DomainState { input_mask: Mask::all_ignored(s.input_mask.rows(), s.input_mask.cols()), ..s.clone() }).collect()
+    states
+        .iter()
+        .map(|s| DomainState {
+            input_mask: Mask::all_ignored(s.input_mask.rows(), s.input_mask.cols()),
+            ..s.clone()
+        })
+        .collect()
 }
 
 fn stack_rows(a: &[DomainState], b: &[DomainState]) -> Vec<DomainState> {
@@ -121,24 +178,42 @@ fn batched_cfg_rows_equal_separate_forwards() {
     for dir in model_dirs(&root) {
         let fixture = ModelFixture::open(&dir);
         let model = FourM::load(&dir, &LoadOptions::default()).unwrap();
-        for case in fixture.forward_cases().iter().filter(|c| c["batch_size"] == 1) {
+        for case in fixture
+            .forward_cases()
+            .iter()
+            .filter(|c| c["batch_size"] == 1)
+        {
             let target = case["target"].as_str().unwrap();
             let cond = fixture.states(case);
             let uncond = blanked(&cond);
             let separate_cond = model.forward_masked_target(&cond, target).unwrap();
             let separate_uncond = model.forward_masked_target(&uncond, target).unwrap();
-            let batched = model.forward_masked_target(&stack_rows(&cond, &uncond), target).unwrap();
+            let batched = model
+                .forward_masked_target(&stack_rows(&cond, &uncond), target)
+                .unwrap();
             let name = format!("{}/{}", fixture.name(), case["name"].as_str().unwrap());
             let row = |t: &Tensor, r: usize| t.narrow(0, r, 1).unwrap();
             let d0 = max_abs_diff(&row(&batched.logits, 0), &separate_cond.logits, &name);
             let d1 = max_abs_diff(&row(&batched.logits, 1), &separate_uncond.logits, &name);
-            assert!(d0 <= SAME && d1 <= SAME, "{name}: batched rows differ by {d0} / {d1}");
+            assert!(
+                d0 <= SAME && d1 <= SAME,
+                "{name}: batched rows differ by {d0} / {d1}"
+            );
 
-            let joined = EncodedContext::concat_rows(&[&separate_cond.context, &separate_uncond.context]).unwrap();
-            let queries = QuerySet { domain: target.into(), positions: vec![separate_cond.positions[0].clone(); 2], content: QueryContent::MaskToken };
+            let joined =
+                EncodedContext::concat_rows(&[&separate_cond.context, &separate_uncond.context])
+                    .unwrap();
+            let queries = QuerySet {
+                domain: target.into(),
+                positions: vec![separate_cond.positions[0].clone(); 2],
+                content: QueryContent::MaskToken,
+            };
             // Image targets are queried by grid slot, sequence targets by rank.
             let queries = if model.decoder_embedding(target).unwrap().info.is_sequence() {
-                QuerySet { positions: vec![(0..separate_cond.positions[0].len()).collect(); 2], ..queries }
+                QuerySet {
+                    positions: vec![(0..separate_cond.positions[0].len()).collect(); 2],
+                    ..queries
+                }
             } else {
                 queries
             };
@@ -159,16 +234,69 @@ fn query_order_only_permutes_logits() {
     let model = FourM::load(dir, &LoadOptions::default()).unwrap();
     let case = &fixture.forward_cases()[0];
     let target = case["target"].as_str().unwrap();
-    let context = model.encode(&encoder_inputs(&model, &fixture.states(case))).unwrap();
+    let context = model
+        .encode(&encoder_inputs(&model, &fixture.states(case)))
+        .unwrap();
     let forward: Vec<usize> = (0..20).map(|i| i * 3).collect();
     let reversed: Vec<usize> = forward.iter().rev().copied().collect();
-    let a = model.decode(&context, &QuerySet { domain: target.into(), positions: vec![forward], content: QueryContent::MaskToken }).unwrap();
-    let b = model.decode(&context, &QuerySet { domain: target.into(), positions: vec![reversed], content: QueryContent::MaskToken }).unwrap();
+    let a = model
+        .decode(
+            &context,
+            &QuerySet {
+                domain: target.into(),
+                positions: vec![forward],
+                content: QueryContent::MaskToken,
+            },
+        )
+        .unwrap();
+    let b = model
+        .decode(
+            &context,
+            &QuerySet {
+                domain: target.into(),
+                positions: vec![reversed],
+                content: QueryContent::MaskToken,
+            },
+        )
+        .unwrap();
     let idx = Tensor::from_vec((0..20u32).rev().collect::<Vec<_>>(), 20, &Device::Cpu).unwrap();
     let b_back = b.logits.index_select(&idx, 1).unwrap();
     assert!(max_abs_diff(&a.logits, &b_back, "order") <= SAME);
     // Wrong row counts and positions are errors, not panics.
-    assert!(model.decode(&context, &QuerySet { domain: target.into(), positions: vec![vec![0], vec![1]], content: QueryContent::MaskToken }).is_err());
-    assert!(model.decode(&context, &QuerySet { domain: target.into(), positions: vec![vec![100_000]], content: QueryContent::MaskToken }).is_err());
-    assert!(model.decode(&context, &QuerySet { domain: "rgb@224".into(), positions: vec![vec![0]], content: QueryContent::MaskToken }).is_err());
+    assert!(
+        model
+            .decode(
+                &context,
+                &QuerySet {
+                    domain: target.into(),
+                    positions: vec![vec![0], vec![1]],
+                    content: QueryContent::MaskToken
+                }
+            )
+            .is_err()
+    );
+    assert!(
+        model
+            .decode(
+                &context,
+                &QuerySet {
+                    domain: target.into(),
+                    positions: vec![vec![100_000]],
+                    content: QueryContent::MaskToken
+                }
+            )
+            .is_err()
+    );
+    assert!(
+        model
+            .decode(
+                &context,
+                &QuerySet {
+                    domain: "rgb@224".into(),
+                    positions: vec![vec![0]],
+                    content: QueryContent::MaskToken
+                }
+            )
+            .is_err()
+    );
 }

@@ -10,7 +10,9 @@ use tessera_model::{DomainState, DomainValues, Mask};
 /// The fixture root, or `None` (after printing why) when the tests should skip.
 pub fn fixtures_root() -> Option<PathBuf> {
     let repo_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let configured = std::env::var("TESSERA_FIXTURES").ok().filter(|v| !v.is_empty());
+    let configured = std::env::var("TESSERA_FIXTURES")
+        .ok()
+        .filter(|v| !v.is_empty());
     let root = match &configured {
         Some(dir) if Path::new(dir).is_absolute() => PathBuf::from(dir),
         Some(dir) => repo_root.join(dir),
@@ -21,9 +23,15 @@ pub fn fixtures_root() -> Option<PathBuf> {
     }
     let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
     if ci {
-        panic!("FM fixtures not found at {} (set TESSERA_FIXTURES); required under CI", root.join("fm").display());
+        panic!(
+            "FM fixtures not found at {} (set TESSERA_FIXTURES); required under CI",
+            root.join("fm").display()
+        );
     }
-    eprintln!("skipping: FM fixtures not found at {} (set TESSERA_FIXTURES)", root.join("fm").display());
+    eprintln!(
+        "skipping: FM fixtures not found at {} (set TESSERA_FIXTURES)",
+        root.join("fm").display()
+    );
     None
 }
 
@@ -35,7 +43,11 @@ pub fn model_dirs(root: &Path) -> Vec<PathBuf> {
         .filter(|p| p.join("cases.json").is_file())
         .collect();
     dirs.sort();
-    assert!(!dirs.is_empty(), "no model directories under {}", root.join("fm").display());
+    assert!(
+        !dirs.is_empty(),
+        "no model directories under {}",
+        root.join("fm").display()
+    );
     dirs
 }
 
@@ -48,10 +60,20 @@ pub struct ModelFixture {
 
 impl ModelFixture {
     pub fn open(dir: &Path) -> Self {
-        let cases: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("read cases.json")).expect("parse cases.json");
-        let tensors_file = cases["tensors_file"].as_str().unwrap_or("tensors.safetensors");
-        let tensors = candle_core::safetensors::load(dir.join(tensors_file), &Device::Cpu).expect("load fixture tensors");
-        Self { dir: dir.to_owned(), cases, tensors }
+        let cases: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("cases.json")).expect("read cases.json"),
+        )
+        .expect("parse cases.json");
+        let tensors_file = cases["tensors_file"]
+            .as_str()
+            .unwrap_or("tensors.safetensors");
+        let tensors = candle_core::safetensors::load(dir.join(tensors_file), &Device::Cpu)
+            .expect("load fixture tensors");
+        Self {
+            dir: dir.to_owned(),
+            cases,
+            tensors,
+        }
     }
 
     pub fn name(&self) -> String {
@@ -60,11 +82,16 @@ impl ModelFixture {
 
     pub fn tensor(&self, key: &Value) -> &Tensor {
         let key = key.as_str().expect("tensor key");
-        self.tensors.get(key).unwrap_or_else(|| panic!("fixture tensor `{key}` missing"))
+        self.tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("fixture tensor `{key}` missing"))
     }
 
     pub fn forward_cases(&self) -> Vec<Value> {
-        self.cases["forward"].as_array().cloned().unwrap_or_default()
+        self.cases["forward"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The `inputs` list of a case as domain states, in list order.
@@ -98,7 +125,28 @@ pub fn max_abs_diff(actual: &Tensor, expected: &Tensor, what: &str) -> f32 {
     if expected.elem_count() == 0 {
         return 0.0;
     }
-    let a = actual.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let e = expected.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    a.iter().zip(&e).map(|(x, y)| if x.is_nan() || y.is_nan() { f32::INFINITY } else { (x - y).abs() }).fold(0.0, f32::max)
+    let a = actual
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let e = expected
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    a.iter()
+        .zip(&e)
+        .map(|(x, y)| {
+            if x.is_nan() || y.is_nan() {
+                f32::INFINITY
+            } else {
+                (x - y).abs()
+            }
+        })
+        .fold(0.0, f32::max)
 }
