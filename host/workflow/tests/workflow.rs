@@ -1,0 +1,11 @@
+//! Integration tests of tessera-workflow, one module per feature (in `tests/workflow/`). Golden
+//! files are regenerated with `TESSERA_BLESS=1`.
+
+#[path = "workflow/builtin.rs"]
+mod builtin;
+#[path = "workflow/common.rs"]
+mod common;
+#[path = "workflow/golden.rs"]
+mod golden;
+#[path = "workflow/schema.rs"]
+mod schema;
