@@ -21,3 +21,10 @@ pub use plan::{
     CacheContext, CacheKey, CacheKeyPart, ExecutionPlan, NotCachedReason, PlanError, PlannedStep,
     cache_keys, plan,
 };
+pub mod events;
+pub mod executor;
+pub use events::{EventSink, RunEvent, SkipReason};
+pub use executor::{
+    CancellationToken, ExecuteError, ExecuteOptions, MemoryCache, NoCache, RunReport, StepCache,
+    StepContext, StepError, StepInputs, StepOutcome, StepRunner, execute,
+};

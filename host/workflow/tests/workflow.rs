@@ -5,6 +5,8 @@
 mod builtin;
 #[path = "workflow/common.rs"]
 mod common;
+#[path = "workflow/executor.rs"]
+mod executor;
 #[path = "workflow/golden.rs"]
 mod golden;
 #[path = "workflow/schema.rs"]
