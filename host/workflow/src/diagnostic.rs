@@ -295,8 +295,9 @@ pub fn render_terminal(source: &SourceFile, diagnostics: &[Diagnostic], color: b
         })
         .with_notes(diagnostic.notes.clone());
         if let Some(span) = &diagnostic.span {
-            rendered = rendered
-                .with_labels(vec![Label::primary((), span.clone()).with_message(&diagnostic.label)]);
+            rendered = rendered.with_labels(vec![
+                Label::primary((), span.clone()).with_message(&diagnostic.label),
+            ]);
         } else {
             rendered = rendered.with_notes(
                 std::iter::once(format!("in {}", source.name))

@@ -11,7 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::events::{EventSink, RunEvent, SkipReason};
-use crate::plan::{CacheContext, CacheKey, ExecutionPlan, NotCachedReason, PlannedStep, cache_keys};
+use crate::plan::{
+    CacheContext, CacheKey, ExecutionPlan, NotCachedReason, PlannedStep, cache_keys,
+};
 use crate::workflow::Reference;
 
 /// Cancels a run; clones share the flag.
@@ -134,16 +136,25 @@ impl<V> Default for MemoryCache<V> {
 
 impl<V: Clone + Send> StepCache<V> for MemoryCache<V> {
     fn get(&self, key: &CacheKey) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(|poison| poison.into_inner());
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         entries.0.get(&key.digest).cloned()
     }
     fn put(&self, step: &str, key: &CacheKey, value: &V) {
-        let mut entries = self.entries.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         entries.0.insert(key.digest.clone(), value.clone());
         entries.1.insert(step.to_owned(), key.clone());
     }
     fn previous_key(&self, step: &str) -> Option<CacheKey> {
-        let entries = self.entries.lock().unwrap_or_else(|poison| poison.into_inner());
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         entries.1.get(step).cloned()
     }
 }
@@ -263,7 +274,9 @@ pub fn execute<R: StepRunner>(
         let mut running = 0usize;
         loop {
             while running < max_concurrency && !cancel.is_cancelled() {
-                let Some(index) = ready.pop_first() else { break };
+                let Some(index) = ready.pop_first() else {
+                    break;
+                };
                 let planned = &plan.steps[index];
                 let id = planned.step.id.as_str();
                 let key = &keys[id];
@@ -345,8 +358,10 @@ pub fn execute<R: StepRunner>(
                         {
                             Err(reason) => reason,
                             Ok(()) => {
-                                let reason =
-                                    NotCachedReason::for_miss(key, cache.previous_key(&id).as_ref());
+                                let reason = NotCachedReason::for_miss(
+                                    key,
+                                    cache.previous_key(&id).as_ref(),
+                                );
                                 cache.put(&id, key, &value);
                                 reason
                             }

@@ -23,7 +23,10 @@ pub const MAX_TOKENS: u32 = 65_536;
 /// A whole workflow file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "tessera workflow", description = "A tessera workflow file (TOML)")]
+#[schemars(
+    title = "tessera workflow",
+    description = "A tessera workflow file (TOML)"
+)]
 pub struct WorkflowFile {
     /// Format version; must be 1.
     pub workflow_version: u32,
@@ -292,8 +295,14 @@ mod tests {
     fn key_lists_match_the_schema() {
         let schema: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
         assert_eq!(property_names(&schema, None), sorted(ROOT_KEYS));
-        assert_eq!(property_names(&schema, Some("WorkflowInfo")), sorted(WORKFLOW_KEYS));
-        assert_eq!(property_names(&schema, Some("InputSpec")), sorted(INPUT_KEYS));
+        assert_eq!(
+            property_names(&schema, Some("WorkflowInfo")),
+            sorted(WORKFLOW_KEYS)
+        );
+        assert_eq!(
+            property_names(&schema, Some("InputSpec")),
+            sorted(INPUT_KEYS)
+        );
         assert_eq!(property_names(&schema, Some("StepSpec")), sorted(STEP_KEYS));
     }
 }

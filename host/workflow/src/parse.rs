@@ -248,7 +248,9 @@ pub(crate) fn parse(builder: &mut DiagnosticBuilder) -> Option<ParsedWorkflow> {
                             Code::InvalidValue,
                             None,
                             value.span().or(name_span.clone()),
-                            format!("output `{name}` must be a reference string such as \"steps.ID\""),
+                            format!(
+                                "output `{name}` must be a reference string such as \"steps.ID\""
+                            ),
                             "expected a string",
                         );
                     }

@@ -86,7 +86,11 @@ pub fn plan(workflow: &Workflow, requested: Option<&[String]>) -> Result<Executi
             needed_by: needed_by.to_owned(),
         };
         match reference {
-            Reference::Step(id) => index_of.get(id.as_str()).copied().map(Some).ok_or_else(dangling),
+            Reference::Step(id) => index_of
+                .get(id.as_str())
+                .copied()
+                .map(Some)
+                .ok_or_else(dangling),
             Reference::Input(name) => workflow.inputs.get(name).map(|_| None).ok_or_else(dangling),
         }
     };
@@ -265,11 +269,19 @@ pub fn cache_keys(plan: &ExecutionPlan, context: &CacheContext) -> BTreeMap<Stri
         let plugin_entries: Vec<String> = domains
             .iter()
             .map(|domain| {
-                let digest = context.plugin_digests.get(*domain).map_or("none", String::as_str);
+                let digest = context
+                    .plugin_digests
+                    .get(*domain)
+                    .map_or("none", String::as_str);
                 format!("{domain}={digest}")
             })
             .collect();
-        let plugins = hex_digest(&plugin_entries.iter().map(|e| e.as_bytes()).collect::<Vec<_>>());
+        let plugins = hex_digest(
+            &plugin_entries
+                .iter()
+                .map(|e| e.as_bytes())
+                .collect::<Vec<_>>(),
+        );
         let input_entries: Vec<String> = step
             .from
             .iter()
@@ -285,7 +297,12 @@ pub fn cache_keys(plan: &ExecutionPlan, context: &CacheContext) -> BTreeMap<Stri
                 format!("{reference}={digest}")
             })
             .collect();
-        let inputs = hex_digest(&input_entries.iter().map(|e| e.as_bytes()).collect::<Vec<_>>());
+        let inputs = hex_digest(
+            &input_entries
+                .iter()
+                .map(|e| e.as_bytes())
+                .collect::<Vec<_>>(),
+        );
         let mut description = step.parameters.clone();
         // The seed is its own part; the id and the `cache` flag do not change the result.
         description.seed = None;

@@ -74,7 +74,11 @@ pub fn validate_file(
 }
 
 /// Validates workflow text; `file_name` is only used in locations.
-pub fn validate_source(file_name: &str, text: &str, context: &ValidationContext) -> ValidationReport {
+pub fn validate_source(
+    file_name: &str,
+    text: &str,
+    context: &ValidationContext,
+) -> ValidationReport {
     let source = SourceFile::new(file_name, text);
     let (diagnostics, workflow) = {
         let mut builder = DiagnosticBuilder::new(&source);
@@ -124,7 +128,10 @@ fn check(
                 Code::UnknownDomain,
                 None,
                 domain_span.clone(),
-                format!("input `{}`: the model has no domain `{}`", input.name, spec.domain),
+                format!(
+                    "input `{}`: the model has no domain `{}`",
+                    input.name, spec.domain
+                ),
                 "unknown domain",
             );
         }
@@ -208,9 +215,15 @@ fn check(
         let mut resolved = Vec::new();
         let mut seen = BTreeSet::new();
         for (text, span) in &step.from {
-            let Some(reference) =
-                resolve(builder, id, text, span.clone(), &inputs, &step_index, "from")
-            else {
+            let Some(reference) = resolve(
+                builder,
+                id,
+                text,
+                span.clone(),
+                &inputs,
+                &step_index,
+                "from",
+            ) else {
                 continue;
             };
             if !seen.insert(reference.clone()) {
@@ -300,7 +313,10 @@ fn check(
                 Code::Cycle,
                 parsed.steps[start].id.as_deref(),
                 span,
-                format!("steps depend on each other in a cycle: {}", names.join(" -> ")),
+                format!(
+                    "steps depend on each other in a cycle: {}",
+                    names.join(" -> ")
+                ),
                 "this reference closes a cycle",
             )
             .notes
@@ -328,7 +344,9 @@ fn check(
                 "malformed name",
             );
         }
-        let Some(text) = &output.reference else { continue };
+        let Some(text) = &output.reference else {
+            continue;
+        };
         let Some(reference) = resolve(
             builder,
             None,
@@ -529,7 +547,10 @@ fn check_step_domains(
                 Code::DomainConflict,
                 id,
                 generate_span.clone(),
-                format!("`{}` is both generated and given as input `{}`", domain, item.reference),
+                format!(
+                    "`{}` is both generated and given as input `{}`",
+                    domain, item.reference
+                ),
                 "generated domain is also an input",
             );
         }
@@ -579,25 +600,44 @@ fn step_parameters(
             None
         }
     };
-    let token_schedule = match spec.token_schedule.as_deref().map(TokenScheduleKind::from_str) {
+    let token_schedule = match spec
+        .token_schedule
+        .as_deref()
+        .map(TokenScheduleKind::from_str)
+    {
         None => TokenScheduleKind::Linear,
         Some(Ok(kind)) => kind,
         Some(Err(error)) => {
-            refuse(builder, Code::SamplerRefused, "token_schedule", error.to_string());
+            refuse(
+                builder,
+                Code::SamplerRefused,
+                "token_schedule",
+                error.to_string(),
+            );
             TokenScheduleKind::Linear
         }
     };
     let temperature = spec.temperature.as_ref().map_or(1.0, |t| t.value());
-    let schedule_name = spec.temperature.as_ref().map_or("constant", |t| t.schedule());
+    let schedule_name = spec
+        .temperature
+        .as_ref()
+        .map_or("constant", |t| t.schedule());
     let temperature_schedule = match TemperatureSchedule::from_str(schedule_name) {
         Ok(schedule) => schedule,
         Err(error) => {
-            refuse(builder, Code::SamplerRefused, "temperature", error.to_string());
+            refuse(
+                builder,
+                Code::SamplerRefused,
+                "temperature",
+                error.to_string(),
+            );
             TemperatureSchedule::Constant
         }
     };
-    for (key, value) in [("decoding_steps", spec.decoding_steps), ("token_budget", spec.token_budget)]
-    {
+    for (key, value) in [
+        ("decoding_steps", spec.decoding_steps),
+        ("token_budget", spec.token_budget),
+    ] {
         if let Some(value) = value
             && value > MAX_TOKENS
         {
@@ -788,9 +828,7 @@ fn key_of_sampler_error(error: &SamplerError, step: &ParsedStep) -> &'static str
         SamplerError::TopKFractionOutOfRange { .. } | SamplerError::TopKKeepsNothing { .. } => {
             "top_k"
         }
-        SamplerError::TokenCountMismatch { .. } if step.spans.has("token_budget") => {
-            "token_budget"
-        }
+        SamplerError::TokenCountMismatch { .. } if step.spans.has("token_budget") => "token_budget",
         SamplerError::TokenCountMismatch { .. } => "generate",
         SamplerError::InvalidGuidanceScale { .. }
         | SamplerError::EmptyGuidanceWeights { .. }

@@ -270,7 +270,9 @@ impl Step {
     pub fn num_tokens(&self, catalog: &DomainCatalog) -> Result<usize, SamplerError> {
         match self.parameters.token_budget {
             Some(budget) => Ok(budget),
-            None => Ok(catalog.lookup(&self.generate, DomainRole::Target)?.num_tokens),
+            None => Ok(catalog
+                .lookup(&self.generate, DomainRole::Target)?
+                .num_tokens),
         }
     }
 

@@ -9,5 +9,7 @@ mod common;
 mod executor;
 #[path = "workflow/golden.rs"]
 mod golden;
+#[path = "workflow/property.rs"]
+mod property;
 #[path = "workflow/schema.rs"]
 mod schema;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tessera_workflow::{
     CacheContext, CacheKeyPart, CancellationToken, ExecuteOptions, ExecutionPlan, MemoryCache,
-    NoCache, NotCachedReason, PlannedStep, Reference, RunEvent, SkipReason, StepContext,
-    StepError, StepInputs, StepOutcome, StepRunner, execute, plan, validate_source,
+    NoCache, NotCachedReason, PlannedStep, Reference, RunEvent, SkipReason, StepContext, StepError,
+    StepInputs, StepOutcome, StepRunner, execute, plan, validate_source,
 };
 
 /// What a recording runner saw, with a global sequence number per start and finish.
@@ -72,7 +72,11 @@ impl StepRunner for RecordingRunner {
         let number = recording.sequence.fetch_add(1, Ordering::SeqCst);
         recording.starts.lock().unwrap().push((id.clone(), number));
         self.running.fetch_add(1, Ordering::SeqCst);
-        let behaviour = self.behaviour.get(&id).copied().unwrap_or(Behaviour::Succeed);
+        let behaviour = self
+            .behaviour
+            .get(&id)
+            .copied()
+            .unwrap_or(Behaviour::Succeed);
         let result = match behaviour {
             Behaviour::Succeed => Ok(()),
             Behaviour::Fail => Err(StepError::Failed {
@@ -116,7 +120,11 @@ impl StepRunner for RecordingRunner {
         self.running.fetch_sub(1, Ordering::SeqCst);
         result?;
         let number = recording.sequence.fetch_add(1, Ordering::SeqCst);
-        recording.finishes.lock().unwrap().push((id.clone(), number));
+        recording
+            .finishes
+            .lock()
+            .unwrap()
+            .push((id.clone(), number));
         let given: Vec<String> = inputs
             .values
             .iter()
@@ -178,7 +186,11 @@ fn terminal_events(events: &[RunEvent]) -> BTreeMap<String, RunEvent> {
     let mut terminal = BTreeMap::new();
     for event in events.iter().filter(|event| event.is_terminal()) {
         let previous = terminal.insert(event.step().to_owned(), event.clone());
-        assert!(previous.is_none(), "two terminal events for {}", event.step());
+        assert!(
+            previous.is_none(),
+            "two terminal events for {}",
+            event.step()
+        );
     }
     terminal
 }
@@ -186,7 +198,10 @@ fn terminal_events(events: &[RunEvent]) -> BTreeMap<String, RunEvent> {
 #[test]
 fn steps_run_after_their_inputs_and_outputs_carry_values() {
     let plan = plan_of(BRANCHES);
-    assert_eq!(plan.waves, vec![vec!["a".to_owned(), "c".to_owned()], vec!["b".to_owned()]]);
+    assert_eq!(
+        plan.waves,
+        vec![vec!["a".to_owned(), "c".to_owned()], vec!["b".to_owned()]]
+    );
     let runner = RecordingRunner::new();
     let (events, sink) = collect_events();
     let options = ExecuteOptions {
@@ -203,10 +218,17 @@ fn steps_run_after_their_inputs_and_outputs_carry_values() {
         "b(inputs.caption=a,steps.a=a(inputs.caption=a;seed=9);seed=9)"
     );
     let events = events.lock().unwrap();
-    let queued = events.iter().filter(|e| matches!(e, RunEvent::Queued { .. })).count();
+    let queued = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::Queued { .. }))
+        .count();
     assert_eq!(queued, 3);
     let terminal = terminal_events(&events);
-    assert!(terminal.values().all(|e| matches!(e, RunEvent::Finished { .. })));
+    assert!(
+        terminal
+            .values()
+            .all(|e| matches!(e, RunEvent::Finished { .. }))
+    );
 }
 
 #[test]
@@ -215,8 +237,15 @@ fn independent_branches_run_concurrently() {
     let runner = RecordingRunner::new()
         .with("a", Behaviour::AwaitSibling)
         .with("c", Behaviour::AwaitSibling);
-    let report = execute(&plan, &runner, &caption(), &NoCache, &Default::default(), &|_| {})
-        .unwrap();
+    let report = execute(
+        &plan,
+        &runner,
+        &caption(),
+        &NoCache,
+        &Default::default(),
+        &|_| {},
+    )
+    .unwrap();
     assert!(report.succeeded(), "{:?}", report.outcomes);
 }
 
@@ -238,12 +267,21 @@ fn a_failure_skips_dependents_and_siblings_finish() {
         let plan = plan_of(BRANCHES);
         let runner = RecordingRunner::new().with("a", behaviour);
         let (events, sink) = collect_events();
-        let report =
-            execute(&plan, &runner, &caption(), &NoCache, &Default::default(), &sink).unwrap();
+        let report = execute(
+            &plan,
+            &runner,
+            &caption(),
+            &NoCache,
+            &Default::default(),
+            &sink,
+        )
+        .unwrap();
         assert!(matches!(report.outcomes["a"], StepOutcome::Failed { .. }));
         assert_eq!(
             report.outcomes["b"],
-            StepOutcome::Skipped(SkipReason::UpstreamFailed { step: "a".to_owned() })
+            StepOutcome::Skipped(SkipReason::UpstreamFailed {
+                step: "a".to_owned()
+            })
         );
         assert_eq!(report.outcomes["c"], StepOutcome::Finished);
         assert!(report.outputs.contains_key("c") && !report.outputs.contains_key("b"));
@@ -282,10 +320,17 @@ fn cancellation_stops_promptly_and_skips_the_rest() {
         returned.duration_since(cancelled_at)
     );
     for step in ["a", "b", "c"] {
-        assert_eq!(report.outcomes[step], StepOutcome::Skipped(SkipReason::Cancelled));
+        assert_eq!(
+            report.outcomes[step],
+            StepOutcome::Skipped(SkipReason::Cancelled)
+        );
     }
     let events = events.lock().unwrap();
-    assert!(events.iter().any(|e| matches!(e, RunEvent::Progress { .. })));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, RunEvent::Progress { .. }))
+    );
     terminal_events(&events);
 }
 
@@ -371,7 +416,10 @@ fn unchanged_steps_are_served_from_the_cache_and_misses_say_why() {
     let changed = |parts: Vec<CacheKeyPart>| Some(NotCachedReason::Changed { parts });
     assert_eq!(reasons["a"], changed(vec![CacheKeyPart::Seed]));
     // b's own seed changed, and so did its upstream step's key.
-    assert_eq!(reasons["b"], changed(vec![CacheKeyPart::Inputs, CacheKeyPart::Seed]));
+    assert_eq!(
+        reasons["b"],
+        changed(vec![CacheKeyPart::Inputs, CacheKeyPart::Seed])
+    );
 
     let (_, reasons, _) = run(&context(2, "y", false));
     assert_eq!(reasons["a"], changed(vec![CacheKeyPart::Inputs]));
@@ -385,8 +433,15 @@ fn unchanged_steps_are_served_from_the_cache_and_misses_say_why() {
 fn a_missing_input_value_is_refused_before_anything_runs() {
     let plan = plan_of(BRANCHES);
     let runner = RecordingRunner::new();
-    let error = execute(&plan, &runner, &BTreeMap::new(), &NoCache, &Default::default(), &|_| {})
-        .unwrap_err();
+    let error = execute(
+        &plan,
+        &runner,
+        &BTreeMap::new(),
+        &NoCache,
+        &Default::default(),
+        &|_| {},
+    )
+    .unwrap_err();
     assert_eq!(error.to_string(), "no value given for input `caption`");
     assert!(runner.runs().is_empty());
 }

@@ -45,10 +45,17 @@ pub fn test_catalog() -> DomainCatalog {
 
 /// Plugins of the test host: text and pixels, but no depth detokenizer.
 pub fn test_served_domains() -> BTreeSet<String> {
-    ["caption", "det", "rgb@224", "tok_rgb@224", "metadata", "color_palette"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect()
+    [
+        "caption",
+        "det",
+        "rgb@224",
+        "tok_rgb@224",
+        "metadata",
+        "color_palette",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
 }
 
 fn validate_golden(path: &Path) -> ValidationReport {
