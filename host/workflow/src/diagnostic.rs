@@ -326,3 +326,37 @@ pub fn render_terminal(source: &SourceFile, diagnostics: &[Diagnostic], color: b
     }
     String::from_utf8_lossy(buffer.as_slice()).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_documented_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let mut seen = std::collections::BTreeSet::new();
+        for code in Code::ALL {
+            assert!(seen.insert(code.code()), "{} used twice", code.code());
+            let row = format!("| `{}` | `{}` |", code.code(), code.name());
+            assert!(readme.contains(&row), "README lacks the row for {code}");
+        }
+    }
+
+    #[test]
+    fn columns_count_characters_and_spans_are_clamped() {
+        let source = SourceFile::new("f.toml", "a = \"é\"\nb = 1\n");
+        assert_eq!(source.line_column(0), (1, 1));
+        // The byte after the two-byte `é` is the 7th character of line 1.
+        assert_eq!(source.line_column(7), (1, 7));
+        assert_eq!(source.line_column(9), (2, 1));
+        assert_eq!(source.line_column(1000), (3, 1));
+        let mut builder = DiagnosticBuilder::new(&source);
+        // A span ending inside `é` and one past the end are moved onto valid boundaries.
+        builder.push(Code::InvalidValue, None, Some(5..6), "m", "l");
+        builder.push(Code::InvalidValue, None, Some(50..60), "m", "l");
+        let diagnostics = builder.diagnostics;
+        assert_eq!(diagnostics[0].span, Some(5..7));
+        assert_eq!(diagnostics[1].span, Some(15..15));
+        assert!(render_terminal(&source, &diagnostics, false).contains("f.toml:1:6"));
+    }
+}

@@ -109,6 +109,9 @@ fn check(
 ) -> Option<Workflow> {
     // ---- inputs --------------------------------------------------------------------------
     let mut inputs = BTreeMap::new();
+    // Names of every declared input, also those whose table is broken (already reported), so that
+    // references to them are not reported a second time as dangling.
+    let input_names: BTreeSet<String> = parsed.inputs.iter().map(|i| i.name.clone()).collect();
     for input in &parsed.inputs {
         if let Err(reason) = check_id(&input.name) {
             builder.push(
@@ -220,7 +223,7 @@ fn check(
                 id,
                 text,
                 span.clone(),
-                &inputs,
+                &input_names,
                 &step_index,
                 "from",
             ) else {
@@ -352,7 +355,7 @@ fn check(
             None,
             text,
             output.value_span.clone(),
-            &inputs,
+            &input_names,
             &step_index,
             &format!("output `{}`", output.name),
         ) else {
@@ -442,7 +445,7 @@ fn resolve(
     step: Option<&str>,
     text: &str,
     span: Span,
-    inputs: &BTreeMap<String, WorkflowInput>,
+    inputs: &BTreeSet<String>,
     step_index: &BTreeMap<String, usize>,
     place: &str,
 ) -> Option<Reference> {
@@ -460,8 +463,8 @@ fn resolve(
         }
     };
     match &reference {
-        Reference::Input(name) if !inputs.contains_key(name) => {
-            let known: Vec<&str> = inputs.keys().map(String::as_str).collect();
+        Reference::Input(name) if !inputs.contains(name) => {
+            let known: Vec<&str> = inputs.iter().map(String::as_str).collect();
             builder
                 .push(
                     Code::UnknownInput,

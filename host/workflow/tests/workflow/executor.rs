@@ -84,7 +84,7 @@ impl StepRunner for RecordingRunner {
             }),
             Behaviour::Panic => panic!("{id} panicked on purpose"),
             Behaviour::AwaitSibling => {
-                let deadline = Instant::now() + Duration::from_secs(5);
+                let deadline = Instant::now() + Duration::from_secs(2);
                 loop {
                     if self.running.load(Ordering::SeqCst) >= 2 {
                         break Ok(());
