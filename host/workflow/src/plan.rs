@@ -263,8 +263,15 @@ pub fn cache_keys(plan: &ExecutionPlan, context: &CacheContext) -> BTreeMap<Stri
     for planned in &plan.steps {
         let step = &planned.step;
         let model = hex_digest(&[context.model_id.as_bytes()]);
-        let mut domains: BTreeSet<&str> =
-            step.condition_domains.iter().map(String::as_str).collect();
+        // Plugins that touch this step's result: those tokenizing its workflow inputs and the
+        // one detokenizing its target. Upstream steps hand over tokens, covered by their keys.
+        let mut domains: BTreeSet<&str> = step
+            .from
+            .iter()
+            .zip(&step.condition_domains)
+            .filter(|(reference, _)| matches!(reference, Reference::Input(_)))
+            .map(|(_, domain)| domain.as_str())
+            .collect();
         domains.insert(&step.generate);
         let plugin_entries: Vec<String> = domains
             .iter()

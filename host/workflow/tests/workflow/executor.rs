@@ -456,3 +456,53 @@ fn planning_keeps_only_what_the_requested_outputs_need() {
     assert_eq!(only_c.outputs["c"], Reference::Step("c".to_owned()));
     assert!(plan(&workflow, Some(&["nope".to_owned()])).is_err());
 }
+
+#[test]
+fn cache_keys_are_deterministic_and_track_each_part() {
+    let plan = plan_of(CACHED);
+    let context = CacheContext {
+        model_id: "fixture".to_owned(),
+        plugin_digests: BTreeMap::from([("tok_depth@224".to_owned(), "p1".to_owned())]),
+        input_digests: BTreeMap::from([("caption".to_owned(), "x".to_owned())]),
+        run_seed: 3,
+        no_cache: false,
+    };
+    let keys = tessera_workflow::cache_keys(&plan, &context);
+    assert_eq!(
+        keys,
+        tessera_workflow::cache_keys(&plan_of(CACHED), &context)
+    );
+    assert_eq!(keys["a"].digest.len(), 64);
+    assert_ne!(keys["a"].digest, keys["volatile"].digest);
+
+    let mut plugins_changed = context.clone();
+    plugins_changed
+        .plugin_digests
+        .insert("tok_depth@224".to_owned(), "p2".to_owned());
+    let changed = tessera_workflow::cache_keys(&plan, &plugins_changed);
+    assert_eq!(
+        changed["a"].changed_parts(&keys["a"]),
+        vec![CacheKeyPart::Plugins]
+    );
+    // b does not use the depth plugin itself, but its input (a's result) changed.
+    assert_eq!(
+        changed["b"].changed_parts(&keys["b"]),
+        vec![CacheKeyPart::Inputs]
+    );
+    assert_eq!(changed["volatile"], keys["volatile"]);
+
+    let mut model_changed = context.clone();
+    model_changed.model_id = "other".to_owned();
+    let changed = tessera_workflow::cache_keys(&plan, &model_changed);
+    assert_eq!(
+        changed["a"].changed_parts(&keys["a"]),
+        vec![CacheKeyPart::Model]
+    );
+
+    let edited = plan_of(&CACHED.replacen("decoding_steps = 2", "decoding_steps = 1", 1));
+    let changed = tessera_workflow::cache_keys(&edited, &context);
+    assert_eq!(
+        changed["a"].changed_parts(&keys["a"]),
+        vec![CacheKeyPart::Parameters]
+    );
+}
