@@ -408,7 +408,18 @@ fn deserialize_table<T: DeserializeOwned>(
     match T::deserialize(deserializer) {
         Ok(value) => Some(value),
         Err(error) => {
-            let span = error.span().or(table_span);
+            // Without a span of its own (e.g. a missing field) point at the table's first line,
+            // its header, rather than underlining the whole table.
+            let span = error.span().or_else(|| {
+                table_span.map(|span| {
+                    let text = &builder.source.text;
+                    let end = text
+                        .get(span.clone())
+                        .and_then(|table| table.find('\n'))
+                        .map_or(span.end, |newline| span.start + newline);
+                    span.start..end
+                })
+            });
             builder.push(
                 Code::InvalidValue,
                 step,

@@ -686,6 +686,16 @@ fn step_parameters(
                     .chain(std::iter::repeat(&Vec::new())),
             ) {
                 let mut references = Vec::new();
+                if entry.from.is_empty() {
+                    ok = false;
+                    builder.push(
+                        Code::ConflictingParameters,
+                        id,
+                        step.spans.value("guidance"),
+                        "every guidance entry needs at least one condition in its `from`",
+                        "empty condition set",
+                    );
+                }
                 for (text, span) in written {
                     match Reference::parse(text) {
                         Ok(reference) if from.contains(&reference) => references.push(reference),
