@@ -3,6 +3,7 @@
 mod model;
 mod plugins;
 mod tokens;
+mod workflows;
 mod world;
 
 use anyhow::Result;
@@ -33,6 +34,11 @@ enum Command {
     Tokenize(tokens::TokenizeArgs),
     /// Turn token ids back into values with a plugin.
     Detokenize(tokens::DetokenizeArgs),
+    /// Check workflow files (structure and parameters; with --model also domains and plugins).
+    Validate(workflows::ValidateArgs),
+    /// Built-in workflows.
+    #[command(subcommand)]
+    Workflows(workflows::WorkflowsCommand),
     /// Inspect 4M checkpoints.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -70,5 +76,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Demo(args) => tokens::demo(args, &plugins_dir),
         Command::World(cmd) => world::run(cmd),
         Command::Model(cmd) => model::run(cmd),
+        Command::Validate(args) => workflows::validate(args, &plugins_dir),
+        Command::Workflows(cmd) => workflows::run(cmd),
     }
 }

@@ -239,3 +239,31 @@ fn model_inspect_describes_the_fixture_checkpoints() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent/model"));
 }
+
+#[test]
+fn validate_reports_every_problem_with_its_location() {
+    let golden = repo_root().join("host/workflow/tests/golden/invalid/cycle.toml");
+    let out = tessera(&["validate", golden.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cycle.toml:") && text.contains("cycle"),
+        "{text}"
+    );
+    let json = tessera(&["validate", "--json", golden.to_str().unwrap()]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value[0]["valid"], false);
+    assert!(
+        value[0]["diagnostics"][0]["line"].as_u64().is_some(),
+        "{value}"
+    );
+    let builtin: Vec<String> = std::fs::read_dir(repo_root().join("workflows"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    let mut args = vec!["validate"];
+    args.extend(builtin.iter().map(String::as_str));
+    assert!(stdout(&tessera(&args)).contains("0 with errors"));
+}
