@@ -70,7 +70,7 @@ pub fn image_grid(info: &ModalityInfo, config: &ModelConfig) -> Result<(usize, u
         }
         _ => return Err(ModelError::InvalidInput { domain: info.name.into(), reason: "not an image-like domain".into() }),
     };
-    if patch_size == 0 || input_size % patch_size != 0 {
+    if patch_size == 0 || !input_size.is_multiple_of(patch_size) {
         return Err(ModelError::InvalidConfig {
             field: "image_size".into(),
             reason: format!("{} needs image size {input_size} divisible by patch size {patch_size}", info.name),
