@@ -178,7 +178,7 @@ impl ModelConfig {
             image_size: required_usize(map, "image_size")?,
             patch_size: required_usize(map, "patch_size")?,
         };
-        if config.patch_size == 0 || config.image_size % config.patch_size != 0 {
+        if config.patch_size == 0 || !config.image_size.is_multiple_of(config.patch_size) {
             return Err(ModelError::InvalidConfig {
                 field: "patch_size".into(),
                 reason: format!(

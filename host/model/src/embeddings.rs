@@ -107,7 +107,7 @@ pub fn image_grid(info: &ModalityInfo, config: &ModelConfig) -> Result<(usize, u
             });
         }
     };
-    if patch_size == 0 || input_size % patch_size != 0 {
+    if patch_size == 0 || !input_size.is_multiple_of(patch_size) {
         return Err(ModelError::InvalidConfig {
             field: "image_size".into(),
             reason: format!(

@@ -147,12 +147,12 @@ pub fn count_parameters(config: &ModelConfig, file: &SafetensorsFile) -> usize {
 impl fmt::Display for CheckpointSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
-        writeln!(
-            f,
-            "checkpoint   {} ({:.2} GB)",
-            self.weights_path.display(),
-            self.file_size as f64 / 1e9
-        )?;
+        let size = if self.file_size >= 1_000_000_000 {
+            format!("{:.2} GB", self.file_size as f64 / 1e9)
+        } else {
+            format!("{:.1} MB", self.file_size as f64 / 1e6)
+        };
+        writeln!(f, "checkpoint   {} ({size})", self.weights_path.display())?;
         writeln!(
             f,
             "model        dim {}, depth {} enc / {} dec, {} heads (head dim {}), MLP {} hidden {}",

@@ -939,3 +939,31 @@ fn checked_ids(ids: &Tensor, vocab_size: usize, domain: &str) -> Result<Vec<u32>
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_selection() {
+        assert!(matches!(select_device("cpu"), Ok(Device::Cpu)));
+        assert!(matches!(
+            select_device("tpu"),
+            Err(ModelError::DeviceUnavailable { .. })
+        ));
+        #[cfg(not(feature = "cuda"))]
+        {
+            let err = select_device("cuda:0").unwrap_err();
+            assert!(err.to_string().contains("not built with CUDA"), "{err}");
+        }
+    }
+
+    #[test]
+    fn masks_follow_the_reference_convention() {
+        let t = Tensor::new(&[[0u8, 1, 0], [1, 1, 0]], &Device::Cpu).unwrap();
+        let mask = Mask::from_tensor(&t).unwrap();
+        assert_eq!(mask.present_in_row(0), vec![0, 2]);
+        assert_eq!(mask.present_in_row(1), vec![2]);
+        assert!(Mask::new(2, 2, vec![true; 3]).is_err());
+    }
+}

@@ -318,3 +318,27 @@ fn palette_round_trips_one_to_seven_colours_and_renders_a_swatch() {
         );
     }
 }
+
+#[test]
+fn ten_megabytes_of_garbage_get_an_error_not_a_crash_from_every_json_plugin() {
+    let garbage = format!("[{}", "{\"label\": \"dog\", ".repeat(600_000));
+    assert!(garbage.len() > 10_000_000);
+    for (id, domain, valid) in [
+        ("det", "det", "[]"),
+        ("metadata", "metadata", "{}"),
+        ("color-palette", "color_palette", "[[1,2,3]]"),
+    ] {
+        let Some(h) = load(id) else { return };
+        let err = json(&h, domain, &garbage).unwrap_err();
+        assert!(
+            err.contains("invalid input") && err.contains("line 1"),
+            "{id}: {err}"
+        );
+        let err = h
+            .tokenize(domain, &Value::Bytes(vec![b'{', 0xfe]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("UTF-8"), "{id}: {err}");
+        assert!(json(&h, domain, valid).is_ok(), "{id} still answers");
+    }
+}

@@ -300,3 +300,105 @@ fn query_order_only_permutes_logits() {
             .is_err()
     );
 }
+
+/// Argmax over the last axis of a `(B, 1, V)` tensor.
+fn argmax_rows(logits: &Tensor) -> Vec<u32> {
+    logits
+        .squeeze(1)
+        .unwrap()
+        .argmax(1)
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap()
+}
+
+/// The first step of every generation fixture, replayed through the sampler-facing API against
+/// the reference's recorded decoder outputs: autoregressive steps token by token with the KV cache
+/// (recorded stream, per-token logits, argmax tokens; ranks past `max_length` exercise the clamp),
+/// ROAR steps at the recorded query order. Guided steps compare the conditional logits.
+#[test]
+fn first_generation_steps_match_the_recorded_decoder_outputs() {
+    let Some(root) = fixtures_root() else { return };
+    let mut checked = 0;
+    for dir in model_dirs(&root) {
+        let fixture = ModelFixture::open(&dir);
+        let model = FourM::load(&dir, &LoadOptions::default()).unwrap();
+        for case in fixture.cases["generate"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let name = format!("{}/{}", fixture.name(), case["name"].as_str().unwrap());
+            let step = &case["steps"][0];
+            let domain = step["target_domain"].as_str().unwrap().to_owned();
+            let guided = step["guided"].as_bool().unwrap_or(false);
+            let context = model
+                .encode(&encoder_inputs(&model, &fixture.states(&case)))
+                .unwrap();
+            let rows = context.batch_size();
+            match step["scheme"].as_str().unwrap() {
+                "autoregressive" => {
+                    let stream = fixture
+                        .tensor(&step["ar_raw_output"])
+                        .to_vec2::<i64>()
+                        .unwrap();
+                    let recorded = ["ar_last_logits", "ar_last_logits_cond"]
+                        .iter()
+                        .find_map(|k| step[*k].as_str())
+                        .map(|k| fixture.tensors[k].clone());
+                    let steps = stream[0].len() - 1;
+                    let mut cache = model.new_cache(&domain, rows).unwrap();
+                    for k in 0..steps {
+                        let query = QuerySet {
+                            domain: domain.clone(),
+                            positions: vec![vec![k]; rows],
+                            content: QueryContent::Tokens(
+                                stream.iter().map(|row| vec![row[k] as u32]).collect(),
+                            ),
+                        };
+                        let out = model.decode_causal(&context, &mut cache, &query).unwrap();
+                        if let Some(recorded) = &recorded {
+                            let expected = recorded.narrow(1, k, 1).unwrap();
+                            let diff = max_abs_diff(&out.logits, &expected, &name);
+                            assert!(diff <= 1e-4, "{name}: token {k} logits differ by {diff}");
+                        }
+                        if !guided {
+                            let next: Vec<u32> =
+                                stream.iter().map(|row| row[k + 1] as u32).collect();
+                            assert_eq!(argmax_rows(&out.logits), next, "{name}: token {k}");
+                        }
+                    }
+                }
+                "roar" => {
+                    let Some(logits_key) = step["roar_logits_cond"].as_str() else {
+                        continue;
+                    };
+                    let order = fixture
+                        .tensor(&step["roar_query_positions"])
+                        .to_vec2::<i64>()
+                        .unwrap();
+                    let positions = order
+                        .iter()
+                        .map(|row| row.iter().map(|&p| p as usize).collect())
+                        .collect();
+                    let out = model
+                        .decode(
+                            &context,
+                            &QuerySet {
+                                domain: domain.clone(),
+                                positions,
+                                content: QueryContent::MaskToken,
+                            },
+                        )
+                        .unwrap();
+                    let diff = max_abs_diff(&out.logits, &fixture.tensors[logits_key], &name);
+                    assert!(diff <= 1e-4, "{name}: ROAR logits differ by {diff}");
+                }
+                _ => continue,
+            }
+            eprintln!("{name}: first step ok");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no generation step replayed");
+}
