@@ -4,59 +4,32 @@
 //! Parameters of `tokenize`: `eos = true` appends `[EOS]`, as 4M's caption transform does for
 //! training targets.
 
-use tessera_sdk::prelude::*;
+use tessera_sdk::{Detokenized, Params, PluginError, Value};
 use tessera_text::TextTokenizer;
+use tessera_text::plugin::{TextCodec, TextPlugin};
 
-const DOMAIN: &str = "caption";
-/// 4M's caption token budget.
-const MAX_TOKENS: u32 = 256;
+pub struct CaptionCodec;
 
-pub struct Caption {
-    tokenizer: TextTokenizer,
-}
+impl TextCodec for CaptionCodec {
+    const NAME: &'static str = "caption";
+    const DESCRIPTION: &'static str = "Captions as 4M WordPiece tokens";
+    const DOMAIN: &'static str = "caption";
+    const MAX_TOKENS: u32 = 256;
 
-impl ModalityPlugin for Caption {
-    fn describe() -> PluginInfo {
-        PluginInfo::new(
+    fn encode(
+        tokenizer: &TextTokenizer,
+        input: &Value,
+        _params: &Params,
+    ) -> Result<Vec<u32>, PluginError> {
+        Ok(tokenizer.encode(input.as_text()?))
+    }
+
+    fn decode(tokenizer: &TextTokenizer, ids: &[u32]) -> Result<Detokenized, PluginError> {
+        Ok(Detokenized::single(
             "caption",
-            env!("CARGO_PKG_VERSION"),
-            "Captions as 4M WordPiece tokens",
-        )
-        .with_modality(ModalityInfo::sequence(DOMAIN, None, Some(MAX_TOKENS)))
-    }
-
-    fn init(assets: Assets, _config: Params) -> Result<Self, PluginError> {
-        Ok(Self {
-            tokenizer: tessera_text::plugin::load_tokenizer(&assets)?,
-        })
-    }
-
-    fn tokenize(
-        &mut self,
-        domain: &str,
-        input: Value,
-        params: &Params,
-    ) -> Result<Tokens, PluginError> {
-        let ids = self.tokenizer.encode(input.as_text()?);
-        tessera_text::plugin::sequence_tokens(&self.tokenizer, domain, ids, params)
-    }
-
-    fn detokenize(&mut self, tokens: Tokens, _params: &Params) -> Result<Detokenized, PluginError> {
-        let mut out =
-            Detokenized::single("caption", Value::Text(self.tokenizer.decode(&tokens.ids)));
-        let vocab = self.tokenizer.vocab_size();
-        let unknown = tokens
-            .ids
-            .iter()
-            .filter(|&&id| id as usize >= vocab)
-            .count();
-        if unknown > 0 {
-            out = out.warn(format!(
-                "skipped {unknown} id(s) outside the vocabulary of {vocab}"
-            ));
-        }
-        Ok(out)
+            Value::Text(tokenizer.decode(ids)),
+        ))
     }
 }
 
-tessera_sdk::export_plugin!(Caption);
+tessera_sdk::export_plugin!(TextPlugin<CaptionCodec>);

@@ -2,49 +2,33 @@
 //! by `v0=` R, G, B values per colour). `tokenize` takes a JSON list of `[r, g, b]` or
 //! `"#rrggbb"`; `detokenize` gives the colours as JSON and as a PNG swatch.
 
-use tessera_sdk::prelude::*;
+use tessera_sdk::{Artifact, Detokenized, Params, PluginError, Value};
 use tessera_text::TextTokenizer;
 use tessera_text::palette;
-use tessera_text::plugin::{sequence_tokens, skip_warnings, to_json};
+use tessera_text::plugin::{TextCodec, TextPlugin, skip_warnings, text_artifact, to_json};
 
-const DOMAIN: &str = "color_palette";
-const MAX_TOKENS: u32 = 23;
 /// Side of one colour square in the swatch, in pixels.
 const SWATCH_CELL: u32 = 48;
 
-pub struct ColorPalette {
-    tokenizer: TextTokenizer,
-}
+pub struct PaletteCodec;
 
-impl ModalityPlugin for ColorPalette {
-    fn describe() -> PluginInfo {
-        PluginInfo::new(
-            "color-palette",
-            env!("CARGO_PKG_VERSION"),
-            "Colour palettes as 4M value tokens",
-        )
-        .with_modality(ModalityInfo::sequence(DOMAIN, None, Some(MAX_TOKENS)))
-    }
+impl TextCodec for PaletteCodec {
+    const NAME: &'static str = "color-palette";
+    const DESCRIPTION: &'static str = "Colour palettes as 4M value tokens";
+    const DOMAIN: &'static str = "color_palette";
+    const MAX_TOKENS: u32 = 23;
 
-    fn init(assets: Assets, _config: Params) -> Result<Self, PluginError> {
-        Ok(Self {
-            tokenizer: tessera_text::plugin::load_tokenizer(&assets)?,
-        })
-    }
-
-    fn tokenize(
-        &mut self,
-        domain: &str,
-        input: Value,
-        params: &Params,
-    ) -> Result<Tokens, PluginError> {
+    fn encode(
+        tokenizer: &TextTokenizer,
+        input: &Value,
+        _params: &Params,
+    ) -> Result<Vec<u32>, PluginError> {
         let colours = palette::parse_palette_json(input.as_text()?.as_bytes())?;
-        let ids = palette::palette_to_ids(&self.tokenizer, &colours)?;
-        sequence_tokens(&self.tokenizer, domain, ids, params)
+        Ok(palette::palette_to_ids(tokenizer, &colours)?)
     }
 
-    fn detokenize(&mut self, tokens: Tokens, _params: &Params) -> Result<Detokenized, PluginError> {
-        let decoded = palette::ids_to_palette(&self.tokenizer, &tokens.ids);
+    fn decode(tokenizer: &TextTokenizer, ids: &[u32]) -> Result<Detokenized, PluginError> {
+        let decoded = palette::ids_to_palette(tokenizer, ids);
         Ok(Detokenized {
             artifacts: vec![
                 Artifact {
@@ -55,14 +39,11 @@ impl ModalityPlugin for ColorPalette {
                     name: "swatch".into(),
                     value: Value::png(palette::palette_swatch_png(&decoded.colours, SWATCH_CELL)),
                 },
-                Artifact {
-                    name: "text".into(),
-                    value: Value::Text(self.tokenizer.decode(&tokens.ids)),
-                },
+                text_artifact(tokenizer, ids),
             ],
             warnings: skip_warnings(&decoded.skipped),
         })
     }
 }
 
-tessera_sdk::export_plugin!(ColorPalette);
+tessera_sdk::export_plugin!(TextPlugin<PaletteCodec>);

@@ -7,40 +7,24 @@
 //! labels, plus the decoded text; malformed groups in generated ids are skipped and reported as
 //! warnings instead of failing the run.
 
-use tessera_sdk::prelude::*;
+use tessera_sdk::{Artifact, Detokenized, Params, PluginError, Value};
 use tessera_text::TextTokenizer;
 use tessera_text::det::{self, DetOptions};
-use tessera_text::plugin::{sequence_tokens, skip_warnings, to_json};
+use tessera_text::plugin::{TextCodec, TextPlugin, skip_warnings, text_artifact, to_json};
 
-const DOMAIN: &str = "det";
-const MAX_TOKENS: u32 = 256;
+pub struct DetCodec;
 
-pub struct Det {
-    tokenizer: TextTokenizer,
-}
+impl TextCodec for DetCodec {
+    const NAME: &'static str = "det";
+    const DESCRIPTION: &'static str = "Bounding boxes as the 4M detection sequence";
+    const DOMAIN: &'static str = "det";
+    const MAX_TOKENS: u32 = 256;
 
-impl ModalityPlugin for Det {
-    fn describe() -> PluginInfo {
-        PluginInfo::new(
-            "det",
-            env!("CARGO_PKG_VERSION"),
-            "Bounding boxes as the 4M detection sequence",
-        )
-        .with_modality(ModalityInfo::sequence(DOMAIN, None, Some(MAX_TOKENS)))
-    }
-
-    fn init(assets: Assets, _config: Params) -> Result<Self, PluginError> {
-        Ok(Self {
-            tokenizer: tessera_text::plugin::load_tokenizer(&assets)?,
-        })
-    }
-
-    fn tokenize(
-        &mut self,
-        domain: &str,
-        input: Value,
+    fn encode(
+        tokenizer: &TextTokenizer,
+        input: &Value,
         params: &Params,
-    ) -> Result<Tokens, PluginError> {
+    ) -> Result<Vec<u32>, PluginError> {
         let score_threshold = params.parse_or("score_threshold", det::DEFAULT_SCORE_THRESHOLD)?;
         if !(0.0..=1.0).contains(&score_threshold) {
             return Err(PluginError::invalid(format!(
@@ -48,26 +32,26 @@ impl ModalityPlugin for Det {
             )));
         }
         let boxes = det::parse_boxes_json(input.as_text()?.as_bytes())?;
-        let ids = det::det_to_ids(&self.tokenizer, &boxes, DetOptions { score_threshold })?;
-        sequence_tokens(&self.tokenizer, domain, ids, params)
+        Ok(det::det_to_ids(
+            tokenizer,
+            &boxes,
+            DetOptions { score_threshold },
+        )?)
     }
 
-    fn detokenize(&mut self, tokens: Tokens, _params: &Params) -> Result<Detokenized, PluginError> {
-        let decoded = det::ids_to_det(&self.tokenizer, &tokens.ids);
+    fn decode(tokenizer: &TextTokenizer, ids: &[u32]) -> Result<Detokenized, PluginError> {
+        let decoded = det::ids_to_det(tokenizer, ids);
         Ok(Detokenized {
             artifacts: vec![
                 Artifact {
                     name: "boxes".into(),
                     value: Value::Json(to_json(&decoded.boxes)?),
                 },
-                Artifact {
-                    name: "text".into(),
-                    value: Value::Text(self.tokenizer.decode(&tokens.ids)),
-                },
+                text_artifact(tokenizer, ids),
             ],
             warnings: skip_warnings(&decoded.skipped),
         })
     }
 }
 
-tessera_sdk::export_plugin!(Det);
+tessera_sdk::export_plugin!(TextPlugin<DetCodec>);

@@ -50,3 +50,93 @@ pub fn skip_warnings(skipped: &[crate::SkippedTokens]) -> Vec<String> {
 pub fn to_json<T: serde::Serialize>(value: &T) -> Result<String, PluginError> {
     serde_json::to_string(value).map_err(|e| PluginError::Other(format!("cannot render JSON: {e}")))
 }
+
+/// One 4M text-sequence domain: how its values become ids and back. [`TextPlugin`] turns an
+/// implementation into a whole plugin (describe, vocabulary loading at `init`, `[EOS]` handling).
+pub trait TextCodec: 'static {
+    /// Plugin name reported by `describe`.
+    const NAME: &'static str;
+    /// One-line description reported by `describe`.
+    const DESCRIPTION: &'static str;
+    /// The 4M domain served.
+    const DOMAIN: &'static str;
+    /// The domain's token budget in 4M.
+    const MAX_TOKENS: u32;
+
+    /// Ids of a user value (without `[EOS]`; [`TextPlugin`] appends it on request).
+    fn encode(
+        tokenizer: &TextTokenizer,
+        input: &tessera_sdk::Value,
+        params: &tessera_sdk::Params,
+    ) -> Result<Vec<u32>, PluginError>;
+
+    /// Values rendered from generated ids; the first artifact is the primary one.
+    fn decode(
+        tokenizer: &TextTokenizer,
+        ids: &[u32],
+    ) -> Result<tessera_sdk::Detokenized, PluginError>;
+}
+
+/// A plugin serving one [`TextCodec`] with the 4M vocabulary given as the `vocab` asset.
+pub struct TextPlugin<C> {
+    tokenizer: TextTokenizer,
+    codec: std::marker::PhantomData<C>,
+}
+
+impl<C: TextCodec> tessera_sdk::ModalityPlugin for TextPlugin<C> {
+    fn describe() -> tessera_sdk::PluginInfo {
+        // The plugin's own crate version is not visible here; the text crate's stands in, as
+        // every text plugin is built from this workspace with one version.
+        tessera_sdk::PluginInfo::new(C::NAME, env!("CARGO_PKG_VERSION"), C::DESCRIPTION)
+            .with_modality(tessera_sdk::ModalityInfo::sequence(
+                C::DOMAIN,
+                None,
+                Some(C::MAX_TOKENS),
+            ))
+    }
+
+    fn init(assets: Assets, _config: tessera_sdk::Params) -> Result<Self, PluginError> {
+        Ok(Self {
+            tokenizer: load_tokenizer(&assets)?,
+            codec: std::marker::PhantomData,
+        })
+    }
+
+    fn tokenize(
+        &mut self,
+        domain: &str,
+        input: tessera_sdk::Value,
+        params: &tessera_sdk::Params,
+    ) -> Result<tessera_sdk::Tokens, PluginError> {
+        let ids = C::encode(&self.tokenizer, &input, params)?;
+        sequence_tokens(&self.tokenizer, domain, ids, params)
+    }
+
+    fn detokenize(
+        &mut self,
+        tokens: tessera_sdk::Tokens,
+        _params: &tessera_sdk::Params,
+    ) -> Result<tessera_sdk::Detokenized, PluginError> {
+        let mut out = C::decode(&self.tokenizer, &tokens.ids)?;
+        let vocab = self.tokenizer.vocab_size();
+        let unknown = tokens
+            .ids
+            .iter()
+            .filter(|&&id| id as usize >= vocab)
+            .count();
+        if unknown > 0 {
+            out.warnings.push(format!(
+                "skipped {unknown} id(s) outside the vocabulary of {vocab}"
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// The decoded text (special tokens kept, as the reference decodes) as an artifact named `text`.
+pub fn text_artifact(tokenizer: &TextTokenizer, ids: &[u32]) -> tessera_sdk::Artifact {
+    tessera_sdk::Artifact {
+        name: "text".into(),
+        value: tessera_sdk::Value::Text(tokenizer.decode(ids)),
+    }
+}
