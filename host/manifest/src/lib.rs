@@ -276,7 +276,18 @@ impl Manifest {
                 field: format!("assets.{name}"),
                 reason: "no such asset".into(),
             })?;
-        let expanded = expand_vars(&spec.path, |v| std::env::var(v).ok()).map_err(|reason| {
+        // A relative path in an environment variable means "relative to where I am", not to the
+        // manifest: `TESSERA_FIXTURES=../shared/fixtures tessera ...` must work from any plugin.
+        let from_env = |name: &str| {
+            let value = std::env::var(name).ok()?;
+            match std::env::current_dir() {
+                Ok(cwd) if Path::new(&value).is_relative() && !value.is_empty() => {
+                    Some(cwd.join(&value).to_string_lossy().into_owned())
+                }
+                _ => Some(value),
+            }
+        };
+        let expanded = expand_vars(&spec.path, from_env).map_err(|reason| {
             ManifestError::Invalid {
                 path: manifest_path.to_path_buf(),
                 field: format!("assets.{name}.path"),
