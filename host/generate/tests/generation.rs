@@ -13,6 +13,9 @@ mod support;
 #[path = "generation/parity.rs"]
 mod parity;
 
+#[path = "generation/random_model.rs"]
+mod random_model;
+
 #[path = "generation/recompute.rs"]
 mod recompute;
 
