@@ -562,7 +562,7 @@ impl<'m> Generator<'m> {
         let layout = branches[0].layout();
         let together =
             self.options.batch_guidance && branches.iter().all(|b| b.layout() == layout);
-        let key = (branches.iter().map(Branch::key).collect::<Vec<_>>(), together);
+        let key = (branches.iter().map(|b| b.key(self.model)).collect::<Vec<_>>(), together);
         let rows: Vec<usize> = branches
             .iter()
             .map(|b| b.state.batch_size().unwrap_or(0))

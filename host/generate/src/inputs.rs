@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use tessera_model::{DomainValues, EncoderInput, FourM, Mask, ModalityKind, ModelError, modality_info};
+use tessera_model::{DomainValues, EncoderInput, FourM, Mask, ModalityKind, modality_info};
 use tessera_sampler::GenerationState;
 
 use crate::error::{GenerateError, Result};
@@ -70,11 +70,13 @@ pub(crate) struct BranchKey {
 }
 
 impl Branch<'_> {
-    pub fn key(&self) -> BranchKey {
+    /// The key of what `model`'s encoder reads of this branch.
+    pub fn key(&self, model: &FourM) -> BranchKey {
         BranchKey {
             domains: self
                 .state
                 .iter()
+                .filter(|(domain, _)| model.encoder_embedding(domain).is_some())
                 .map(|(domain, modality)| {
                     let mask = modality.flat_input_mask();
                     let tokens = modality
@@ -178,12 +180,8 @@ pub(crate) fn stacked_encoder_inputs(
         }
         let any_input = mask.iter().any(|&m| !m);
         if model.encoder_embedding(domain).is_none() {
-            if any_input {
-                return Err(ModelError::NotAnEncoderDomain {
-                    domain: domain.to_owned(),
-                }
-                .into());
-            }
+            // Like the reference, the encoder only reads the domains it has embeddings for (e.g.
+            // a generated output-only domain).
             continue;
         }
         let kind = value_kind(domain);

@@ -15,6 +15,8 @@ pub struct RandomModel<'a> {
     pub heads: usize,
     /// 4M domain names; pixels / embeddings domains are inputs only.
     pub domains: &'a [&'a str],
+    /// Domains of `domains` the model generates but does not take as input.
+    pub output_only: &'a [&'a str],
     pub vocab: &'a dyn Fn(&str) -> usize,
     pub seed: u64,
     /// Scale of embeddings (token, modality, mask token, learned positions); linear weights use
@@ -49,6 +51,16 @@ fn entries(spec: &RandomModel<'_>) -> Vec<(String, Vec<usize>, Init)> {
     for &domain in spec.domains {
         let info = modality_info(domain).expect("4M domain");
         let p = format!("encoder_embeddings.{domain}");
+        if spec.output_only.contains(&domain) {
+            let p = format!("decoder_embeddings.{domain}");
+            let vocab = (spec.vocab)(domain);
+            out.push((format!("{p}.token_emb.weight"), vec![vocab, d], Init::Embedding));
+            out.push((format!("{p}.to_logits.weight"), vec![vocab, d], Init::Linear(d)));
+            let (rows, table) = positions(domain);
+            out.push((format!("{p}.pos_emb"), vec![1, rows, d], table));
+            out.push((format!("{p}.mod_emb"), vec![1, 1, d], Init::Embedding));
+            continue;
+        }
         match info.kind {
             ModalityKind::Sequence { .. } | ModalityKind::ImageTokens { .. } => {
                 out.push((format!("{p}.token_emb.weight"), vec![(spec.vocab)(domain), d], Init::Embedding))
@@ -123,7 +135,7 @@ pub fn write_random_model(spec: &RandomModel<'_>, dir: &Path) -> std::io::Result
         "act_layer": "SiLU",
         "decoder_depth": spec.depth,
         "dim": spec.dim,
-        "domains_in": spec.domains,
+        "domains_in": spec.domains.iter().filter(|d| !spec.output_only.contains(d)).collect::<Vec<_>>(),
         "domains_out": outputs,
         "encoder_depth": spec.depth,
         "gated_mlp": true,

@@ -28,12 +28,18 @@ fn vocab(domain: &str) -> usize {
 }
 
 pub fn small_model(seed: u64) -> (tempfile::TempDir, FourM) {
+    small_model_with(seed, &[])
+}
+
+/// A small random model; `output_only` domains are generated but not encoder inputs.
+pub fn small_model_with(seed: u64, output_only: &[&str]) -> (tempfile::TempDir, FourM) {
     let dir = tempfile::tempdir().unwrap();
     let spec = RandomModel {
         dim: 24,
         depth: 2,
         heads: 2,
         domains: DOMAINS,
+        output_only,
         vocab: &vocab,
         seed,
         embedding_scale: 1.0,
