@@ -249,3 +249,82 @@ fn the_encoder_is_not_rerun_when_its_inputs_did_not_change() {
     assert_eq!(fast, slow);
     assert!(fast.get(image).unwrap().is_finished());
 }
+
+fn maskgit_plan(guidance: Guidance, targets: &[&str]) -> GenerationPlan {
+    GenerationPlan {
+        condition_domains: vec!["metadata".into()],
+        targets: targets
+            .iter()
+            .map(|domain| TargetSpec {
+                guidance: guidance.clone(),
+                token_schedule: TokenScheduleKind::Cosine,
+                ..target(domain, Scheme::MaskGit, 16, 3)
+            })
+            .collect(),
+        grow_guidance_conditioning: false,
+    }
+}
+
+#[test]
+fn multi_condition_guidance_with_one_condition_equals_plain_guidance() {
+    let (_dir, model) = small_model(11);
+    let generator = Generator::new(&model);
+    let initial = initial_state(2, 4, 8);
+    let catalog = generator.catalog().clone();
+
+    let mut plain = initial.clone();
+    generator
+        .generate(&maskgit_plan(Guidance::Scale(2.5), &["tok_dinov2_global"]), &mut plain, &DenseInputs::new(), &mut SeededRandom::new(1), &mut no_progress)
+        .unwrap();
+
+    let mut unconditional = initial.unconditional(&["metadata".to_owned()], &catalog).unwrap();
+    let report = generator
+        .generate_multi_guided(
+            &maskgit_plan(Guidance::Weights(vec![2.5]), &["tok_dinov2_global"]),
+            &mut unconditional,
+            vec![initial.clone()],
+            &DenseInputs::new(),
+            &mut SeededRandom::new(1),
+            &mut no_progress,
+        )
+        .unwrap();
+    assert!(report.steps.iter().all(|s| s.branches == 2));
+    assert_eq!(unconditional.get("tok_dinov2_global"), plain.get("tok_dinov2_global"));
+}
+
+#[test]
+fn multi_condition_guidance_adds_one_condition_per_finished_target() {
+    let (_dir, model) = small_model(12);
+    let generator = Generator::new(&model);
+    let mut initial = initial_state(1, 4, 9);
+    initial
+        .insert("tok_imagebind_global", tessera_sampler::ModalityState::empty_image_target(1, 16).unwrap())
+        .unwrap();
+    let catalog = generator.catalog().clone();
+    let mut metadata_only = GenerationState::new();
+    metadata_only.insert("metadata", initial.get("metadata").unwrap().clone()).unwrap();
+    let conditions = vec![metadata_only];
+    let targets = ["tok_dinov2_global", "tok_imagebind_global"];
+
+    // Two weights for the second target are one too few.
+    let mut plan = maskgit_plan(Guidance::Weights(vec![2.0]), &targets);
+    let mut unconditional = initial.unconditional(&["metadata".to_owned()], &catalog).unwrap();
+    let before = unconditional.clone();
+    assert!(matches!(
+        generator.generate_multi_guided(&plan, &mut unconditional, conditions.clone(), &DenseInputs::new(), &mut SeededRandom::new(1), &mut no_progress),
+        Err(GenerateError::Sampler(SamplerError::GuidanceWeightCount { weights: 1, conditions: 2 }))
+    ));
+    assert_eq!(unconditional, before);
+
+    plan.targets[1].guidance = Guidance::Weights(vec![2.0, 1.5]);
+    let report = generator
+        .generate_multi_guided(&plan, &mut unconditional, conditions, &DenseInputs::new(), &mut SeededRandom::new(1), &mut no_progress)
+        .unwrap();
+    let branches: Vec<usize> = report.steps.iter().map(|s| s.branches).collect();
+    assert_eq!(branches, vec![2, 2, 2, 3, 3, 3]);
+    for domain in targets {
+        let finished = unconditional.get(domain).unwrap();
+        assert!(finished.is_finished());
+        assert!(finished.rows()[0].input_mask.iter().all(|&m| !m), "{domain} is a full input at the end");
+    }
+}
