@@ -1,7 +1,7 @@
 //! The error type of the generation loops: every refusal names the step, domain or value at fault.
 
 use tessera_model::ModelError;
-use tessera_sampler::{Scheme, SamplerError};
+use tessera_sampler::{SamplerError, Scheme};
 
 /// Everything the generation loops refuse or fail on.
 #[derive(Debug, thiserror::Error)]

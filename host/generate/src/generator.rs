@@ -163,7 +163,11 @@ impl<'m> Generator<'m> {
 
     /// Validates a plan against the model and expands it into steps (nothing is computed).
     pub fn prepare(&self, plan: &GenerationPlan) -> Result<Vec<GenerationStep>> {
-        Ok(prepare_schedule(plan, &self.catalog, &self.options.sampling)?)
+        Ok(prepare_schedule(
+            plan,
+            &self.catalog,
+            &self.options.sampling,
+        )?)
     }
 
     /// Validates `plan`, then runs it on `state` (see [`Generator::run_steps`]).
@@ -221,10 +225,12 @@ impl<'m> Generator<'m> {
                     );
                 }
                 (false, Scheme::Autoregressive) => {
-                    return Err(tessera_sampler::SamplerError::ImageDomainNotAutoregressive {
-                        domain: domain.to_owned(),
-                    }
-                    .into());
+                    return Err(
+                        tessera_sampler::SamplerError::ImageDomainNotAutoregressive {
+                            domain: domain.to_owned(),
+                        }
+                        .into(),
+                    );
                 }
                 _ => {}
             }
@@ -339,9 +345,7 @@ impl<'m> Generator<'m> {
             rng.begin_step(k);
             let guided = step.is_guided();
             let unconditional = if guided {
-                Some(
-                    state.unconditional(&step.guidance_condition_domains, &self.catalog)?,
-                )
+                Some(state.unconditional(&step.guidance_condition_domains, &self.catalog)?)
             } else {
                 None
             };
@@ -363,8 +367,9 @@ impl<'m> Generator<'m> {
                     Guidance::Weights(w) => Combine::Weights(w.clone()),
                 };
             }
-            let (step_report, update) =
-                self.run_step(k, step, &branches, &combine, dense, rng, &mut cache, progress)?;
+            let (step_report, update) = self.run_step(
+                k, step, &branches, &combine, dense, rng, &mut cache, progress,
+            )?;
             drop(branches);
             match update {
                 Update::Commit(commit) => commit.apply(target_mut(state, k, step)?)?,
@@ -430,7 +435,9 @@ impl<'m> Generator<'m> {
             &self.options.sampling,
             conditions.len(),
         )?;
-        let batch = unconditional.batch_size().ok_or(GenerateError::EmptyState)?;
+        let batch = unconditional
+            .batch_size()
+            .ok_or(GenerateError::EmptyState)?;
         for (index, condition) in conditions.iter().enumerate() {
             match condition.batch_size() {
                 Some(found) if found == batch => {}
@@ -497,8 +504,9 @@ impl<'m> Generator<'m> {
                 Guidance::Weights(w) => Combine::Weights(w.clone()),
                 Guidance::Scale(s) => Combine::Weights(vec![*s; conditions.len()]),
             };
-            let (step_report, update) =
-                self.run_step(k, step, &branches, &combine, dense, rng, &mut cache, progress)?;
+            let (step_report, update) = self.run_step(
+                k, step, &branches, &combine, dense, rng, &mut cache, progress,
+            )?;
             drop(branches);
             match update {
                 Update::Commit(commit) => commit.apply(target_mut(unconditional, k, step)?)?,
@@ -560,9 +568,14 @@ impl<'m> Generator<'m> {
         cache: &mut EncoderCache,
     ) -> Result<Vec<(EncodedContext, usize)>> {
         let layout = branches[0].layout();
-        let together =
-            self.options.batch_guidance && branches.iter().all(|b| b.layout() == layout);
-        let key = (branches.iter().map(|b| b.key(self.model)).collect::<Vec<_>>(), together);
+        let together = self.options.batch_guidance && branches.iter().all(|b| b.layout() == layout);
+        let key = (
+            branches
+                .iter()
+                .map(|b| b.key(self.model))
+                .collect::<Vec<_>>(),
+            together,
+        );
         let rows: Vec<usize> = branches
             .iter()
             .map(|b| b.state.batch_size().unwrap_or(0))
@@ -577,8 +590,7 @@ impl<'m> Generator<'m> {
         } else {
             cache.contexts.clear();
             for group in &groups {
-                let members: Vec<Branch<'_>> =
-                    group.iter().map(|&i| branches[i].clone()).collect();
+                let members: Vec<Branch<'_>> = group.iter().map(|&i| branches[i].clone()).collect();
                 let inputs = stacked_encoder_inputs(self.model, &members, dense)?;
                 cache.contexts.push(self.model.encode(&inputs)?);
                 cache.runs += 1;
@@ -607,12 +619,11 @@ impl<'m> Generator<'m> {
         let domain = step.target_domain.as_str();
         let target = branches[0].state.require(domain)?;
         let batch = target.batch_size();
-        let vocab = self
-            .model
-            .vocab_size(domain)
-            .ok_or_else(|| tessera_model::ModelError::NotADecoderDomain {
+        let vocab = self.model.vocab_size(domain).ok_or_else(|| {
+            tessera_model::ModelError::NotADecoderDomain {
                 domain: domain.to_owned(),
-            })?;
+            }
+        })?;
         let mut report = StepReport {
             index: k,
             target_domain: domain.to_owned(),
@@ -633,8 +644,7 @@ impl<'m> Generator<'m> {
                     scheme: step.scheme,
                 })?;
                 let queries: Vec<Vec<usize>> = if step.scheme == Scheme::Roar {
-                    let order =
-                        roar_queries(rng, k, &target.rows()[0].target_mask, num_tokens)?;
+                    let order = roar_queries(rng, k, &target.rows()[0].target_mask, num_tokens)?;
                     vec![order; batch]
                 } else {
                     target.rows().iter().map(|r| r.target_positions()).collect()
@@ -725,9 +735,8 @@ impl<'m> Generator<'m> {
                                     .logits
                             } else {
                                 let mut fresh = self.model.new_cache(domain, *rows)?;
-                                let tokens = (0..copies)
-                                    .flat_map(|_| streams.iter().cloned())
-                                    .collect();
+                                let tokens =
+                                    (0..copies).flat_map(|_| streams.iter().cloned()).collect();
                                 let out = self.model.decode_causal(
                                     context,
                                     &mut fresh,
@@ -832,8 +841,9 @@ fn combine_logits(combine: &Combine, branches: &[Vec<f32>]) -> Result<Vec<f32>> 
         Combine::Single => branches[0].clone(),
         Combine::Scale(scale) => guide(&branches[0], &branches[1], *scale)?,
         Combine::Weights(weights) => {
-            let (unconditional, conditionals) =
-                branches.split_last().ok_or(GenerateError::NoConditionalStates)?;
+            let (unconditional, conditionals) = branches
+                .split_last()
+                .ok_or(GenerateError::NoConditionalStates)?;
             let conditionals: Vec<&[f32]> = conditionals.iter().map(Vec::as_slice).collect();
             guide_multi(&conditionals, unconditional, weights)?
         }

@@ -48,9 +48,9 @@ pub(crate) enum ValueKind {
 pub(crate) fn value_kind(domain: &str) -> ValueKind {
     match modality_info(domain).map(|info| info.kind) {
         Some(ModalityKind::Pixels { .. }) => ValueKind::Pixels,
-        Some(ModalityKind::SequenceEmbedding { embedding_dim, .. }) => ValueKind::Embeddings {
-            dim: embedding_dim,
-        },
+        Some(ModalityKind::SequenceEmbedding { embedding_dim, .. }) => {
+            ValueKind::Embeddings { dim: embedding_dim }
+        }
         _ => ValueKind::Tokens,
     }
 }
@@ -102,11 +102,7 @@ impl Branch<'_> {
     }
 }
 
-fn dense_tensor<'v>(
-    dense: &'v DenseInputs,
-    domain: &str,
-    kind: ValueKind,
-) -> Result<&'v Tensor> {
+fn dense_tensor<'v>(dense: &'v DenseInputs, domain: &str, kind: ValueKind) -> Result<&'v Tensor> {
     match (kind, dense.get(domain)) {
         (ValueKind::Pixels, Some(DomainValues::Pixels(t))) => Ok(t),
         (ValueKind::Embeddings { .. }, Some(DomainValues::Embeddings(t))) => Ok(t),

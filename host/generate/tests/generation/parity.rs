@@ -27,8 +27,16 @@ fn assert_modality(
     if compare_tokens {
         assert_eq!(tokens, fixture.ids(&expected["tensor"]), "{name}: tokens");
     }
-    assert_eq!(input, fixture.mask(&expected["input_mask"]), "{name}: input mask");
-    assert_eq!(target, fixture.mask(&expected["target_mask"]), "{name}: target mask");
+    assert_eq!(
+        input,
+        fixture.mask(&expected["input_mask"]),
+        "{name}: input mask"
+    );
+    assert_eq!(
+        target,
+        fixture.mask(&expected["target_mask"]),
+        "{name}: target mask"
+    );
 }
 
 fn run_case(fixture: &ModelFixture, model: &FourM, case: &Value) {
@@ -78,13 +86,27 @@ fn run_case(fixture: &ModelFixture, model: &FourM, case: &Value) {
         let domain = expected["target_domain"].as_str().unwrap();
         assert_eq!(step_report.target_domain, domain);
         let guided = expected["guided"].as_bool().unwrap_or(false);
-        assert_eq!(step_report.branches, if guided { 2 } else { 1 }, "{step_name}: branches");
+        assert_eq!(
+            step_report.branches,
+            if guided { 2 } else { 1 },
+            "{step_name}: branches"
+        );
         if let Some(after) = expected.get("target_after_step").filter(|v| !v.is_null()) {
-            assert_modality(fixture, &step_name, after_steps[k].require(domain).unwrap(), after, true);
+            assert_modality(
+                fixture,
+                &step_name,
+                after_steps[k].require(domain).unwrap(),
+                after,
+                true,
+            );
         }
         if !expected["ar_raw_output"].is_null() {
             let stream = step_report.stream.as_ref().expect("AR stream");
-            assert_eq!(stream, &fixture.ids(&expected["ar_raw_output"]), "{step_name}: AR raw output");
+            assert_eq!(
+                stream,
+                &fixture.ids(&expected["ar_raw_output"]),
+                "{step_name}: AR raw output"
+            );
         }
         let logit_keys: &[(&str, usize)] = &[
             ("ar_last_logits", 0),
@@ -95,8 +117,14 @@ fn run_case(fixture: &ModelFixture, model: &FourM, case: &Value) {
         ];
         for &(key, branch) in logit_keys {
             if let Some(key_name) = expected[key].as_str() {
-                let diff = max_abs_diff(&step_report.branch_logits[branch], &fixture.tensors[key_name]);
-                assert!(diff <= LOGIT_TOLERANCE, "{step_name}: {key} differ by {diff}");
+                let diff = max_abs_diff(
+                    &step_report.branch_logits[branch],
+                    &fixture.tensors[key_name],
+                );
+                assert!(
+                    diff <= LOGIT_TOLERANCE,
+                    "{step_name}: {key} differ by {diff}"
+                );
                 eprintln!("{step_name}: {key} max diff {diff:.2e}");
             }
         }
@@ -104,8 +132,10 @@ fn run_case(fixture: &ModelFixture, model: &FourM, case: &Value) {
 
     let expected_final = case["expected_final"].as_array().unwrap();
     let order: Vec<&str> = state.iter().map(|(d, _)| d).collect();
-    let expected_order: Vec<&str> =
-        expected_final.iter().map(|e| e["modality"].as_str().unwrap()).collect();
+    let expected_order: Vec<&str> = expected_final
+        .iter()
+        .map(|e| e["modality"].as_str().unwrap())
+        .collect();
     assert_eq!(order, expected_order, "{case_name}: modality order");
     for expected in expected_final {
         let domain = expected["modality"].as_str().unwrap();

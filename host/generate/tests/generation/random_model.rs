@@ -39,7 +39,10 @@ fn entries(spec: &RandomModel<'_>) -> Vec<(String, Vec<usize>, Init)> {
     let mut out: Vec<(String, Vec<usize>, Init)> = Vec::new();
     let positions = |domain: &str| -> (usize, Init) {
         match modality_info(domain).expect("4M domain").kind {
-            ModalityKind::ImageTokens { learned_positions: true, .. } => (16, Init::Embedding),
+            ModalityKind::ImageTokens {
+                learned_positions: true,
+                ..
+            } => (16, Init::Embedding),
             ModalityKind::ImageTokens { patch_size, .. } => {
                 let side = 224 / patch_size.unwrap_or(16);
                 (side * side, Init::Table(sincos_2d(side, side, d)))
@@ -54,20 +57,36 @@ fn entries(spec: &RandomModel<'_>) -> Vec<(String, Vec<usize>, Init)> {
         if spec.output_only.contains(&domain) {
             let p = format!("decoder_embeddings.{domain}");
             let vocab = (spec.vocab)(domain);
-            out.push((format!("{p}.token_emb.weight"), vec![vocab, d], Init::Embedding));
-            out.push((format!("{p}.to_logits.weight"), vec![vocab, d], Init::Linear(d)));
+            out.push((
+                format!("{p}.token_emb.weight"),
+                vec![vocab, d],
+                Init::Embedding,
+            ));
+            out.push((
+                format!("{p}.to_logits.weight"),
+                vec![vocab, d],
+                Init::Linear(d),
+            ));
             let (rows, table) = positions(domain);
             out.push((format!("{p}.pos_emb"), vec![1, rows, d], table));
             out.push((format!("{p}.mod_emb"), vec![1, 1, d], Init::Embedding));
             continue;
         }
         match info.kind {
-            ModalityKind::Sequence { .. } | ModalityKind::ImageTokens { .. } => {
-                out.push((format!("{p}.token_emb.weight"), vec![(spec.vocab)(domain), d], Init::Embedding))
+            ModalityKind::Sequence { .. } | ModalityKind::ImageTokens { .. } => out.push((
+                format!("{p}.token_emb.weight"),
+                vec![(spec.vocab)(domain), d],
+                Init::Embedding,
+            )),
+            ModalityKind::Pixels { .. } => {
+                out.push((format!("{p}.proj.weight"), vec![d, 768], Init::Linear(768)))
             }
-            ModalityKind::Pixels { .. } => out.push((format!("{p}.proj.weight"), vec![d, 768], Init::Linear(768))),
             ModalityKind::SequenceEmbedding { .. } => {
-                out.push((format!("{p}.emb_proj.weight"), vec![d, 4096], Init::Linear(4096)));
+                out.push((
+                    format!("{p}.emb_proj.weight"),
+                    vec![d, 4096],
+                    Init::Linear(4096),
+                ));
                 out.push((format!("{p}.emb_proj.bias"), vec![d], Init::Zeros));
             }
         }
@@ -77,8 +96,16 @@ fn entries(spec: &RandomModel<'_>) -> Vec<(String, Vec<usize>, Init)> {
         if info.has_decoder {
             let p = format!("decoder_embeddings.{domain}");
             let vocab = (spec.vocab)(domain);
-            out.push((format!("{p}.token_emb.weight"), vec![vocab, d], Init::Embedding));
-            out.push((format!("{p}.to_logits.weight"), vec![vocab, d], Init::Linear(d)));
+            out.push((
+                format!("{p}.token_emb.weight"),
+                vec![vocab, d],
+                Init::Embedding,
+            ));
+            out.push((
+                format!("{p}.to_logits.weight"),
+                vec![vocab, d],
+                Init::Linear(d),
+            ));
             let (rows, table) = positions(domain);
             out.push((format!("{p}.pos_emb"), vec![1, rows, d], table));
             out.push((format!("{p}.mod_emb"), vec![1, 1, d], Init::Embedding));
@@ -91,29 +118,61 @@ fn entries(spec: &RandomModel<'_>) -> Vec<(String, Vec<usize>, Init)> {
     let mlp = |out: &mut Vec<(String, Vec<usize>, Init)>, p: String| {
         out.push((format!("{p}.fc1.weight"), vec![hidden, d], Init::Linear(d)));
         out.push((format!("{p}.fc3.weight"), vec![hidden, d], Init::Linear(d)));
-        out.push((format!("{p}.fc2.weight"), vec![d, hidden], Init::Linear(hidden)));
+        out.push((
+            format!("{p}.fc2.weight"),
+            vec![d, hidden],
+            Init::Linear(hidden),
+        ));
     };
     for i in 0..spec.depth {
         let p = format!("encoder.{i}");
         norm(&mut out, format!("{p}.norm1"));
-        out.push((format!("{p}.attn.qkv.weight"), vec![3 * d, d], Init::Linear(d)));
+        out.push((
+            format!("{p}.attn.qkv.weight"),
+            vec![3 * d, d],
+            Init::Linear(d),
+        ));
         out.push((format!("{p}.attn.proj.weight"), vec![d, d], Init::Linear(d)));
         norm(&mut out, format!("{p}.norm2"));
         mlp(&mut out, format!("{p}.mlp"));
     }
     norm(&mut out, "encoder_norm".into());
-    out.push(("decoder_proj_context.weight".into(), vec![d, d], Init::Linear(d)));
+    out.push((
+        "decoder_proj_context.weight".into(),
+        vec![d, d],
+        Init::Linear(d),
+    ));
     out.push(("decoder_proj_context.bias".into(), vec![d], Init::Zeros));
     for i in 0..spec.depth {
         let p = format!("decoder.{i}");
         norm(&mut out, format!("{p}.norm1"));
-        out.push((format!("{p}.self_attn.qkv.weight"), vec![3 * d, d], Init::Linear(d)));
-        out.push((format!("{p}.self_attn.proj.weight"), vec![d, d], Init::Linear(d)));
+        out.push((
+            format!("{p}.self_attn.qkv.weight"),
+            vec![3 * d, d],
+            Init::Linear(d),
+        ));
+        out.push((
+            format!("{p}.self_attn.proj.weight"),
+            vec![d, d],
+            Init::Linear(d),
+        ));
         norm(&mut out, format!("{p}.query_norm"));
         norm(&mut out, format!("{p}.context_norm"));
-        out.push((format!("{p}.cross_attn.q.weight"), vec![d, d], Init::Linear(d)));
-        out.push((format!("{p}.cross_attn.kv.weight"), vec![2 * d, d], Init::Linear(d)));
-        out.push((format!("{p}.cross_attn.proj.weight"), vec![d, d], Init::Linear(d)));
+        out.push((
+            format!("{p}.cross_attn.q.weight"),
+            vec![d, d],
+            Init::Linear(d),
+        ));
+        out.push((
+            format!("{p}.cross_attn.kv.weight"),
+            vec![2 * d, d],
+            Init::Linear(d),
+        ));
+        out.push((
+            format!("{p}.cross_attn.proj.weight"),
+            vec![d, d],
+            Init::Linear(d),
+        ));
         norm(&mut out, format!("{p}.norm2"));
         mlp(&mut out, format!("{p}.mlp"));
     }
@@ -149,7 +208,10 @@ pub fn write_random_model(spec: &RandomModel<'_>, dir: &Path) -> std::io::Result
         "qkv_bias": false,
         "share_modality_embeddings": false,
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
     let specs = entries(spec);
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;

@@ -8,16 +8,23 @@ use std::ops::ControlFlow;
 use candle_core::{Device, Tensor};
 use proptest::prelude::*;
 use tessera_generate::{DenseInputs, Generator, GeneratorOptions, Progress, domain_catalog};
-use tessera_model::{DomainValues, EncodedContext, EncoderInput, FourM, LoadOptions, Mask, QueryContent, QuerySet};
+use tessera_model::{
+    DomainValues, EncodedContext, EncoderInput, FourM, LoadOptions, Mask, QueryContent, QuerySet,
+};
 use tessera_sampler::{
-    GenerationPlan, GenerationState, GenerationStep, Guidance, ModalityState, RandomSource, Scheme, SeededRandom,
-    TargetSpec, TemperatureSchedule, TokenScheduleKind, every_row_contains, guide, maskgit_commit, roar_commit,
-    roar_queries, sample_rows, text_ids,
+    GenerationPlan, GenerationState, GenerationStep, Guidance, ModalityState, RandomSource, Scheme,
+    SeededRandom, TargetSpec, TemperatureSchedule, TokenScheduleKind, every_row_contains, guide,
+    maskgit_commit, roar_commit, roar_queries, sample_rows, text_ids,
 };
 
 use crate::random_model::{RandomModel, write_random_model};
 
-const DOMAINS: &[&str] = &["caption", "metadata", "tok_dinov2_global", "tok_imagebind_global"];
+const DOMAINS: &[&str] = &[
+    "caption",
+    "metadata",
+    "tok_dinov2_global",
+    "tok_imagebind_global",
+];
 
 fn vocab(domain: &str) -> usize {
     match domain {
@@ -62,7 +69,8 @@ fn encode_plain(model: &FourM, state: &GenerationState) -> EncodedContext {
         .map(|(domain, m)| EncoderInput {
             domain: domain.to_owned(),
             values: DomainValues::Tokens(
-                Tensor::from_vec(m.flat_tokens(), (m.batch_size(), m.width()), &Device::Cpu).unwrap(),
+                Tensor::from_vec(m.flat_tokens(), (m.batch_size(), m.width()), &Device::Cpu)
+                    .unwrap(),
             ),
             input_mask: Mask::new(m.batch_size(), m.width(), m.flat_input_mask()).unwrap(),
         })
@@ -86,14 +94,22 @@ pub fn generate_plain(
         let vocab = model.vocab_size(domain).unwrap();
         let mut branches = vec![state.clone()];
         if step.is_guided() {
-            branches.push(state.unconditional(&step.guidance_condition_domains, &catalog).unwrap());
+            branches.push(
+                state
+                    .unconditional(&step.guidance_condition_domains, &catalog)
+                    .unwrap(),
+            );
         }
         let scale = match step.guidance {
             Guidance::Scale(s) => s,
             Guidance::Weights(_) => unreachable!("plain plans use scales"),
         };
         let combine = |logits: Vec<Vec<f32>>| -> Vec<f32> {
-            if logits.len() == 2 { guide(&logits[0], &logits[1], scale).unwrap() } else { logits[0].clone() }
+            if logits.len() == 2 {
+                guide(&logits[0], &logits[1], scale).unwrap()
+            } else {
+                logits[0].clone()
+            }
         };
         let target = state.require(domain).unwrap().clone();
         let batch = target.batch_size();
@@ -122,9 +138,19 @@ pub fn generate_plain(
                     .collect();
                 let guided = combine(logits);
                 let commit = if step.scheme == Scheme::Roar {
-                    roar_commit(&guided, vocab, batch, &queries[0], step.temperature, &options, rng).unwrap()
+                    roar_commit(
+                        &guided,
+                        vocab,
+                        batch,
+                        &queries[0],
+                        step.temperature,
+                        &options,
+                        rng,
+                    )
+                    .unwrap()
                 } else {
-                    maskgit_commit(&guided, vocab, &queries, n, step.temperature, &options, rng).unwrap()
+                    maskgit_commit(&guided, vocab, &queries, n, step.temperature, &options, rng)
+                        .unwrap()
                 };
                 commit.apply(state.get_mut(domain).unwrap()).unwrap();
             }
@@ -132,7 +158,8 @@ pub fn generate_plain(
                 let max_tokens = catalog.get(domain).unwrap().num_tokens;
                 let ar = target.autoregressive_target(domain, max_tokens).unwrap();
                 let mut streams = vec![vec![ar.start_token]; batch];
-                let contexts: Vec<EncodedContext> = branches.iter().map(|b| encode_plain(model, b)).collect();
+                let contexts: Vec<EncodedContext> =
+                    branches.iter().map(|b| encode_plain(model, b)).collect();
                 if !every_row_contains(&streams, ar.end_token) {
                     for i in 0..ar.max_iterations {
                         let logits = contexts
@@ -149,7 +176,8 @@ pub fn generate_plain(
                             })
                             .collect();
                         let guided = combine(logits);
-                        let sampled = sample_rows(&guided, vocab, step.temperature, &options, rng).unwrap();
+                        let sampled =
+                            sample_rows(&guided, vocab, step.temperature, &options, rng).unwrap();
                         for (s, t) in streams.iter_mut().zip(sampled) {
                             s.push(t.token);
                         }
@@ -180,11 +208,33 @@ pub fn initial_state(batch: usize, caption_slots: usize, seed: u64) -> Generatio
             row
         })
         .collect();
-    state.insert("metadata", ModalityState::full_input_sequence(metadata).unwrap()).unwrap();
-    let image: Vec<Vec<u32>> = (0..batch).map(|_| (0..16).map(|_| draw(32)).collect()).collect();
-    state.insert("tok_imagebind_global", ModalityState::full_input_image_like(image).unwrap()).unwrap();
-    state.insert("caption", ModalityState::empty_sequence_target(batch, caption_slots).unwrap()).unwrap();
-    state.insert("tok_dinov2_global", ModalityState::empty_image_target(batch, 16).unwrap()).unwrap();
+    state
+        .insert(
+            "metadata",
+            ModalityState::full_input_sequence(metadata).unwrap(),
+        )
+        .unwrap();
+    let image: Vec<Vec<u32>> = (0..batch)
+        .map(|_| (0..16).map(|_| draw(32)).collect())
+        .collect();
+    state
+        .insert(
+            "tok_imagebind_global",
+            ModalityState::full_input_image_like(image).unwrap(),
+        )
+        .unwrap();
+    state
+        .insert(
+            "caption",
+            ModalityState::empty_sequence_target(batch, caption_slots).unwrap(),
+        )
+        .unwrap();
+    state
+        .insert(
+            "tok_dinov2_global",
+            ModalityState::empty_image_target(batch, 16).unwrap(),
+        )
+        .unwrap();
     state
 }
 
@@ -214,13 +264,27 @@ fn plan_choice() -> impl Strategy<Value = PlanChoice> {
         any::<bool>(),
         prop_oneof![
             Just(vec!["metadata".to_owned()]),
-            Just(vec!["metadata".to_owned(), "tok_imagebind_global".to_owned()]),
+            Just(vec![
+                "metadata".to_owned(),
+                "tok_imagebind_global".to_owned()
+            ]),
             Just(vec!["tok_imagebind_global".to_owned()]),
         ],
         1usize..3,
     )
         .prop_map(
-            |(caption_first, caption_slots, image_scheme, image_steps, caption_scale, image_scale, temperature, grow, conditions, batch)| {
+            |(
+                caption_first,
+                caption_slots,
+                image_scheme,
+                image_steps,
+                caption_scale,
+                image_scale,
+                temperature,
+                grow,
+                conditions,
+                batch,
+            )| {
                 PlanChoice {
                     caption_first,
                     caption_slots,
@@ -260,7 +324,11 @@ pub fn plan(choice: &PlanChoice) -> GenerationPlan {
     };
     GenerationPlan {
         condition_domains: choice.conditions.clone(),
-        targets: if choice.caption_first { vec![caption, image] } else { vec![image, caption] },
+        targets: if choice.caption_first {
+            vec![caption, image]
+        } else {
+            vec![image, caption]
+        },
         grow_guidance_conditioning: choice.grow,
     }
 }

@@ -4,10 +4,13 @@
 
 use std::ops::ControlFlow;
 
-use tessera_generate::{Cancelled, DenseInputs, GenerateError, Generator, GeneratorOptions, Progress, no_progress};
+use tessera_generate::{
+    Cancelled, DenseInputs, GenerateError, Generator, GeneratorOptions, Progress, no_progress,
+};
 use tessera_sampler::{
-    GenerationPlan, GenerationState, GenerationStep, Guidance, RandomSource, SamplerError, SamplingOptions, Scheme,
-    SeededRandom, TargetSpec, TemperatureSchedule, TokenScheduleKind, TopK,
+    GenerationPlan, GenerationState, GenerationStep, Guidance, RandomSource, SamplerError,
+    SamplingOptions, Scheme, SeededRandom, TargetSpec, TemperatureSchedule, TokenScheduleKind,
+    TopK,
 };
 
 use crate::recompute::{initial_state, small_model, small_model_with};
@@ -56,14 +59,23 @@ fn bad_schedules_are_refused_before_any_compute() {
     let initial = initial_state(1, 6, 3);
     let refuse = |generator: &Generator<'_>, plan: &GenerationPlan| -> GenerateError {
         let mut state = initial.clone();
-        let mut rng = Counting { inner: SeededRandom::new(1), steps: 0 };
+        let mut rng = Counting {
+            inner: SeededRandom::new(1),
+            steps: 0,
+        };
         let mut called = false;
         let mut callback = |_: Progress<'_>| {
             called = true;
             ControlFlow::Continue(())
         };
         let error = generator
-            .generate(plan, &mut state, &DenseInputs::new(), &mut rng, &mut callback)
+            .generate(
+                plan,
+                &mut state,
+                &DenseInputs::new(),
+                &mut rng,
+                &mut callback,
+            )
             .expect_err("a bad plan must be refused");
         assert_eq!(rng.steps, 0, "a step began before the refusal: {error}");
         assert!(!called);
@@ -73,14 +85,24 @@ fn bad_schedules_are_refused_before_any_compute() {
     let image = "tok_dinov2_global";
     assert!(matches!(
         refuse(&generator, &plan(vec![target(image, Scheme::Roar, 16, 17)])),
-        GenerateError::Sampler(SamplerError::StepsExceedTokens { steps: 17, tokens: 16, .. })
+        GenerateError::Sampler(SamplerError::StepsExceedTokens {
+            steps: 17,
+            tokens: 16,
+            ..
+        })
     ));
     assert!(matches!(
-        refuse(&generator, &plan(vec![target("tok_rgb@224", Scheme::Roar, 196, 1)])),
+        refuse(
+            &generator,
+            &plan(vec![target("tok_rgb@224", Scheme::Roar, 196, 1)])
+        ),
         GenerateError::Sampler(SamplerError::UnknownDomain { .. })
     ));
     assert!(matches!(
-        refuse(&generator, &plan(vec![target("caption", Scheme::MaskGit, 6, 2)])),
+        refuse(
+            &generator,
+            &plan(vec![target("caption", Scheme::MaskGit, 6, 2)])
+        ),
         GenerateError::Sampler(SamplerError::SequenceDomainNeedsAutoregressive { .. })
     ));
     let mut negative = target(image, Scheme::Roar, 16, 2);
@@ -94,13 +116,19 @@ fn bad_schedules_are_refused_before_any_compute() {
         GenerateError::Sampler(SamplerError::TokenCountMismatch { tokens: 20, .. })
     ));
     assert!(matches!(
-        refuse(&generator, &plan(vec![target("caption", Scheme::Autoregressive, 300, 1)])),
+        refuse(
+            &generator,
+            &plan(vec![target("caption", Scheme::Autoregressive, 300, 1)])
+        ),
         GenerateError::Sampler(SamplerError::TokenCountMismatch { tokens: 300, .. })
     ));
     let top_p = Generator::with_options(
         &model,
         GeneratorOptions {
-            sampling: SamplingOptions { top_k: TopK::Disabled, top_p: Some(1.5) },
+            sampling: SamplingOptions {
+                top_k: TopK::Disabled,
+                top_p: Some(1.5),
+            },
             ..GeneratorOptions::default()
         },
     );
@@ -110,7 +138,13 @@ fn bad_schedules_are_refused_before_any_compute() {
     ));
     // The second target is bad: nothing of the first one runs either.
     assert!(matches!(
-        refuse(&generator, &plan(vec![target("caption", Scheme::Autoregressive, 6, 1), target(image, Scheme::MaskGit, 16, 17)])),
+        refuse(
+            &generator,
+            &plan(vec![
+                target("caption", Scheme::Autoregressive, 6, 1),
+                target(image, Scheme::MaskGit, 16, 17)
+            ])
+        ),
         GenerateError::Sampler(SamplerError::StepsExceedTokens { .. })
     ));
 }
@@ -133,18 +167,36 @@ fn bad_flat_schedules_are_refused_before_any_compute() {
     let initial = initial_state(2, 6, 4);
     let refuse = |steps: &[GenerationStep], state: &GenerationState| -> GenerateError {
         let mut state = state.clone();
-        let mut rng = Counting { inner: SeededRandom::new(1), steps: 0 };
+        let mut rng = Counting {
+            inner: SeededRandom::new(1),
+            steps: 0,
+        };
         let error = generator
-            .run_steps(steps, &mut state, &DenseInputs::new(), &mut rng, &mut no_progress)
+            .run_steps(
+                steps,
+                &mut state,
+                &DenseInputs::new(),
+                &mut rng,
+                &mut no_progress,
+            )
             .expect_err("a bad schedule must be refused");
         assert_eq!(rng.steps, 0, "a step began before the refusal: {error}");
         error
     };
     let image = "tok_dinov2_global";
     // MaskGIT cannot commit more tokens than remain masked (10 + 10 > 16).
-    let too_many = [step(image, Scheme::MaskGit, Some(10)), step(image, Scheme::MaskGit, Some(10))];
-    assert!(matches!(refuse(&too_many, &initial), GenerateError::Sampler(SamplerError::SelectionTooLarge { .. })));
-    assert!(matches!(refuse(&[step(image, Scheme::Roar, None)], &initial), GenerateError::MissingTokenCount { .. }));
+    let too_many = [
+        step(image, Scheme::MaskGit, Some(10)),
+        step(image, Scheme::MaskGit, Some(10)),
+    ];
+    assert!(matches!(
+        refuse(&too_many, &initial),
+        GenerateError::Sampler(SamplerError::SelectionTooLarge { .. })
+    ));
+    assert!(matches!(
+        refuse(&[step(image, Scheme::Roar, None)], &initial),
+        GenerateError::MissingTokenCount { .. }
+    ));
     let mut without_target = initial.clone();
     without_target.remove(image);
     assert!(matches!(
@@ -153,13 +205,22 @@ fn bad_flat_schedules_are_refused_before_any_compute() {
     ));
     let mut weights = step(image, Scheme::Roar, Some(16));
     weights.guidance = Guidance::Weights(vec![1.0, 2.0]);
-    assert!(matches!(refuse(&[weights], &initial), GenerateError::GuidanceWeightMismatch { .. }));
+    assert!(matches!(
+        refuse(&[weights], &initial),
+        GenerateError::GuidanceWeightMismatch { .. }
+    ));
     let mut own = step(image, Scheme::Roar, Some(16));
     own.guidance_condition_domains.push(image.into());
-    assert!(matches!(refuse(&[own], &initial), GenerateError::TargetIsGuidanceCondition { .. }));
+    assert!(matches!(
+        refuse(&[own], &initial),
+        GenerateError::TargetIsGuidanceCondition { .. }
+    ));
     let mut unknown = step(image, Scheme::Roar, Some(16));
     unknown.guidance_condition_domains.push("nope".into());
-    assert!(matches!(refuse(&[unknown], &initial), GenerateError::Sampler(SamplerError::UnknownDomain { .. })));
+    assert!(matches!(
+        refuse(&[unknown], &initial),
+        GenerateError::Sampler(SamplerError::UnknownDomain { .. })
+    ));
     assert!(matches!(
         refuse(&[step("caption", Scheme::Roar, Some(4))], &initial),
         GenerateError::Sampler(SamplerError::SequenceDomainNeedsAutoregressive { .. })
@@ -190,9 +251,21 @@ fn the_progress_callback_cancels_cleanly() {
         _ => ControlFlow::Continue(()),
     };
     let report = generator
-        .run_steps(&steps, &mut state, &DenseInputs::new(), &mut SeededRandom::new(1), &mut stop_after_first)
+        .run_steps(
+            &steps,
+            &mut state,
+            &DenseInputs::new(),
+            &mut SeededRandom::new(1),
+            &mut stop_after_first,
+        )
         .unwrap();
-    assert_eq!(report.cancelled, Some(Cancelled { step: 1, token: None }));
+    assert_eq!(
+        report.cancelled,
+        Some(Cancelled {
+            step: 1,
+            token: None
+        })
+    );
     assert_eq!(report.steps.len(), 1);
     assert_eq!(Some(&state), after_first.as_ref());
     assert_ne!(state, initial);
@@ -209,9 +282,21 @@ fn the_progress_callback_cancels_cleanly() {
         _ => ControlFlow::Continue(()),
     };
     let report = generator
-        .run_steps(&steps, &mut state, &DenseInputs::new(), &mut SeededRandom::new(1), &mut stop_at_third_token)
+        .run_steps(
+            &steps,
+            &mut state,
+            &DenseInputs::new(),
+            &mut SeededRandom::new(1),
+            &mut stop_at_third_token,
+        )
         .unwrap();
-    assert_eq!(report.cancelled, Some(Cancelled { step: 2, token: Some(2) }));
+    assert_eq!(
+        report.cancelled,
+        Some(Cancelled {
+            step: 2,
+            token: Some(2)
+        })
+    );
     assert_eq!(tokens, 2);
     assert_eq!(state.get("caption"), initial.get("caption"));
     assert!(state.get("tok_dinov2_global").unwrap().is_finished());
@@ -233,7 +318,13 @@ fn the_encoder_is_not_rerun_when_its_inputs_did_not_change() {
         let generator = Generator::with_options(&model, options);
         let mut state = initial.clone();
         let report = generator
-            .run_steps(&steps, &mut state, &DenseInputs::new(), &mut SeededRandom::new(3), &mut no_progress)
+            .run_steps(
+                &steps,
+                &mut state,
+                &DenseInputs::new(),
+                &mut SeededRandom::new(3),
+                &mut no_progress,
+            )
             .unwrap();
         (state, report)
     };
@@ -274,10 +365,18 @@ fn multi_condition_guidance_with_one_condition_equals_plain_guidance() {
 
     let mut plain = initial.clone();
     generator
-        .generate(&maskgit_plan(Guidance::Scale(2.5), &["tok_dinov2_global"]), &mut plain, &DenseInputs::new(), &mut SeededRandom::new(1), &mut no_progress)
+        .generate(
+            &maskgit_plan(Guidance::Scale(2.5), &["tok_dinov2_global"]),
+            &mut plain,
+            &DenseInputs::new(),
+            &mut SeededRandom::new(1),
+            &mut no_progress,
+        )
         .unwrap();
 
-    let mut unconditional = initial.unconditional(&["metadata".to_owned()], &catalog).unwrap();
+    let mut unconditional = initial
+        .unconditional(&["metadata".to_owned()], &catalog)
+        .unwrap();
     let report = generator
         .generate_multi_guided(
             &maskgit_plan(Guidance::Weights(vec![2.5]), &["tok_dinov2_global"]),
@@ -289,7 +388,10 @@ fn multi_condition_guidance_with_one_condition_equals_plain_guidance() {
         )
         .unwrap();
     assert!(report.steps.iter().all(|s| s.branches == 2));
-    assert_eq!(unconditional.get("tok_dinov2_global"), plain.get("tok_dinov2_global"));
+    assert_eq!(
+        unconditional.get("tok_dinov2_global"),
+        plain.get("tok_dinov2_global")
+    );
 }
 
 #[test]
@@ -298,33 +400,60 @@ fn multi_condition_guidance_adds_one_condition_per_finished_target() {
     let generator = Generator::new(&model);
     let mut initial = initial_state(1, 4, 9);
     initial
-        .insert("tok_imagebind_global", tessera_sampler::ModalityState::empty_image_target(1, 16).unwrap())
+        .insert(
+            "tok_imagebind_global",
+            tessera_sampler::ModalityState::empty_image_target(1, 16).unwrap(),
+        )
         .unwrap();
     let catalog = generator.catalog().clone();
     let mut metadata_only = GenerationState::new();
-    metadata_only.insert("metadata", initial.get("metadata").unwrap().clone()).unwrap();
+    metadata_only
+        .insert("metadata", initial.get("metadata").unwrap().clone())
+        .unwrap();
     let conditions = vec![metadata_only];
     let targets = ["tok_dinov2_global", "tok_imagebind_global"];
 
     // Two weights for the second target are one too few.
     let mut plan = maskgit_plan(Guidance::Weights(vec![2.0]), &targets);
-    let mut unconditional = initial.unconditional(&["metadata".to_owned()], &catalog).unwrap();
+    let mut unconditional = initial
+        .unconditional(&["metadata".to_owned()], &catalog)
+        .unwrap();
     let before = unconditional.clone();
     assert!(matches!(
-        generator.generate_multi_guided(&plan, &mut unconditional, conditions.clone(), &DenseInputs::new(), &mut SeededRandom::new(1), &mut no_progress),
-        Err(GenerateError::Sampler(SamplerError::GuidanceWeightCount { weights: 1, conditions: 2 }))
+        generator.generate_multi_guided(
+            &plan,
+            &mut unconditional,
+            conditions.clone(),
+            &DenseInputs::new(),
+            &mut SeededRandom::new(1),
+            &mut no_progress
+        ),
+        Err(GenerateError::Sampler(SamplerError::GuidanceWeightCount {
+            weights: 1,
+            conditions: 2
+        }))
     ));
     assert_eq!(unconditional, before);
 
     plan.targets[1].guidance = Guidance::Weights(vec![2.0, 1.5]);
     let report = generator
-        .generate_multi_guided(&plan, &mut unconditional, conditions, &DenseInputs::new(), &mut SeededRandom::new(1), &mut no_progress)
+        .generate_multi_guided(
+            &plan,
+            &mut unconditional,
+            conditions,
+            &DenseInputs::new(),
+            &mut SeededRandom::new(1),
+            &mut no_progress,
+        )
         .unwrap();
     let branches: Vec<usize> = report.steps.iter().map(|s| s.branches).collect();
     assert_eq!(branches, vec![2, 2, 2, 3, 3, 3]);
     for domain in targets {
         let finished = unconditional.get(domain).unwrap();
         assert!(finished.is_finished());
-        assert!(finished.rows()[0].input_mask.iter().all(|&m| !m), "{domain} is a full input at the end");
+        assert!(
+            finished.rows()[0].input_mask.iter().all(|&m| !m),
+            "{domain} is a full input at the end"
+        );
     }
 }

@@ -46,7 +46,11 @@ pub fn model_dirs(root: &Path) -> Vec<PathBuf> {
         .filter(|p| p.join("cases.json").is_file())
         .collect();
     dirs.sort();
-    assert!(!dirs.is_empty(), "no model directories under {}", root.join("fm").display());
+    assert!(
+        !dirs.is_empty(),
+        "no model directories under {}",
+        root.join("fm").display()
+    );
     dirs
 }
 
@@ -63,10 +67,16 @@ impl ModelFixture {
             &std::fs::read_to_string(dir.join("cases.json")).expect("read cases.json"),
         )
         .expect("parse cases.json");
-        let tensors_file = cases["tensors_file"].as_str().unwrap_or("tensors.safetensors");
+        let tensors_file = cases["tensors_file"]
+            .as_str()
+            .unwrap_or("tensors.safetensors");
         let tensors = candle_core::safetensors::load(dir.join(tensors_file), &Device::Cpu)
             .expect("load fixture tensors");
-        Self { dir: dir.to_owned(), cases, tensors }
+        Self {
+            dir: dir.to_owned(),
+            cases,
+            tensors,
+        }
     }
 
     pub fn name(&self) -> String {
@@ -75,11 +85,16 @@ impl ModelFixture {
 
     pub fn tensor(&self, key: &Value) -> &Tensor {
         let key = key.as_str().expect("tensor key");
-        self.tensors.get(key).unwrap_or_else(|| panic!("fixture tensor `{key}` missing"))
+        self.tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("fixture tensor `{key}` missing"))
     }
 
     pub fn generate_cases(&self) -> Vec<Value> {
-        self.cases["generate"].as_array().cloned().unwrap_or_default()
+        self.cases["generate"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Integer tensor as rows of u32 (`(B, N)`).
@@ -126,7 +141,9 @@ impl ModelFixture {
                 .zip(target_mask)
                 .map(|((t, i), m)| ModalityRow::new(t, i, m).unwrap())
                 .collect();
-            state.insert(domain, ModalityState::from_rows(rows).unwrap()).unwrap();
+            state
+                .insert(domain, ModalityState::from_rows(rows).unwrap())
+                .unwrap();
         }
         (state, dense)
     }
@@ -143,7 +160,9 @@ impl ModelFixture {
                 num_tokens: s["num_tokens"].as_u64().map(|n| n as usize),
                 temperature: s["temperature"].as_f64().unwrap(),
                 guidance: match &s["cfg_scale"] {
-                    Value::Array(w) => Guidance::Weights(w.iter().map(|v| v.as_f64().unwrap()).collect()),
+                    Value::Array(w) => {
+                        Guidance::Weights(w.iter().map(|v| v.as_f64().unwrap()).collect())
+                    }
                     v => Guidance::Scale(v.as_f64().unwrap()),
                 },
                 guidance_condition_domains: s["cfg_cond_domains"]
@@ -164,17 +183,33 @@ pub fn ids(tensor: &Tensor) -> Vec<Vec<u32>> {
         .to_vec2::<i64>()
         .unwrap()
         .into_iter()
-        .map(|row| row.into_iter().map(|v| u32::try_from(v).expect("non-negative id")).collect())
+        .map(|row| {
+            row.into_iter()
+                .map(|v| u32::try_from(v).expect("non-negative id"))
+                .collect()
+        })
         .collect()
 }
 
 /// Largest absolute difference between a flat vector and a fixture tensor of the same size.
 pub fn max_abs_diff(actual: &[f32], expected: &Tensor) -> f32 {
-    let expected = expected.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let expected = expected
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(actual.len(), expected.len(), "logit count");
     actual
         .iter()
         .zip(&expected)
-        .map(|(a, e)| if a.is_nan() || e.is_nan() { f32::INFINITY } else { (a - e).abs() })
+        .map(|(a, e)| {
+            if a.is_nan() || e.is_nan() {
+                f32::INFINITY
+            } else {
+                (a - e).abs()
+            }
+        })
         .fold(0.0, f32::max)
 }
