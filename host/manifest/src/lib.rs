@@ -287,13 +287,12 @@ impl Manifest {
                 _ => Some(value),
             }
         };
-        let expanded = expand_vars(&spec.path, from_env).map_err(|reason| {
-            ManifestError::Invalid {
+        let expanded =
+            expand_vars(&spec.path, from_env).map_err(|reason| ManifestError::Invalid {
                 path: manifest_path.to_path_buf(),
                 field: format!("assets.{name}.path"),
                 reason,
-            }
-        })?;
+            })?;
         let p = PathBuf::from(expanded);
         Ok(if p.is_absolute() {
             p
