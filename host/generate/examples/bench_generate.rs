@@ -34,7 +34,10 @@ fn vocab(domain: &str) -> usize {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let dir_arg = args.iter().position(|a| a == "--dir").and_then(|i| args.get(i + 1));
+    let dir_arg = args
+        .iter()
+        .position(|a| a == "--dir")
+        .and_then(|i| args.get(i + 1));
     let skip_roar = args.iter().any(|a| a == "--skip-roar");
     let temp = match dir_arg {
         Some(dir) => tempfile::tempdir_in(dir)?,
@@ -83,34 +86,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut caption_state = GenerationState::new();
     caption_state.insert("rgb@224", ModalityState::full_input_pixels(1, 196)?)?;
     caption_state.insert("caption", ModalityState::empty_sequence_target(1, 65)?)?;
-    let run_caption = |kv_cache: bool| -> Result<(f64, Vec<u32>, usize), Box<dyn std::error::Error>> {
-        let generator = Generator::with_options(
-            &model,
-            GeneratorOptions {
-                kv_cache,
-                ..GeneratorOptions::default()
-            },
-        );
-        let mut state = caption_state.clone();
-        let mut tokens = 0;
-        let mut count = |event: Progress<'_>| {
-            if matches!(event, Progress::Token { .. }) {
-                tokens += 1;
-            }
-            ControlFlow::Continue(())
+    let run_caption =
+        |kv_cache: bool| -> Result<(f64, Vec<u32>, usize), Box<dyn std::error::Error>> {
+            let generator = Generator::with_options(
+                &model,
+                GeneratorOptions {
+                    kv_cache,
+                    ..GeneratorOptions::default()
+                },
+            );
+            let mut state = caption_state.clone();
+            let mut tokens = 0;
+            let mut count = |event: Progress<'_>| {
+                if matches!(event, Progress::Token { .. }) {
+                    tokens += 1;
+                }
+                ControlFlow::Continue(())
+            };
+            let start = Instant::now();
+            let report = generator.generate(
+                &caption_plan,
+                &mut state,
+                &dense,
+                &mut SeededRandom::new(7),
+                &mut count,
+            )?;
+            let seconds = start.elapsed().as_secs_f64();
+            let stream = report.steps[0].stream.clone().unwrap_or_default();
+            Ok((
+                seconds,
+                stream.into_iter().next().unwrap_or_default(),
+                tokens,
+            ))
         };
-        let start = Instant::now();
-        let report =
-            generator.generate(&caption_plan, &mut state, &dense, &mut SeededRandom::new(7), &mut count)?;
-        let seconds = start.elapsed().as_secs_f64();
-        let stream = report.steps[0].stream.clone().unwrap_or_default();
-        Ok((seconds, stream.into_iter().next().unwrap_or_default(), tokens))
-    };
     // Warm-up (allocator, thread pool) with the cached path.
     run_caption(true)?;
     let (cached, cached_stream, tokens) = run_caption(true)?;
     let (recompute, recompute_stream, _) = run_caption(false)?;
-    assert_eq!(cached_stream, recompute_stream, "KV cache and recompute disagree");
+    assert_eq!(
+        cached_stream, recompute_stream,
+        "KV cache and recompute disagree"
+    );
     println!(
         "caption AR + CFG 2.0, {tokens} tokens (2 rows per forward): KV cache {cached:.2} s ({:.1} ms/token), \
          recompute prefix {recompute:.2} s ({:.1} ms/token), speed-up {:.1}x, same tokens",
@@ -127,7 +143,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut caption = vec![101u32, 2023, 3185, 1037, 2158, 999, 42, 7, text_ids::EOS];
     caption.resize(16, text_ids::PAD);
     let mut state = GenerationState::new();
-    state.insert("caption", ModalityState::full_input_sequence(vec![caption])?)?;
+    state.insert(
+        "caption",
+        ModalityState::full_input_sequence(vec![caption])?,
+    )?;
     state.insert("tok_rgb@224", ModalityState::empty_image_target(1, 196)?)?;
     let plan = GenerationPlan {
         condition_domains: vec!["caption".into()],
