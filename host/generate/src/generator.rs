@@ -293,7 +293,7 @@ impl<'m> Generator<'m> {
             };
             if step.scheme == Scheme::Autoregressive {
                 // A sequence target is decoded once: afterwards it has no target positions left.
-                if decoded_sequences.iter().any(|d| *d == domain) {
+                if decoded_sequences.contains(&domain) {
                     return Err(tessera_sampler::SamplerError::NoTargetPositions {
                         domain: domain.to_owned(),
                     }
