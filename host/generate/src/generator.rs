@@ -202,6 +202,7 @@ impl<'m> Generator<'m> {
         state.validate_domains(&self.catalog)?;
         check_dense(state, dense)?;
         let mut remaining: Vec<(String, usize)> = Vec::new();
+        let mut decoded_sequences: Vec<&str> = Vec::new();
         let mut finished_targets = 0usize;
         let mut previous: Option<&str> = None;
         for (k, step) in steps.iter().enumerate() {
@@ -291,6 +292,15 @@ impl<'m> Generator<'m> {
                 });
             };
             if step.scheme == Scheme::Autoregressive {
+                // A sequence target is decoded once: afterwards it has no target positions left.
+                if decoded_sequences.contains(&domain) {
+                    return Err(tessera_sampler::SamplerError::NoTargetPositions {
+                        domain: domain.to_owned(),
+                    }
+                    .into());
+                }
+                modality.autoregressive_target(domain, info.num_tokens)?;
+                decoded_sequences.push(domain);
                 continue;
             }
             if modality.width() != info.num_tokens {

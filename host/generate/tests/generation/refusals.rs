@@ -221,6 +221,18 @@ fn bad_flat_schedules_are_refused_before_any_compute() {
         refuse(&[unknown], &initial),
         GenerateError::Sampler(SamplerError::UnknownDomain { .. })
     ));
+    let ar = step("caption", Scheme::Autoregressive, None);
+    assert!(matches!(
+        refuse(&[ar.clone(), ar.clone()], &initial),
+        GenerateError::Sampler(SamplerError::NoTargetPositions { .. })
+    ));
+    let mut metadata_target = ar;
+    metadata_target.target_domain = "metadata".into();
+    metadata_target.guidance_condition_domains = vec!["tok_imagebind_global".into()];
+    assert!(matches!(
+        refuse(&[metadata_target], &initial),
+        GenerateError::Sampler(SamplerError::NoTargetPositions { .. })
+    ));
     assert!(matches!(
         refuse(&[step("caption", Scheme::Roar, Some(4))], &initial),
         GenerateError::Sampler(SamplerError::SequenceDomainNeedsAutoregressive { .. })
