@@ -1,9 +1,8 @@
 //! Fixture discovery and conversion of fixture cases into generation states and schedules.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde_json::Value;
 use tessera_generate::DenseInputs;
 use tessera_model::DomainValues;
@@ -11,90 +10,31 @@ use tessera_sampler::{
     GenerationState, GenerationStep, Guidance, ModalityRow, ModalityState, Scheme,
 };
 
-/// The fixture root, or `None` (after printing why) when the tests should skip.
+/// The fixture root with an `fm/` directory, or `None` (after printing why) when the tests should
+/// skip; fails under CI.
 pub fn fixtures_root() -> Option<PathBuf> {
-    let repo_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let configured = std::env::var("TESSERA_FIXTURES")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let root = match &configured {
-        Some(dir) if Path::new(dir).is_absolute() => PathBuf::from(dir),
-        Some(dir) => repo_root.join(dir),
-        None => repo_root.join("../shared/fixtures"),
-    };
-    if root.join("fm").is_dir() {
-        return Some(root);
+    tessera_fixtures::fixtures_root_with("fm")
+}
+
+pub use tessera_fixtures::model_dirs;
+
+/// One model fixture, with this test binary's conversions on top of the shared reader.
+pub struct ModelFixture(tessera_fixtures::ModelFixture);
+
+impl std::ops::Deref for ModelFixture {
+    type Target = tessera_fixtures::ModelFixture;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    assert!(
-        !ci,
-        "FM fixtures not found at {} (set TESSERA_FIXTURES); required under CI",
-        root.join("fm").display()
-    );
-    eprintln!(
-        "skipping: FM fixtures not found at {} (set TESSERA_FIXTURES)",
-        root.join("fm").display()
-    );
-    None
-}
-
-/// Every model directory under `fm/` that has a `cases.json`.
-pub fn model_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("fm"))
-        .expect("read fm/")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("cases.json").is_file())
-        .collect();
-    dirs.sort();
-    assert!(
-        !dirs.is_empty(),
-        "no model directories under {}",
-        root.join("fm").display()
-    );
-    dirs
-}
-
-/// One model fixture: its cases and tensors.
-pub struct ModelFixture {
-    pub dir: PathBuf,
-    pub cases: Value,
-    pub tensors: HashMap<String, Tensor>,
 }
 
 impl ModelFixture {
     pub fn open(dir: &Path) -> Self {
-        let cases: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("cases.json")).expect("read cases.json"),
-        )
-        .expect("parse cases.json");
-        let tensors_file = cases["tensors_file"]
-            .as_str()
-            .unwrap_or("tensors.safetensors");
-        let tensors = candle_core::safetensors::load(dir.join(tensors_file), &Device::Cpu)
-            .expect("load fixture tensors");
-        Self {
-            dir: dir.to_owned(),
-            cases,
-            tensors,
-        }
-    }
-
-    pub fn name(&self) -> String {
-        self.dir.file_name().unwrap().to_string_lossy().into_owned()
-    }
-
-    pub fn tensor(&self, key: &Value) -> &Tensor {
-        let key = key.as_str().expect("tensor key");
-        self.tensors
-            .get(key)
-            .unwrap_or_else(|| panic!("fixture tensor `{key}` missing"))
+        Self(tessera_fixtures::ModelFixture::open(dir))
     }
 
     pub fn generate_cases(&self) -> Vec<Value> {
-        self.cases["generate"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.cases_of("generate")
     }
 
     /// Integer tensor as rows of u32 (`(B, N)`).
