@@ -83,7 +83,29 @@ fn resolve_workflow(spec: &str) -> Result<PathBuf> {
 pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
     let path = resolve_workflow(&args.workflow)?;
     let catalog = catalog(&args.model)?;
-    let served = served_domains(plugins_dir);
+    let mut served = served_domains(plugins_dir);
+    // Inputs given as JSON token lists need no plugin: their domains count as served.
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let structure = tessera_workflow::validate_source(
+        &path.display().to_string(),
+        &text,
+        &ValidationContext {
+            catalog: None,
+            served_domains: None,
+        },
+    );
+    if let Some(workflow) = &structure.workflow {
+        for spec in &args.inputs {
+            if let Some((name, value)) = spec.split_once('=')
+                && let Some(input) = workflow.inputs.get(name)
+                && value.starts_with('@')
+                && value.to_ascii_lowercase().ends_with(".json")
+            {
+                served.insert(input.domain.clone());
+            }
+        }
+    }
     let context = ValidationContext {
         catalog: Some(&catalog),
         served_domains: Some(&served),
@@ -125,8 +147,9 @@ pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
     for name in &execution.inputs {
         let input = &workflow.inputs[name];
         let value = match (given.get(name), &input.default) {
-            (Some(value), _) => InputValue::from_arg(value)
-                .with_context(|| format!("reading input `{name}`"))?,
+            (Some(value), _) => {
+                InputValue::from_arg(value).with_context(|| format!("reading input `{name}`"))?
+            }
             (None, Some(default)) => InputValue::Text(default.clone()),
             (None, None) => {
                 missing.push(match &input.example {

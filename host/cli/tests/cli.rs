@@ -329,14 +329,26 @@ depth = "steps.depth"
         ])
     };
     let first = stdout(&run("a"));
-    assert!(first.contains("boxes") && first.contains("generated"), "{first}");
+    assert!(
+        first.contains("boxes") && first.contains("generated"),
+        "{first}"
+    );
     assert!(first.contains("tokens.raw.json"), "{first}");
     let boxes = std::fs::read(dir.path().join("a/boxes/boxes.json")).unwrap();
     let depth = std::fs::read(dir.path().join("a/depth/tokens.raw.json")).unwrap();
     let second = stdout(&run("b"));
-    assert!(second.contains("cached") && !second.contains("generated"), "{second}");
-    assert_eq!(std::fs::read(dir.path().join("b/boxes/boxes.json")).unwrap(), boxes);
-    assert_eq!(std::fs::read(dir.path().join("b/depth/tokens.raw.json")).unwrap(), depth);
+    assert!(
+        second.contains("cached") && !second.contains("generated"),
+        "{second}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("b/boxes/boxes.json")).unwrap(),
+        boxes
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("b/depth/tokens.raw.json")).unwrap(),
+        depth
+    );
 
     // Missing input: named, with its domain; nothing written.
     let missing = tessera(&[

@@ -68,11 +68,17 @@ pub(crate) fn safe_name(name: &str) -> String {
             }
         })
         .collect();
-    if safe.is_empty() { "artifact".into() } else { safe }
+    if safe.is_empty() {
+        "artifact".into()
+    } else {
+        safe
+    }
 }
 
 /// Encodes a plugin's artifacts as files (name, kind, file name, bytes), without writing.
-pub(crate) fn encode_detokenized(out: &Detokenized) -> Vec<(String, ArtifactKind, String, Vec<u8>)> {
+pub(crate) fn encode_detokenized(
+    out: &Detokenized,
+) -> Vec<(String, ArtifactKind, String, Vec<u8>)> {
     out.artifacts
         .iter()
         .map(|a| {

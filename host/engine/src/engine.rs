@@ -261,7 +261,9 @@ impl Engine {
         match info.kind {
             DomainKind::Sequence | DomainKind::SequenceToken => {
                 if ids.is_empty() {
-                    return Ok(ModalityState::full_input_sequence(vec![vec![text_ids::PAD]])?);
+                    return Ok(ModalityState::full_input_sequence(vec![vec![
+                        text_ids::PAD,
+                    ]])?);
                 }
                 if ids.len() > info.num_tokens {
                     return Err(bad(format!(
@@ -328,18 +330,19 @@ impl Engine {
             if context.is_cancelled() {
                 return Err(Halt::Cancelled);
             }
-            let state = self.condition_state(value).map_err(|error| match error {
-                EngineError::BadInput { domain, reason } => EngineError::BadInput {
-                    domain,
-                    reason: format!("{reference}: {reason}"),
-                },
-                other => other,
-            })?;
+            let state = self
+                .condition_state(value)
+                .map_err(|error| EngineError::Condition {
+                    reference: reference.to_string(),
+                    source: Box::new(error),
+                })?;
             conditions.push((reference, value.domain().to_owned(), state));
         }
         let target_state = match info.kind {
             DomainKind::Image => ModalityState::empty_image_target(1, num_tokens)?,
-            DomainKind::Sequence | DomainKind::SequenceToken => ModalityState::empty_sequence_target(1, num_tokens)?,
+            DomainKind::Sequence | DomainKind::SequenceToken => {
+                ModalityState::empty_sequence_target(1, num_tokens)?
+            }
             DomainKind::SequenceEmbedding => {
                 return Err(EngineError::BadInput {
                     domain: target.to_owned(),
@@ -351,13 +354,16 @@ impl Engine {
         let state_of = |references: &[Reference]| -> Result<GenerationState, EngineError> {
             let mut state = GenerationState::new();
             for reference in references {
-                if let Some((_, domain, modality)) =
-                    conditions.iter().find(|(candidate, _, _)| *candidate == reference)
+                if let Some((_, domain, modality)) = conditions
+                    .iter()
+                    .find(|(candidate, _, _)| *candidate == reference)
                 {
                     if state.get(domain).is_some() {
                         return Err(EngineError::BadInput {
                             domain: domain.clone(),
-                            reason: format!("a step takes one value per domain ({reference} is a second)"),
+                            reason: format!(
+                                "a step takes one value per domain ({reference} is a second)"
+                            ),
                         });
                     }
                     state.insert(domain.clone(), modality.clone())?;

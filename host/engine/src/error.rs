@@ -34,6 +34,12 @@ pub enum EngineError {
     },
     #[error("input for `{domain}`: {reason}")]
     BadInput { domain: String, reason: String },
+    #[error("{reference}: {source}")]
+    Condition {
+        reference: String,
+        #[source]
+        source: Box<EngineError>,
+    },
     #[error("the model has no domain `{domain}`")]
     UnknownDomain { domain: String },
     #[error(transparent)]

@@ -15,7 +15,10 @@ pub enum InputValue {
     Text(String),
     /// A JSON document (for a domain without a plugin: a token list, `[1, 2]` or `{"ids": [..]}`).
     Json(String),
-    Image { mime: String, data: Vec<u8> },
+    Image {
+        mime: String,
+        data: Vec<u8>,
+    },
     /// Token ids given directly.
     Tokens(Vec<u32>),
 }
@@ -93,8 +96,8 @@ impl InputValue {
         match self {
             Self::Tokens(ids) => Ok(ids.clone()),
             Self::Json(text) => {
-                let json: serde_json::Value = serde_json::from_str(text)
-                    .map_err(|e| bad(format!("not JSON: {e}")))?;
+                let json: serde_json::Value =
+                    serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
                 let list = match &json {
                     serde_json::Value::Array(_) => &json,
                     serde_json::Value::Object(map) => map

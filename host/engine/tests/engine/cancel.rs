@@ -76,7 +76,15 @@ fn cancellation_stops_within_one_decoding_step() {
         report.outcomes["rgb"],
         StepOutcome::Skipped(SkipReason::Cancelled)
     );
-    assert!(progress_events(&recorder.events()) <= 2, "{:?}", recorder.events());
+    assert!(
+        progress_events(&recorder.events()) <= 2,
+        "{:?}",
+        recorder.events()
+    );
     assert!(report.outputs.is_empty());
-    assert!(files(out.path()).is_empty(), "{:?}", files(out.path()).keys());
+    assert!(
+        files(out.path()).is_empty(),
+        "{:?}",
+        files(out.path()).keys()
+    );
 }

@@ -27,7 +27,11 @@ fn chained_workflow_produces_every_output() {
         assert!(!produced.artifacts.is_empty(), "{name} wrote nothing");
         for artifact in &produced.artifacts {
             assert!(artifact.path.starts_with(out.path()));
-            assert!(artifact.path.is_file(), "{} missing", artifact.path.display());
+            assert!(
+                artifact.path.is_file(),
+                "{} missing",
+                artifact.path.display()
+            );
         }
     }
     // Text domains come back through their plugins.
@@ -38,7 +42,12 @@ fn chained_workflow_produces_every_output() {
         serde_json::from_slice(&std::fs::read(&json.path).unwrap()).unwrap();
     assert!(parsed.is_array(), "boxes are a JSON list: {parsed}");
     let recaption = report.outputs["recaption"].produced().unwrap();
-    assert!(recaption.artifacts.iter().any(|a| a.kind == ArtifactKind::Text));
+    assert!(
+        recaption
+            .artifacts
+            .iter()
+            .any(|a| a.kind == ArtifactKind::Text)
+    );
     assert!(recaption.ids.len() <= 12 + 2);
 
     // Image-token domains without a plugin are raw token grids, labelled as such.
@@ -64,7 +73,10 @@ fn chained_workflow_produces_every_output() {
     assert!(preview.path.to_string_lossy().contains("raw-preview"));
     let decoder = png::Decoder::new(std::io::Cursor::new(std::fs::read(&preview.path).unwrap()));
     let reader = decoder.read_info().unwrap();
-    assert_eq!((reader.info().width, reader.info().height), (14 * 8, 14 * 8));
+    assert_eq!(
+        (reader.info().width, reader.info().height),
+        (14 * 8, 14 * 8)
+    );
 
     // Progress reached every step, ending at 1.
     for id in ["boxes", "depth", "recaption", "normal"] {

@@ -53,7 +53,17 @@ pub fn engine(fixtures: &Path, plugins: &Path, out: &Path) -> Engine {
 
 /// Validates a workflow against the engine's model and plugins, and plans all its outputs.
 pub fn planned(engine: &Engine, text: &str) -> (Workflow, ExecutionPlan) {
-    let served = engine.served_domains();
+    planned_with_tokens(engine, text, &[])
+}
+
+/// Like [`planned`], with inputs of `token_domains` given as token lists (no plugin needed).
+pub fn planned_with_tokens(
+    engine: &Engine,
+    text: &str,
+    token_domains: &[&str],
+) -> (Workflow, ExecutionPlan) {
+    let mut served = engine.served_domains();
+    served.extend(token_domains.iter().map(|d| d.to_string()));
     let report = validate_source(
         "test.toml",
         text,

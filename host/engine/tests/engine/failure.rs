@@ -4,7 +4,7 @@
 use tessera_engine::{InputValue, StepValue};
 use tessera_workflow::{ExecuteOptions, NoCache, SkipReason, StepOutcome, execute};
 
-use crate::common::{Recorder, engine, files, planned, setup, text_inputs};
+use crate::common::{Recorder, engine, files, planned_with_tokens, setup, text_inputs};
 
 const BRANCHES: &str = r#"
 workflow_version = 1
@@ -62,25 +62,38 @@ fn a_refused_input_skips_dependents_while_a_sibling_finishes() {
     };
     let out = tempfile::tempdir().unwrap();
     let engine = engine(&fixtures, &plugins, out.path());
-    let (workflow, execution) = planned(&engine, BRANCHES);
+    let (workflow, execution) = planned_with_tokens(&engine, BRANCHES, &["tok_semseg@224"]);
     let mut inputs = text_inputs(
         &workflow,
-        &[("caption", "a photo of a cat"), ("boxes", "these are not boxes")],
+        &[
+            ("caption", "a photo of a cat"),
+            ("boxes", "these are not boxes"),
+        ],
     );
     // A token list with an id beyond the domain's vocabulary (256) is refused as well.
     let mut semseg = vec![1u32; 196];
     semseg[5] = 9999;
     inputs.insert(
         "semseg".into(),
-        StepValue::input("tok_semseg@224", InputValue::Json(serde_json::to_string(&semseg).unwrap())),
+        StepValue::input(
+            "tok_semseg@224",
+            InputValue::Json(serde_json::to_string(&semseg).unwrap()),
+        ),
     );
     let options = ExecuteOptions {
         max_concurrency: 1,
         cache_context: engine.cache_context(&inputs, 1, false),
         ..ExecuteOptions::default()
     };
-    let report =
-        execute(&execution, &engine, &inputs, &NoCache, &options, &Recorder::default()).unwrap();
+    let report = execute(
+        &execution,
+        &engine,
+        &inputs,
+        &NoCache,
+        &options,
+        &Recorder::default(),
+    )
+    .unwrap();
     match &report.outcomes["rgb"] {
         StepOutcome::Failed { error } => {
             assert!(error.contains("det"), "{error}");
@@ -100,7 +113,10 @@ fn a_refused_input_skips_dependents_while_a_sibling_finishes() {
     assert!(report.outputs.contains_key("normal"));
     assert!(!report.outputs.contains_key("depth"));
     let written = files(out.path());
-    assert!(written.keys().all(|f| f.starts_with("normal")), "{written:?}");
+    assert!(
+        written.keys().all(|f| f.starts_with("normal")),
+        "{written:?}"
+    );
 
     // The same token list within the vocabulary is accepted.
     let mut inputs = inputs;
@@ -108,7 +124,14 @@ fn a_refused_input_skips_dependents_while_a_sibling_finishes() {
         "semseg".into(),
         StepValue::input("tok_semseg@224", InputValue::Tokens(vec![1; 196])),
     );
-    let report =
-        execute(&execution, &engine, &inputs, &NoCache, &options, &Recorder::default()).unwrap();
+    let report = execute(
+        &execution,
+        &engine,
+        &inputs,
+        &NoCache,
+        &options,
+        &Recorder::default(),
+    )
+    .unwrap();
     assert_eq!(report.outcomes["clip"], StepOutcome::Finished);
 }
