@@ -11,6 +11,9 @@ use tessera_runtime::types::{Detokenized, Value};
 
 use crate::error::EngineError;
 
+/// An encoded artifact before writing: name, kind, file name, bytes.
+pub(crate) type EncodedFile = (String, ArtifactKind, String, Vec<u8>);
+
 /// What an artifact file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -76,9 +79,7 @@ pub(crate) fn safe_name(name: &str) -> String {
 }
 
 /// Encodes a plugin's artifacts as files (name, kind, file name, bytes), without writing.
-pub(crate) fn encode_detokenized(
-    out: &Detokenized,
-) -> Vec<(String, ArtifactKind, String, Vec<u8>)> {
+pub(crate) fn encode_detokenized(out: &Detokenized) -> Vec<EncodedFile> {
     out.artifacts
         .iter()
         .map(|a| {
@@ -108,7 +109,7 @@ pub(crate) fn encode_raw_tokens(
     domain: &str,
     ids: &[u32],
     shape: &[u32],
-) -> Result<Vec<(String, ArtifactKind, String, Vec<u8>)>, EngineError> {
+) -> Result<Vec<EncodedFile>, EngineError> {
     let json = serde_json::json!({
         "kind": "raw-tokens",
         "note": format!("raw `{domain}` token ids: no installed plugin decodes this domain, so these are tokens, not an image"),
@@ -187,7 +188,7 @@ fn false_colour_png(ids: &[u32], height: usize, width: usize) -> Result<Vec<u8>,
 /// Writes encoded files into `dir`, each atomically; returns what was written.
 pub(crate) fn write_files(
     dir: &Path,
-    files: Vec<(String, ArtifactKind, String, Vec<u8>)>,
+    files: Vec<EncodedFile>,
 ) -> Result<Vec<WrittenArtifact>, EngineError> {
     let mut written = Vec::with_capacity(files.len());
     for (name, kind, file_name, bytes) in files {

@@ -81,12 +81,13 @@ impl Engine {
         let model = FourM::load(&config.model, &tessera_model::LoadOptions::default()).map_err(
             |source| EngineError::Model {
                 path: config.model.clone(),
-                source,
+                source: Box::new(source),
             },
         )?;
         let model_id = model_digest(&config.model)?;
         let catalog = domain_catalog(&model);
-        let runtime = Runtime::new(RuntimeConfig::default()).map_err(EngineError::Runtime)?;
+        let runtime = Runtime::new(RuntimeConfig::default())
+            .map_err(|e| EngineError::Runtime(Box::new(e)))?;
         let found = tessera_runtime::discover(&config.plugins_dir).map_err(|source| {
             EngineError::PluginsDir {
                 path: config.plugins_dir.clone(),
@@ -218,7 +219,7 @@ impl Engine {
                         .map_err(|source| EngineError::Plugin {
                             plugin: plugin.id().to_owned(),
                             domain: domain.to_owned(),
-                            source,
+                            source: Box::new(source),
                         })?
                         .ids
                 }
@@ -471,7 +472,7 @@ impl Engine {
                     EngineError::Plugin {
                         plugin: plugin.id().to_owned(),
                         domain: target.to_owned(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
                 (encode_detokenized(&out), out.warnings.clone())

@@ -9,28 +9,22 @@ pub enum EngineError {
     Model {
         path: PathBuf,
         #[source]
-        source: tessera_model::ModelError,
+        source: Box<tessera_model::ModelError>,
     },
     #[error("starting the plugin runtime: {0}")]
-    Runtime(#[source] tessera_runtime::LoadError),
+    Runtime(#[source] Box<tessera_runtime::LoadError>),
     #[error("reading plugins directory {path}: {source}")]
     PluginsDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("loading plugin {path}: {source}")]
-    PluginLoad {
-        path: PathBuf,
-        #[source]
-        source: tessera_runtime::LoadError,
-    },
     #[error("plugin `{plugin}` on `{domain}`: {source}")]
     Plugin {
         plugin: String,
         domain: String,
         #[source]
-        source: tessera_runtime::RuntimeError,
+        source: Box<tessera_runtime::RuntimeError>,
     },
     #[error("input for `{domain}`: {reason}")]
     BadInput { domain: String, reason: String },

@@ -83,13 +83,13 @@ fn chained_workflow_produces_every_output() {
         let last = recorder
             .events()
             .into_iter()
-            .filter_map(|event| match event {
+            .rev()
+            .find_map(|event| match event {
                 tessera_workflow::RunEvent::Progress { step, fraction } if step == id => {
                     Some(fraction)
                 }
                 _ => None,
-            })
-            .last();
+            });
         assert_eq!(last, Some(1.0), "progress of {id}");
         assert_eq!(report.outcomes[id], StepOutcome::Finished);
     }

@@ -119,7 +119,6 @@ fn a_refused_input_skips_dependents_while_a_sibling_finishes() {
     );
 
     // The same token list within the vocabulary is accepted.
-    let mut inputs = inputs;
     inputs.insert(
         "semseg".into(),
         StepValue::input("tok_semseg@224", InputValue::Tokens(vec![1; 196])),
