@@ -180,12 +180,12 @@ pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
     })
     .context("loading the model and plugins")?;
     let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
-    let cache = DiskCache::new(&cache_dir, &args.out);
     let options = ExecuteOptions {
         max_concurrency: args.jobs.max(1),
         cache_context: engine.cache_context(&inputs, args.seed, args.no_cache),
         ..ExecuteOptions::default()
     };
+    let cache = DiskCache::new(&cache_dir, &args.out).with_plan(&execution, &options.cache_context);
 
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>14} [{bar:30}] {percent:>3}% {msg}")

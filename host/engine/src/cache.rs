@@ -2,11 +2,12 @@
 //! keys. An entry is a directory holding the result's tokens and copies of its artifact files;
 //! serving an entry copies the files back into the run's output directory (atomically).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tessera_workflow::{CacheKey, StepCache};
+use tessera_workflow::{CacheContext, CacheKey, ExecutionPlan, StepCache, cache_keys};
 
 use crate::artifacts::{ArtifactKind, WrittenArtifact, safe_name, write_atomic};
 use crate::value::{Produced, StepValue};
@@ -15,6 +16,9 @@ use crate::value::{Produced, StepValue};
 pub struct DiskCache {
     dir: PathBuf,
     out_dir: PathBuf,
+    /// Cache key digest → ids of the run's steps with that key (keys cover what a step computes,
+    /// not its id, so an entry stored by one workflow's step can serve another's).
+    steps_by_digest: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,7 +54,21 @@ impl DiskCache {
         Self {
             dir: dir.into(),
             out_dir: out_dir.into(),
+            steps_by_digest: BTreeMap::new(),
         }
+    }
+
+    /// Served entries are restored under the ids of `plan`'s steps whose key they match (rather
+    /// than the id of the step that stored them).
+    pub fn with_plan(mut self, plan: &ExecutionPlan, context: &CacheContext) -> Self {
+        self.steps_by_digest.clear();
+        for (step, key) in cache_keys(plan, context) {
+            self.steps_by_digest
+                .entry(key.digest)
+                .or_default()
+                .push(step);
+        }
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -69,23 +87,31 @@ impl DiskCache {
         let entry = self.entry_dir(key)?;
         let record: Record =
             serde_json::from_slice(&std::fs::read(entry.join("record.json")).ok()?).ok()?;
-        let step_dir = self.out_dir.join(safe_name(&record.step));
+        let steps = self
+            .steps_by_digest
+            .get(&key.digest)
+            .cloned()
+            .unwrap_or_else(|| vec![record.step.clone()]);
         let mut artifacts = Vec::with_capacity(record.artifacts.len());
         for artifact in record.artifacts {
             if artifact.file != safe_file(&artifact.file) {
                 return None;
             }
             let bytes = std::fs::read(entry.join("files").join(&artifact.file)).ok()?;
-            let path = step_dir.join(&artifact.file);
-            write_atomic(&path, &bytes).ok()?;
+            let mut first = None;
+            for step in &steps {
+                let path = self.out_dir.join(safe_name(step)).join(&artifact.file);
+                write_atomic(&path, &bytes).ok()?;
+                first.get_or_insert(path);
+            }
             artifacts.push(WrittenArtifact {
                 name: artifact.name,
                 kind: artifact.kind,
-                path,
+                path: first?,
             });
         }
         Some(StepValue::Produced(Arc::new(Produced {
-            step: record.step,
+            step: steps.into_iter().next()?,
             domain: record.domain,
             ids: record.ids,
             shape: record.shape,

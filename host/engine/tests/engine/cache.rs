@@ -13,21 +13,22 @@ fn same_seed_is_identical_and_served_from_the_cache() {
     };
     let root = tempfile::tempdir().unwrap();
     let cache_dir = root.path().join("cache");
-    let run = |out: &str, seed: u64, no_cache: bool| {
+    let run_text = |text: &str, out: &str, seed: u64, no_cache: bool| {
         let out = root.path().join(out);
         let engine = engine(&fixtures, &plugins, &out);
-        let (workflow, execution) = planned(&engine, CHAIN);
+        let (workflow, execution) = planned(&engine, text);
         let inputs = text_inputs(&workflow, &[("caption", "a photo of a cat")]);
-        let cache = DiskCache::new(&cache_dir, &out);
         let options = ExecuteOptions {
             cache_context: engine.cache_context(&inputs, seed, no_cache),
             ..ExecuteOptions::default()
         };
+        let cache = DiskCache::new(&cache_dir, &out).with_plan(&execution, &options.cache_context);
         let recorder = Recorder::default();
         let report = execute(&execution, &engine, &inputs, &cache, &options, &recorder).unwrap();
         assert!(report.succeeded(), "{:?}", report.outcomes);
         (report, recorder.events(), files(&out))
     };
+    let run = |out: &str, seed: u64, no_cache: bool| run_text(CHAIN, out, seed, no_cache);
 
     let (first, _, first_files) = run("first", 11, false);
     assert!(first.outcomes.values().all(|o| *o == StepOutcome::Finished));
@@ -61,4 +62,16 @@ fn same_seed_is_identical_and_served_from_the_cache() {
         first.outputs["normal"].produced().unwrap().ids
     );
     let _ = NoCache;
+
+    // The same computation under another step id is served too, into that step's directory.
+    let renamed = CHAIN
+        .replace("id = \"normal\"", "id = \"normal2\"")
+        .replace("\"steps.normal\"", "\"steps.normal2\"");
+    let (renamed_run, _, renamed_files) = run_text(&renamed, "renamed", 11, false);
+    assert_eq!(renamed_run.outcomes["normal2"], StepOutcome::Cached);
+    assert_eq!(
+        renamed_files.get("normal2/tokens.raw.json"),
+        first_files.get("normal/tokens.raw.json")
+    );
+    assert!(renamed_files.keys().all(|f| !f.starts_with("normal/")));
 }
