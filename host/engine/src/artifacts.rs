@@ -198,3 +198,48 @@ pub(crate) fn write_files(
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_leave_only_the_final_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("step/out.txt");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("step"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["out.txt".to_owned()]);
+        // A directory in the way is an error naming the path, not a panic.
+        let error = write_atomic(dir.path(), b"x").unwrap_err().to_string();
+        assert!(error.contains("writing"), "{error}");
+    }
+
+    #[test]
+    fn raw_tokens_are_labelled_and_previewed_per_id() {
+        let ids: Vec<u32> = (0..6).map(|i| i % 3).collect();
+        let files = encode_raw_tokens("tok_rgb@224", &ids, &[2, 3]).unwrap();
+        assert_eq!(files.len(), 2);
+        let json: serde_json::Value = serde_json::from_slice(&files[0].3).unwrap();
+        assert_eq!(json["kind"], "raw-tokens");
+        assert_eq!(json["shape"], serde_json::json!([2, 3]));
+        assert!(json["note"].as_str().unwrap().contains("not an image"));
+        assert_eq!(files[1].1, ArtifactKind::RawTokensPreview);
+        let decoder = png::Decoder::new(std::io::Cursor::new(files[1].3.clone()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        reader.next_frame(&mut pixels).unwrap();
+        assert_eq!((reader.info().width, reader.info().height), (24, 16));
+        let at = |x: usize, y: usize| &pixels[(y * 24 + x) * 3..(y * 24 + x) * 3 + 3];
+        // Equal ids, equal colours; different ids, different colours.
+        assert_eq!(at(0, 0), at(3 * CELL, 0)); // ids[0] == ids[3] == 0
+        assert_ne!(at(0, 0), at(CELL, 0));
+        // A shape that does not match the ids gets the JSON only.
+        assert_eq!(encode_raw_tokens("det", &ids, &[6]).unwrap().len(), 1);
+    }
+}
