@@ -2,6 +2,7 @@
 
 mod model;
 mod plugins;
+mod run;
 mod tokens;
 mod workflows;
 mod world;
@@ -36,6 +37,8 @@ enum Command {
     Detokenize(tokens::DetokenizeArgs),
     /// Check workflow files (structure and parameters; with --model also domains and plugins).
     Validate(workflows::ValidateArgs),
+    /// Run a workflow on a model: plugins tokenize, the 4M core generates, artifacts are written.
+    Run(run::RunArgs),
     /// Built-in workflows.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
@@ -78,5 +81,6 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Model(cmd) => model::run(cmd),
         Command::Validate(args) => workflows::validate(args, &plugins_dir),
         Command::Workflows(cmd) => workflows::run(cmd),
+        Command::Run(args) => run::run(args, &plugins_dir),
     }
 }

@@ -30,7 +30,7 @@ pub enum WorkflowsCommand {
 }
 
 /// The model's domains as the sampler and validator see them.
-fn catalog(model: &Path) -> Result<DomainCatalog> {
+pub(crate) fn catalog(model: &Path) -> Result<DomainCatalog> {
     let summary = tessera_model::inspect(model)
         .with_context(|| format!("reading model {}", model.display()))?;
     let mut catalog = DomainCatalog::new();
@@ -52,7 +52,7 @@ fn catalog(model: &Path) -> Result<DomainCatalog> {
     Ok(catalog)
 }
 
-fn served_domains(plugins_dir: &Path) -> BTreeSet<String> {
+pub(crate) fn served_domains(plugins_dir: &Path) -> BTreeSet<String> {
     tessera_runtime::discover(plugins_dir)
         .map(|found| {
             found

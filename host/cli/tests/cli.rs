@@ -267,3 +267,123 @@ fn validate_reports_every_problem_with_its_location() {
     args.extend(builtin.iter().map(String::as_str));
     assert!(stdout(&tessera(&args)).contains("0 with errors"));
 }
+
+/// `tessera run` on the fixture model: outputs written and summarised, the repeat served from the
+/// step cache with identical files, a bad workflow refused before anything runs.
+#[test]
+fn run_executes_a_workflow_and_serves_the_repeat_from_the_cache() {
+    let Some(vocab) = vocab() else {
+        return;
+    };
+    let model = vocab
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("fm/fm7_tiny_swiglu_shared");
+    assert!(model.is_dir(), "{} is missing", model.display());
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = dir.path().join("chain.toml");
+    std::fs::write(
+        &workflow,
+        r#"workflow_version = 1
+[workflow]
+name = "cli-chain"
+[inputs.caption]
+domain = "caption"
+[[steps]]
+id = "boxes"
+generate = "det"
+from = ["inputs.caption"]
+scheme = "autoregressive"
+token_budget = 12
+[[steps]]
+id = "depth"
+generate = "tok_depth@224"
+from = ["inputs.caption", "steps.boxes"]
+scheme = "roar"
+decoding_steps = 3
+[outputs]
+boxes = "steps.boxes"
+depth = "steps.depth"
+"#,
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let run = |out: &str| {
+        tessera(&[
+            "run",
+            workflow.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--vocab",
+            vocab.to_str().unwrap(),
+            "--input",
+            "caption=a photo of a cat",
+            "--out",
+            dir.path().join(out).to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--seed",
+            "5",
+        ])
+    };
+    let first = stdout(&run("a"));
+    assert!(
+        first.contains("boxes") && first.contains("generated"),
+        "{first}"
+    );
+    assert!(first.contains("tokens.raw.json"), "{first}");
+    let boxes = std::fs::read(dir.path().join("a/boxes/boxes.json")).unwrap();
+    let depth = std::fs::read(dir.path().join("a/depth/tokens.raw.json")).unwrap();
+    let second = stdout(&run("b"));
+    assert!(
+        second.contains("cached") && !second.contains("generated"),
+        "{second}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("b/boxes/boxes.json")).unwrap(),
+        boxes
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("b/depth/tokens.raw.json")).unwrap(),
+        depth
+    );
+
+    // Missing input: named, with its domain; nothing written.
+    let missing = tessera(&[
+        "run",
+        workflow.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        dir.path().join("c").to_str().unwrap(),
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("caption (caption)"));
+    assert!(!dir.path().join("c").exists());
+
+    // A workflow the model cannot run is reported like `tessera validate`, before running.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&workflow)
+            .unwrap()
+            .replace("tok_depth@224", "tok_sky@224"),
+    )
+    .unwrap();
+    let refused = tessera(&[
+        "run",
+        bad.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        "caption=a cat",
+        "--out",
+        dir.path().join("d").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let shown = String::from_utf8_lossy(&refused.stdout);
+    assert!(shown.contains("tok_sky@224"), "{shown}");
+    assert!(!dir.path().join("d").exists());
+}

@@ -1,0 +1,562 @@
+//! The [`Engine`]: one loaded 4M core and the plugins serving its domains, running workflow steps
+//! as a [`StepRunner`].
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tessera_generate::{DenseInputs, Generator, GeneratorOptions, Progress, domain_catalog};
+use tessera_model::FourM;
+use tessera_runtime::types::Tokens;
+use tessera_runtime::{LoadOptions, Plugin, Runtime, RuntimeConfig};
+use tessera_sampler::{
+    DomainCatalog, DomainKind, DomainRole, GenerationState, ModalityState, SeededRandom, text_ids,
+};
+use tessera_workflow::{
+    CacheContext, PlannedStep, Reference, StepContext, StepError, StepGuidance, StepInputs,
+    StepRunner,
+};
+
+use crate::artifacts::{encode_detokenized, encode_raw_tokens, write_files};
+use crate::error::EngineError;
+use crate::value::{InputValue, Produced, StepValue};
+
+/// Length of the span a caption-like text input leaves to complete (the reference's
+/// `custom_text` default `target_max_len`).
+const CUSTOM_TEXT_SPAN: usize = 50;
+
+/// Where the engine finds its parts.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A 4M checkpoint: a directory with `config.json` + `model.safetensors`, or a `.safetensors`.
+    pub model: PathBuf,
+    /// Installed plugins (e.g. `target/plugins`).
+    pub plugins_dir: PathBuf,
+    /// Step artifacts go to `out_dir/<step id>/`.
+    pub out_dir: PathBuf,
+    /// Asset files replacing the plugins' manifest paths, by asset name (e.g. `vocab`).
+    pub asset_overrides: BTreeMap<String, PathBuf>,
+}
+
+/// The real step runner: plugins tokenize and detokenize, one shared [`FourM`] generates.
+pub struct Engine {
+    model: FourM,
+    model_id: String,
+    catalog: DomainCatalog,
+    plugins: Vec<Plugin>,
+    /// Domain → index into `plugins`.
+    serving: BTreeMap<String, usize>,
+    /// Domains whose plugin is installed but failed to load, with the reason.
+    unavailable: BTreeMap<String, String>,
+    out_dir: PathBuf,
+    // Keeps the epoch ticker alive while plugins are used; dropped last.
+    _runtime: Runtime,
+}
+
+/// How a step ended inside the engine.
+enum Halt {
+    Cancelled,
+    Failed(EngineError),
+}
+
+impl From<EngineError> for Halt {
+    fn from(error: EngineError) -> Self {
+        Halt::Failed(error)
+    }
+}
+
+impl From<tessera_sampler::SamplerError> for Halt {
+    fn from(error: tessera_sampler::SamplerError) -> Self {
+        Halt::Failed(error.into())
+    }
+}
+
+impl Engine {
+    /// Loads the model and every installed plugin serving one of its domains. A plugin that
+    /// fails to load is remembered, so steps that need it fail with the reason.
+    pub fn load(config: &EngineConfig) -> Result<Self, EngineError> {
+        let model = FourM::load(&config.model, &tessera_model::LoadOptions::default()).map_err(
+            |source| EngineError::Model {
+                path: config.model.clone(),
+                source: Box::new(source),
+            },
+        )?;
+        let model_id = model_digest(&config.model)?;
+        let catalog = domain_catalog(&model);
+        let runtime = Runtime::new(RuntimeConfig::default())
+            .map_err(|e| EngineError::Runtime(Box::new(e)))?;
+        let found = tessera_runtime::discover(&config.plugins_dir).map_err(|source| {
+            EngineError::PluginsDir {
+                path: config.plugins_dir.clone(),
+                source,
+            }
+        })?;
+        let options = LoadOptions {
+            asset_overrides: config.asset_overrides.clone(),
+        };
+        let mut plugins = Vec::new();
+        let mut serving = BTreeMap::new();
+        let mut unavailable = BTreeMap::new();
+        for entry in found {
+            let Ok(manifest) = entry.manifest else {
+                continue;
+            };
+            let domains: Vec<String> = manifest
+                .plugin
+                .domains
+                .iter()
+                .filter(|d| catalog.get(d).is_some() && !serving.contains_key(*d))
+                .cloned()
+                .collect();
+            if domains.is_empty() {
+                continue;
+            }
+            match runtime.load(&entry.manifest_path, &options) {
+                Ok(plugin) => {
+                    for domain in domains {
+                        unavailable.remove(&domain);
+                        serving.insert(domain, plugins.len());
+                    }
+                    plugins.push(plugin);
+                }
+                Err(error) => {
+                    tracing::warn!(plugin = %manifest.plugin.id, %error, "plugin not loaded");
+                    for domain in domains {
+                        unavailable.insert(
+                            domain,
+                            format!("plugin `{}` failed to load: {error}", manifest.plugin.id),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            model,
+            model_id,
+            catalog,
+            plugins,
+            serving,
+            unavailable,
+            out_dir: config.out_dir.clone(),
+            _runtime: runtime,
+        })
+    }
+
+    pub fn model(&self) -> &FourM {
+        &self.model
+    }
+
+    /// The model's domains as the sampler and the workflow validator see them.
+    pub fn catalog(&self) -> &DomainCatalog {
+        &self.catalog
+    }
+
+    /// Domains a loaded plugin serves.
+    pub fn served_domains(&self) -> std::collections::BTreeSet<String> {
+        self.serving.keys().cloned().collect()
+    }
+
+    /// The plugin serving `domain`, if one loaded.
+    pub fn plugin_for(&self, domain: &str) -> Option<&Plugin> {
+        self.serving.get(domain).map(|&index| &self.plugins[index])
+    }
+
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// The cache context of a run: model digest, plugin digests per domain, input digests.
+    pub fn cache_context(
+        &self,
+        inputs: &BTreeMap<String, StepValue>,
+        run_seed: u64,
+        no_cache: bool,
+    ) -> CacheContext {
+        let plugin_digests = self
+            .serving
+            .iter()
+            .map(|(domain, &index)| (domain.clone(), self.plugins[index].digest().to_hex()))
+            .collect();
+        let input_digests = inputs
+            .iter()
+            .map(|(name, value)| {
+                let mut hasher = Sha256::new();
+                hasher.update(value.domain().as_bytes());
+                hasher.update([0]);
+                match value {
+                    StepValue::Input { value, .. } => hasher.update(value.identity()),
+                    StepValue::Produced(produced) => {
+                        for id in &produced.ids {
+                            hasher.update(id.to_le_bytes());
+                        }
+                    }
+                }
+                (name.clone(), hex(&hasher.finalize()))
+            })
+            .collect();
+        CacheContext {
+            model_id: self.model_id.clone(),
+            plugin_digests,
+            input_digests,
+            run_seed,
+            no_cache,
+        }
+    }
+
+    /// Token ids of a value of `domain`, checked against the model's vocabulary.
+    fn tokens_of(&self, value: &StepValue) -> Result<Vec<u32>, EngineError> {
+        let domain = value.domain();
+        let ids = match value {
+            StepValue::Produced(produced) => produced.ids.clone(),
+            StepValue::Input { value, .. } => match (self.plugin_for(domain), value.as_ref()) {
+                (Some(plugin), input) if input.to_plugin_value().is_some() => {
+                    let plugin_value = input.to_plugin_value().unwrap_or_else(|| unreachable!());
+                    plugin
+                        .tokenize(domain, &plugin_value, &Vec::new())
+                        .map_err(|source| EngineError::Plugin {
+                            plugin: plugin.id().to_owned(),
+                            domain: domain.to_owned(),
+                            source: Box::new(source),
+                        })?
+                        .ids
+                }
+                (None, InputValue::Text(_) | InputValue::Image { .. })
+                    if self.unavailable.contains_key(domain) =>
+                {
+                    return Err(EngineError::BadInput {
+                        domain: domain.to_owned(),
+                        reason: self.unavailable[domain].clone(),
+                    });
+                }
+                (_, input) => input.as_token_list(domain)?,
+            },
+        };
+        if let Some(vocab) = self.model.vocab_size(domain)
+            && let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab)
+        {
+            return Err(EngineError::BadInput {
+                domain: domain.to_owned(),
+                reason: format!(
+                    "token id {bad} is outside the model's vocabulary of {vocab} for this domain"
+                ),
+            });
+        }
+        Ok(ids)
+    }
+
+    /// The state of one condition.
+    fn condition_state(&self, value: &StepValue) -> Result<ModalityState, EngineError> {
+        let domain = value.domain();
+        let info = self
+            .catalog
+            .lookup(domain, DomainRole::State)
+            .map_err(EngineError::from)?;
+        let ids = self.tokens_of(value)?;
+        let bad = |reason: String| EngineError::BadInput {
+            domain: domain.to_owned(),
+            reason,
+        };
+        match info.kind {
+            DomainKind::Sequence | DomainKind::SequenceToken => {
+                if ids.is_empty() {
+                    return Ok(ModalityState::full_input_sequence(vec![vec![
+                        text_ids::PAD,
+                    ]])?);
+                }
+                if ids.len() > info.num_tokens {
+                    return Err(bad(format!(
+                        "{} tokens, the model takes at most {}",
+                        ids.len(),
+                        info.num_tokens
+                    )));
+                }
+                match value {
+                    // User text is the reference's `custom_text`: the text is input, followed by
+                    // a span `[S_1] [PAD].. [EOS]` that is not generated in this step.
+                    StepValue::Input { .. } => {
+                        let span = CUSTOM_TEXT_SPAN.min(info.num_tokens - ids.len());
+                        if span < 2 {
+                            Ok(ModalityState::full_input_image_like(vec![ids])?)
+                        } else {
+                            Ok(ModalityState::custom_text(
+                                &ids,
+                                text_ids::S1,
+                                text_ids::EOS,
+                                span,
+                            ))
+                        }
+                    }
+                    // A generated sequence is input as a whole, as after the reference's merge.
+                    StepValue::Produced(_) => Ok(ModalityState::full_input_image_like(vec![ids])?),
+                }
+            }
+            DomainKind::Image => {
+                if ids.len() != info.num_tokens {
+                    return Err(bad(format!(
+                        "{} tokens, the model's grid has {}",
+                        ids.len(),
+                        info.num_tokens
+                    )));
+                }
+                Ok(ModalityState::full_input_image_like(vec![ids])?)
+            }
+            DomainKind::SequenceEmbedding => Err(bad(
+                "embedding inputs (e.g. T5 caption embeddings) are not supported by workflows yet"
+                    .into(),
+            )),
+        }
+    }
+
+    fn run(
+        &self,
+        planned: &PlannedStep,
+        inputs: &StepInputs<StepValue>,
+        context: &StepContext,
+    ) -> Result<StepValue, Halt> {
+        let step = &planned.step;
+        let target = step.generate.as_str();
+        let info = self
+            .catalog
+            .lookup(target, DomainRole::Target)
+            .map_err(EngineError::from)?
+            .clone();
+        let num_tokens = step.num_tokens(&self.catalog).map_err(EngineError::from)?;
+        let schedule = step.prepare(&self.catalog).map_err(EngineError::from)?;
+
+        let mut conditions: Vec<(&Reference, String, ModalityState)> = Vec::new();
+        for (reference, value) in &inputs.values {
+            if context.is_cancelled() {
+                return Err(Halt::Cancelled);
+            }
+            let state = self
+                .condition_state(value)
+                .map_err(|error| EngineError::Condition {
+                    reference: reference.to_string(),
+                    source: Box::new(error),
+                })?;
+            conditions.push((reference, value.domain().to_owned(), state));
+        }
+        let target_state = match info.kind {
+            DomainKind::Image => ModalityState::empty_image_target(1, num_tokens)?,
+            DomainKind::Sequence | DomainKind::SequenceToken => {
+                ModalityState::empty_sequence_target(1, num_tokens)?
+            }
+            DomainKind::SequenceEmbedding => {
+                return Err(EngineError::BadInput {
+                    domain: target.to_owned(),
+                    reason: "embedding domains cannot be generated".into(),
+                }
+                .into());
+            }
+        };
+        let state_of = |references: &[Reference]| -> Result<GenerationState, EngineError> {
+            let mut state = GenerationState::new();
+            for reference in references {
+                if let Some((_, domain, modality)) = conditions
+                    .iter()
+                    .find(|(candidate, _, _)| *candidate == reference)
+                {
+                    if state.get(domain).is_some() {
+                        return Err(EngineError::BadInput {
+                            domain: domain.clone(),
+                            reason: format!(
+                                "a step takes one value per domain ({reference} is a second)"
+                            ),
+                        });
+                    }
+                    state.insert(domain.clone(), modality.clone())?;
+                }
+            }
+            Ok(state)
+        };
+
+        let generator = Generator::with_options(
+            &self.model,
+            GeneratorOptions {
+                sampling: step.parameters.sampling_options(),
+                ..GeneratorOptions::default()
+            },
+        );
+        let mut rng = SeededRandom::new(context.seed());
+        let total = schedule.len().max(1) as f64;
+        let mut progress = |event: Progress<'_>| {
+            let fraction = match event {
+                Progress::Token {
+                    step,
+                    token,
+                    max_tokens,
+                } => (step as f64 + (token + 1) as f64 / max_tokens.max(1) as f64) / total,
+                Progress::Step { step, .. } => (step + 1) as f64 / total,
+            };
+            context.report_progress(fraction);
+            if context.is_cancelled() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let dense = DenseInputs::new();
+        let (report, state) = match &step.parameters.guidance {
+            StepGuidance::Scale(_) => {
+                let mut state = state_of(&step.from)?;
+                state.insert(target.to_owned(), target_state)?;
+                let report = generator
+                    .run_steps(&schedule, &mut state, &dense, &mut rng, &mut progress)
+                    .map_err(EngineError::from)?;
+                (report, state)
+            }
+            StepGuidance::Weighted(sets) => {
+                let mut unconditional = GenerationState::new();
+                unconditional.insert(target.to_owned(), target_state.clone())?;
+                let mut conditional = Vec::with_capacity(sets.len());
+                for set in sets {
+                    let mut state = state_of(&set.from)?;
+                    state.insert(target.to_owned(), target_state.clone())?;
+                    conditional.push(state);
+                }
+                let plan = step.generation_plan(num_tokens);
+                let report = generator
+                    .generate_multi_guided(
+                        &plan,
+                        &mut unconditional,
+                        conditional,
+                        &dense,
+                        &mut rng,
+                        &mut progress,
+                    )
+                    .map_err(EngineError::from)?;
+                (report, unconditional)
+            }
+        };
+        if report.cancelled.is_some() || context.is_cancelled() {
+            return Err(Halt::Cancelled);
+        }
+
+        let modality = state.require(target).map_err(EngineError::from)?;
+        let row = &modality.rows()[0];
+        let (ids, shape) = match info.kind {
+            DomainKind::Image => {
+                let ids = row.tokens.clone();
+                let side = (ids.len() as f64).sqrt().round() as usize;
+                let shape = if side * side == ids.len() {
+                    vec![side as u32, side as u32]
+                } else {
+                    vec![ids.len() as u32]
+                };
+                (ids, shape)
+            }
+            _ => {
+                let ids: Vec<u32> = row
+                    .tokens
+                    .iter()
+                    .zip(&row.input_mask)
+                    .filter(|(_, masked)| !**masked)
+                    .map(|(&t, _)| t)
+                    .collect();
+                let shape = vec![ids.len() as u32];
+                (ids, shape)
+            }
+        };
+
+        let (files, warnings) = match self.plugin_for(target) {
+            Some(plugin) => {
+                let tokens = Tokens {
+                    domain: target.to_owned(),
+                    ids: ids.clone(),
+                    shape: shape.clone(),
+                };
+                let out = plugin.detokenize(&tokens, &Vec::new()).map_err(|source| {
+                    EngineError::Plugin {
+                        plugin: plugin.id().to_owned(),
+                        domain: target.to_owned(),
+                        source: Box::new(source),
+                    }
+                })?;
+                (encode_detokenized(&out), out.warnings.clone())
+            }
+            None => (encode_raw_tokens(target, &ids, &shape)?, Vec::new()),
+        };
+        if context.is_cancelled() {
+            return Err(Halt::Cancelled);
+        }
+        let artifacts = write_files(&self.out_dir.join(&step.id), files)?;
+        context.report_progress(1.0);
+        Ok(StepValue::Produced(Arc::new(Produced {
+            step: step.id.clone(),
+            domain: target.to_owned(),
+            ids,
+            shape,
+            artifacts,
+            warnings,
+        })))
+    }
+}
+
+impl StepRunner for Engine {
+    type Value = StepValue;
+
+    fn run_step(
+        &self,
+        step: &PlannedStep,
+        inputs: &StepInputs<StepValue>,
+        context: &StepContext,
+    ) -> Result<StepValue, StepError> {
+        self.run(step, inputs, context).map_err(|halt| match halt {
+            Halt::Cancelled => StepError::Cancelled,
+            Halt::Failed(error) => StepError::Failed {
+                message: error_chain(&error),
+            },
+        })
+    }
+}
+
+/// An error and its sources, joined with `: ` where a source adds something.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of the checkpoint's weights (and config), identifying the model in cache keys.
+fn model_digest(path: &Path) -> Result<String, EngineError> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        ["config.json", "model.safetensors"]
+            .iter()
+            .map(|name| path.join(name))
+            .filter(|p| p.is_file())
+            .collect()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    for file in files {
+        let mut reader =
+            std::fs::File::open(&file).map_err(|e| EngineError::io("reading", &file, e))?;
+        loop {
+            let read = reader
+                .read(&mut buffer)
+                .map_err(|e| EngineError::io("reading", &file, e))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+    }
+    Ok(hex(&hasher.finalize()))
+}
