@@ -312,6 +312,7 @@ impl Engine {
 
     fn run(
         &self,
+        out_dir: &Path,
         planned: &PlannedStep,
         inputs: &StepInputs<StepValue>,
         context: &StepContext,
@@ -482,7 +483,7 @@ impl Engine {
         if context.is_cancelled() {
             return Err(Halt::Cancelled);
         }
-        let artifacts = write_files(&self.out_dir.join(&step.id), files)?;
+        let artifacts = write_files(&out_dir.join(&step.id), files)?;
         context.report_progress(1.0);
         Ok(StepValue::Produced(Arc::new(Produced {
             step: step.id.clone(),
@@ -504,13 +505,47 @@ impl StepRunner for Engine {
         inputs: &StepInputs<StepValue>,
         context: &StepContext,
     ) -> Result<StepValue, StepError> {
-        self.run(step, inputs, context).map_err(|halt| match halt {
-            Halt::Cancelled => StepError::Cancelled,
-            Halt::Failed(error) => StepError::Failed {
-                message: error_chain(&error),
-            },
-        })
+        run_halting(self.run(&self.out_dir, step, inputs, context))
     }
+}
+
+/// The engine writing a run's artifacts into a directory of its own (a server shares one loaded
+/// engine between runs, each with its own output directory).
+pub struct EngineRun<'a> {
+    engine: &'a Engine,
+    out_dir: PathBuf,
+}
+
+impl Engine {
+    /// A step runner on this engine whose artifacts go to `out_dir/<step id>/`.
+    pub fn run_in(&self, out_dir: impl Into<PathBuf>) -> EngineRun<'_> {
+        EngineRun {
+            engine: self,
+            out_dir: out_dir.into(),
+        }
+    }
+}
+
+impl StepRunner for EngineRun<'_> {
+    type Value = StepValue;
+
+    fn run_step(
+        &self,
+        step: &PlannedStep,
+        inputs: &StepInputs<StepValue>,
+        context: &StepContext,
+    ) -> Result<StepValue, StepError> {
+        run_halting(self.engine.run(&self.out_dir, step, inputs, context))
+    }
+}
+
+fn run_halting(result: Result<StepValue, Halt>) -> Result<StepValue, StepError> {
+    result.map_err(|halt| match halt {
+        Halt::Cancelled => StepError::Cancelled,
+        Halt::Failed(error) => StepError::Failed {
+            message: error_chain(&error),
+        },
+    })
 }
 
 /// An error and its sources, joined with `: ` where a source adds something.
