@@ -3,6 +3,7 @@
 mod model;
 mod plugins;
 mod run;
+mod serve;
 mod tokens;
 mod workflows;
 mod world;
@@ -39,6 +40,8 @@ enum Command {
     Validate(workflows::ValidateArgs),
     /// Run a workflow on a model: plugins tokenize, the 4M core generates, artifacts are written.
     Run(run::RunArgs),
+    /// Serve the local HTTP API and web page (runs, live events, outputs) on one model.
+    Serve(serve::ServeArgs),
     /// Built-in workflows.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
@@ -82,5 +85,6 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Validate(args) => workflows::validate(args, &plugins_dir),
         Command::Workflows(cmd) => workflows::run(cmd),
         Command::Run(args) => run::run(args, &plugins_dir),
+        Command::Serve(args) => serve::serve(args, &plugins_dir),
     }
 }

@@ -159,6 +159,16 @@ impl Engine {
         self.serving.keys().cloned().collect()
     }
 
+    /// The loaded plugins.
+    pub fn plugins(&self) -> &[Plugin] {
+        &self.plugins
+    }
+
+    /// Domains whose plugin is installed but failed to load, with the reason.
+    pub fn unavailable_domains(&self) -> &BTreeMap<String, String> {
+        &self.unavailable
+    }
+
     /// The plugin serving `domain`, if one loaded.
     pub fn plugin_for(&self, domain: &str) -> Option<&Plugin> {
         self.serving.get(domain).map(|&index| &self.plugins[index])
