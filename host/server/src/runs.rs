@@ -423,7 +423,6 @@ impl RunManager {
             manager.execute_blocking(&runner_handle, &prepared)
         })
         .await;
-        drop(permit);
         match result {
             Ok(Ok((report, outputs))) => {
                 handle.update(|record| record.outputs = outputs);
@@ -451,6 +450,8 @@ impl RunManager {
                 Some(format!("internal error: the run's worker stopped ({join})")),
             ),
         }
+        // Released only now, so the next run starts after this one is recorded as ended.
+        drop(permit);
     }
 
     fn execute_blocking(
