@@ -5,7 +5,8 @@
 //!   apt-get when missing), idempotently.
 //! * `plugins` — builds every plugin, the test plugins and the SDK examples for wasm32 and packs
 //!   them into `target/plugins/` and `target/test-plugins/`.
-//! * `test` — `plugins`, then the whole test suite (host workspace and plugin crates' native tests).
+//! * `test` — `plugins` (and Chromium for the browser test, with apt-get when missing), then the
+//!   whole test suite (host workspace and plugin crates' native tests).
 //! * `demo` — `plugins`, a release build of the `tessera` CLI, then the main job.
 
 mod toolchain;
@@ -152,7 +153,20 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Headless Chromium for the web page's browser test.
+fn ensure_chromium() -> Result<()> {
+    let installed = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .any(|name| Path::new("/usr/bin").join(name).is_file());
+    if installed {
+        return Ok(());
+    }
+    println!("xtask: installing Debian's chromium for the browser test");
+    toolchain::apt_install(&["chromium"], "install chromium by hand")
+}
+
 fn test(root: &Path, extra: &[String]) -> Result<()> {
+    ensure_chromium()?;
     let toolchain = build_plugins(root)?;
     // Plugin crates' own unit tests run natively, with the same compiler that builds them.
     for ws in plugin_workspaces(root)? {

@@ -170,6 +170,23 @@ fn install_debian() -> Result<()> {
         "xtask: installing Debian's wasm toolchain: {}",
         DEBIAN_PACKAGES.join(" ")
     );
+    apt_install(
+        &DEBIAN_PACKAGES,
+        "install them by hand, or install rustup's wasm32-unknown-unknown target",
+    )?;
+    if !debian_ready() {
+        bail!(
+            "installed {} but {DEBIAN_RUSTC}, {DEBIAN_STD_SRC} or {DEBIAN_LLD} is still missing",
+            DEBIAN_PACKAGES.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Installs Debian packages with apt-get (directly as root, else through passwordless sudo),
+/// refreshing the package lists once if the first attempt fails; `otherwise` tells the user what
+/// to do when it cannot.
+pub fn apt_install(packages: &[&str], otherwise: &str) -> Result<()> {
     let is_root = quiet(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0");
     let apt = |args: &[&str]| -> Result<bool> {
         let mut cmd = if is_root {
@@ -184,15 +201,14 @@ fn install_debian() -> Result<()> {
     };
     let install: Vec<&str> = ["install", "-y", "-q"]
         .into_iter()
-        .chain(DEBIAN_PACKAGES)
+        .chain(packages.iter().copied())
         .collect();
     if !apt(&install)? {
         // A fresh machine may have no package lists yet.
         if !apt(&["update", "-q"])? || !apt(&install)? {
             bail!(
-                "could not install {} with apt-get{}; install them by hand, or install rustup's \
-                 wasm32-unknown-unknown target",
-                DEBIAN_PACKAGES.join(" "),
+                "could not install {} with apt-get{}; {otherwise}",
+                packages.join(" "),
                 if is_root {
                     ""
                 } else {
@@ -200,12 +216,6 @@ fn install_debian() -> Result<()> {
                 }
             );
         }
-    }
-    if !debian_ready() {
-        bail!(
-            "installed {} but {DEBIAN_RUSTC}, {DEBIAN_STD_SRC} or {DEBIAN_LLD} is still missing",
-            DEBIAN_PACKAGES.join(" ")
-        );
     }
     Ok(())
 }

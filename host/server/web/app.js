@@ -211,17 +211,27 @@ async function renderOutputs(run) {
         let parsed = null;
         try { parsed = JSON.parse(text); } catch (_) { /* shown as text */ }
         if (output.domain === "det" && Array.isArray(parsed)) boxesToDraw.push([card, parsed]);
-        card.append(element("pre", { text: parsed ? JSON.stringify(parsed, null, 2) : text }));
+        card.append(element("pre", { text: parsed ? JSON.stringify(parsed, null, file.kind === "raw-tokens" ? 0 : 2) : text }));
       } else if (file.content_type.startsWith("text/")) {
         card.append(element("pre", { text: await fileText(file.url) }));
       } else {
         card.append(element("a", { href: file.url, text: `${file.name} (${file.bytes} bytes)` }));
       }
     }
-    for (const warning of output.warnings || []) card.append(element("p", { class: "label-note", text: warning }));
+    const warnings = output.warnings || [];
+    if (warnings.length) {
+      const details = element("details", {}, element("summary", { class: "label-note",
+        text: `${warnings.length} warning${warnings.length === 1 ? "" : "s"} from the plugin` }));
+      for (const warning of warnings) details.append(element("div", { class: "label-note", text: warning }));
+      card.append(details);
+    }
     box.append(card);
   }
   for (const [card, boxes] of boxesToDraw) {
+    if (!boxes.length) {
+      card.insertBefore(element("p", { class: "muted", text: "No boxes." }), card.children[1] || null);
+      continue;
+    }
     const canvas = element("canvas", { "data-boxes": String(boxes.length) });
     if (image && !image.complete) await new Promise((done) => { image.onload = done; image.onerror = done; });
     drawBoxes(canvas, image, boxes);
