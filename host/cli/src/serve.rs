@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -85,7 +86,8 @@ pub fn serve(args: ServeArgs, plugins_dir: &Path) -> Result<ExitCode> {
             data_dir.display()
         );
         server.serve(listener, shutdown_signal()).await?;
-        println!("tessera server stopped");
+        // Stdout may be gone by now (a supervisor that read the address line and closed it).
+        let _ = writeln!(std::io::stdout(), "tessera server stopped");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -195,20 +195,19 @@ impl Manifest {
                 ));
             }
         }
-        if let Some(component) = &p.component {
-            if component.is_absolute()
+        if let Some(component) = &p.component
+            && (component.is_absolute()
                 || component
                     .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                return Err(invalid(
-                    "plugin.component",
-                    format!(
-                        "{} must be a path inside the plugin's directory",
-                        component.display()
-                    ),
-                ));
-            }
+                    .any(|c| matches!(c, std::path::Component::ParentDir)))
+        {
+            return Err(invalid(
+                "plugin.component",
+                format!(
+                    "{} must be a path inside the plugin's directory",
+                    component.display()
+                ),
+            ));
         }
         if let Some(sha) = &p.sha256 {
             Digest::parse(sha).map_err(|reason| invalid("plugin.sha256", reason))?;

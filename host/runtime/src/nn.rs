@@ -65,7 +65,7 @@ pub struct GraphHandle {
 
 impl host_nn::Host for State {
     fn load(&mut self, name: String) -> Result<Resource<GraphHandle>, NnError> {
-        if !self.nn_allowed.iter().any(|allowed| *allowed == name) {
+        if !self.nn_allowed.contains(&name) {
             let allowed = if self.nn_allowed.is_empty() {
                 "none".to_string()
             } else {

@@ -613,7 +613,7 @@ fn file_record(
     let bytes = std::fs::metadata(&artifact.path).map_or(0, |m| m.len());
     FileRecord {
         name: artifact.name.clone(),
-        kind: serde_json::to_value(&artifact.kind)
+        kind: serde_json::to_value(artifact.kind)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_else(|| "bytes".into()),

@@ -575,3 +575,100 @@ fn the_web_page_runs_a_workflow_in_a_real_browser() {
     std::fs::write(out.join("web-page-run.png"), &png).unwrap();
     println!("screenshot: {}", out.join("web-page-run.png").display());
 }
+
+#[test]
+fn readme_curl_examples_work_as_written() {
+    let Some(fixtures) = fixtures() else { return };
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- readme-curl-examples -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README's curl examples");
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&fixtures, data.path(), &[]);
+    let out = Command::new("bash")
+        .args(["-e", "-c", block])
+        .current_dir(work.path())
+        .env("TESSERA", format!("http://{}", server.address))
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the README's examples failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "\"status\":\"ok\"",
+        "\"id\":\"cat-1\"",
+        "\"state\":\"succeeded\"",
+        "event: run",
+        "\"id\":\"dog-1\"",
+        "\"valid\":false",
+        "unknown-input",
+    ] {
+        assert!(stdout.contains(expected), "no {expected} in:\n{stdout}");
+    }
+    let preview = std::fs::read(work.path().join("depth-preview.png")).unwrap();
+    assert!(preview.starts_with(b"\x89PNG"));
+    assert_eq!(server.request("GET", "/v1/runs/cat-1", None).status, 404);
+    let dog = server.request("GET", "/v1/runs/dog-1", None).json();
+    assert!(
+        dog["state"] == "cancelled" || dog["state"] == "running",
+        "{dog}"
+    );
+}
+
+#[test]
+fn sigterm_cancels_running_runs_after_the_grace_period_and_keeps_them() {
+    let Some(fixtures) = fixtures() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(&fixtures, data.path(), &["--grace", "1"]);
+    let slow = server
+        .request(
+            "POST",
+            "/v1/runs",
+            Some(
+                &serde_json::json!({ "workflow_toml": SLOW, "inputs": { "caption": "a dog" } })
+                    .to_string(),
+            ),
+        )
+        .json();
+    let id = slow["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server
+        .request("GET", &format!("/v1/runs/{id}"), None)
+        .json()["steps"][0]["progress"]
+        .as_f64()
+        .unwrap_or(0.0)
+        == 0.0
+    {
+        assert!(Instant::now() < deadline, "the slow run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server.child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "the server exits cleanly on SIGTERM: {exit}"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        signalled.elapsed()
+    );
+    // Stopped cleanly: recorded as cancelled (not interrupted) and still there after a restart.
+    let restarted = ServerProcess::start(&fixtures, data.path(), &[]);
+    let record = restarted
+        .request("GET", &format!("/v1/runs/{id}"), None)
+        .json();
+    assert_eq!(record["state"], "cancelled", "{record}");
+}
