@@ -5,6 +5,7 @@ mod plugins;
 mod run;
 mod serve;
 mod tokens;
+mod train;
 mod workflows;
 mod world;
 
@@ -48,6 +49,9 @@ enum Command {
     /// Inspect 4M checkpoints.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Training on one machine (today: tessera's own text vocabulary).
+    #[command(subcommand)]
+    Train(train::TrainCommand),
     /// The procedural shapes world: render scenes, write datasets.
     #[command(subcommand)]
     World(world::WorldCommand),
@@ -81,6 +85,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Detokenize(args) => tokens::detokenize(args, &plugins_dir),
         Command::Demo(args) => tokens::demo(args, &plugins_dir),
         Command::World(cmd) => world::run(cmd),
+        Command::Train(cmd) => train::run(cmd),
         Command::Model(cmd) => model::run(cmd),
         Command::Validate(args) => workflows::validate(args, &plugins_dir),
         Command::Workflows(cmd) => workflows::run(cmd),
