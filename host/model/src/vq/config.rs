@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::config::parse_metadata_value;
 use crate::error::{ModelError, Result};
+use crate::vq::diffusion::DiffusionConfig;
 use crate::vq::nn::VitSize;
+use crate::vq::unet::UnetArch;
 
 /// Which quantizer the tokenizer uses (`quant_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +34,9 @@ pub struct MlpArch {
 pub enum NetworkArch {
     Vit(VitSize),
     BottleneckMlp(MlpArch),
-    /// A name this crate knows of but does not build (the DiVAE diffusion decoders).
+    /// The DiVAE diffusion decoder `PatchedUNetCondCat` (`unet_patched`).
+    PatchedUnet(UnetArch),
+    /// A diffusion decoder this crate does not build (`uvit_*`, ControlNet): encode only.
     Other(String),
 }
 
@@ -64,6 +68,8 @@ pub struct VqConfig {
     pub decoder: NetworkArch,
     /// DiVAE keys present (`scheduler`, ...) or a diffusion `dec_type`.
     pub diffusion: bool,
+    /// The sampling settings of a DiVAE (the reference constructor's defaults where absent).
+    pub diffusion_settings: Option<DiffusionConfig>,
 }
 
 type Map = BTreeMap<String, Value>;
@@ -128,6 +134,21 @@ impl VqConfig {
             enc_type,
             dec_type,
             diffusion,
+            diffusion_settings: if diffusion {
+                Some(DiffusionConfig {
+                    scheduler: string(map, "scheduler")?.unwrap_or_else(|| "ddpm".into()),
+                    beta_schedule: string(map, "beta_schedule")?
+                        .unwrap_or_else(|| "squaredcos_cap_v2".into()),
+                    prediction_type: string(map, "prediction_type")?
+                        .unwrap_or_else(|| "v_prediction".into()),
+                    zero_terminal_snr: bool_or(map, "zero_terminal_snr", true)?,
+                    clip_sample: bool_or(map, "clip_sample", false)?,
+                    thresholding: bool_or(map, "thresholding", true)?,
+                    num_train_timesteps: usize_or(map, "num_train_timesteps", 1000)?,
+                })
+            } else {
+                None
+            },
         };
         config.validate()?;
         Ok(config)
@@ -257,6 +278,16 @@ fn parse_arch(map: &Map, name: &str, prefix: &str, diffusion: bool) -> Result<Ne
                 }
             })?)
         }
+        _ if diffusion && name == "unet_patched" => NetworkArch::PatchedUnet(UnetArch::unet_patched()),
+        // No preset in the reference: the sizes are extra config keys.
+        _ if diffusion && name == "unet_patched_tiny" => NetworkArch::PatchedUnet(UnetArch {
+            patch_size: usize_required(map, "dec_patch_size")?,
+            model_channels: usize_required(map, "dec_model_channels")?,
+            num_res_blocks: usize_required(map, "dec_num_res_blocks")?,
+            attention_resolutions: usize_list(map, "dec_attention_resolutions")?,
+            channel_mult: usize_list(map, "dec_channel_mult")?,
+            num_heads: 1,
+        }),
         _ if diffusion && prefix == "dec" => NetworkArch::Other(name.to_owned()),
         _ => {
             return Err(ModelError::UnsupportedConfig {
@@ -264,6 +295,14 @@ fn parse_arch(map: &Map, name: &str, prefix: &str, diffusion: bool) -> Result<Ne
             });
         }
     };
+    if let NetworkArch::PatchedUnet(unet) = &arch
+        && (unet.patch_size == 0 || unet.model_channels == 0 || unet.channel_mult.is_empty())
+    {
+        return Err(ModelError::InvalidConfig {
+            field,
+            reason: format!("degenerate UNet sizes {unet:?}"),
+        });
+    }
     if let NetworkArch::Vit(size) = &arch
         && (size.dim == 0 || size.num_heads == 0 || !size.dim.is_multiple_of(size.num_heads))
     {
@@ -317,6 +356,22 @@ fn usize_opt(map: &Map, field: &str) -> Result<Option<usize>> {
                 reason: format!("expected a non-negative integer, found {v}"),
             }),
     }
+}
+
+fn usize_list(map: &Map, field: &str) -> Result<Vec<usize>> {
+    let value = map.get(field).ok_or_else(|| ModelError::MissingConfig {
+        reason: format!("field `{field}` is missing"),
+    })?;
+    let invalid = || ModelError::InvalidConfig {
+        field: field.into(),
+        reason: format!("expected a list of non-negative integers, found {value}"),
+    };
+    value
+        .as_array()
+        .ok_or_else(invalid)?
+        .iter()
+        .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(invalid))
+        .collect()
 }
 
 fn usize_or(map: &Map, field: &str, default: usize) -> Result<usize> {
@@ -421,11 +476,17 @@ mod tests {
     #[test]
     fn diffusion_config_keeps_the_decoder_name() {
         let config = VqConfig::from_json_value(&json!({
-            "dec_type": "unet_patched", "scheduler": "ddim"
+            "dec_type": "uvit_b", "scheduler": "ddim"
         }))
         .unwrap();
         assert!(config.is_diffusion());
-        assert_eq!(config.decoder, NetworkArch::Other("unet_patched".into()));
+        assert_eq!(config.decoder, NetworkArch::Other("uvit_b".into()));
+        let config = VqConfig::from_json_value(&json!({"dec_type": "unet_patched"})).unwrap();
+        assert_eq!(
+            config.decoder,
+            NetworkArch::PatchedUnet(UnetArch::unet_patched())
+        );
+        assert_eq!(config.diffusion_settings.unwrap().scheduler, "ddpm");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Tokenizer decoders: the ViT decoder (bicubic-resized positional map, pre-norm blocks, optional
+//! Deterministic (VQ-VAE) tokenizer decoders: the ViT decoder (bicubic-resized positional map, pre-norm blocks, optional
 //! post-MLP, `out_proj` and unpatchify, optional ConvNeXt output blocks) and the BottleneckMLP.
 
 use candle_core::Tensor;
@@ -154,8 +154,7 @@ pub enum Decoder {
 }
 
 impl Decoder {
-    /// `Ok(None)` for a decoder this crate does not implement yet (the DiVAE diffusion UNet): the
-    /// tokenizer then encodes but refuses to decode.
+    /// `Ok(None)` for a DiVAE, whose diffusion decoder the tokenizer builds itself.
     pub fn load(source: &mut TensorSource, config: &VqConfig) -> Result<Option<Self>> {
         Ok(Some(match &config.decoder {
             NetworkArch::Vit(size) => {
@@ -168,9 +167,13 @@ impl Decoder {
                 arch.width,
                 config.out_channels(),
             )?),
-            NetworkArch::Other(name) if config.is_diffusion() => {
-                let _ = name;
+            NetworkArch::PatchedUnet(_) | NetworkArch::Other(_) if config.is_diffusion() => {
                 return Ok(None);
+            }
+            NetworkArch::PatchedUnet(_) => {
+                return Err(ModelError::UnsupportedConfig {
+                    feature: format!("dec_type `{}` without diffusion settings", config.dec_type),
+                });
             }
             NetworkArch::Other(name) => {
                 return Err(ModelError::UnsupportedConfig {

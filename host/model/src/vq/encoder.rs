@@ -128,9 +128,9 @@ impl Encoder {
                 config.n_channels,
                 arch.width,
             )?),
-            NetworkArch::Other(name) => {
+            NetworkArch::PatchedUnet(_) | NetworkArch::Other(_) => {
                 return Err(ModelError::UnsupportedConfig {
-                    feature: format!("enc_type `{name}`"),
+                    feature: format!("enc_type `{}`", config.enc_type),
                 });
             }
         })

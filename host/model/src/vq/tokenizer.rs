@@ -1,6 +1,7 @@
 //! [`VqTokenizer`]: a 4M image / feature-map tokenizer loaded from the released layout
 //! (`config.json` + `model.safetensors`, or a bare `.safetensors` with the config in its header),
-//! with `encode` → token ids, `decode_tokens` → reconstruction, and every intermediate step.
+//! with `encode` → token ids, `decode_tokens` → reconstruction (a deterministic decoder, or DDIM
+//! sampling of a DiVAE's diffusion decoder), and every intermediate step.
 
 use std::path::Path;
 
@@ -9,11 +10,13 @@ use candle_core::{DType, Device, Tensor};
 use crate::checkpoint::{CheckpointPaths, SafetensorsFile, TensorSource};
 use crate::error::{ModelError, Result};
 use crate::model::LoadOptions;
-use crate::vq::config::{QuantType, VqConfig};
+use crate::vq::config::{NetworkArch, QuantType, VqConfig};
 use crate::vq::decoder::Decoder;
+use crate::vq::diffusion::{DdimScheduler, TimestepSpacing, seeded_noise};
 use crate::vq::encoder::Encoder;
 use crate::vq::nn::PointwiseConv;
 use crate::vq::quantizer::{LucidQuantizer, Memcodes, Quantized, Quantizer};
+use crate::vq::unet::PatchedUnet;
 
 /// ImageNet mean and std (`undo_std`).
 const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
@@ -40,11 +43,46 @@ pub struct Encoding {
 pub struct Decoding {
     /// `(B, latent, h, w)` codebook look-up.
     pub quant: Tensor,
-    /// `(B, D_dec, h, w)` after `post_quant_proj`.
+    /// `(B, D_dec, h, w)` after `post_quant_proj`; for a DiVAE (no projection) the conditioning of
+    /// the diffusion decoder, equal to `quant`.
     pub post_quant: Tensor,
     /// Reconstruction: `(B, C, H, W)` image / feature map / vector; semseg: `(B, n_labels, H, W)`
     /// logits.
     pub dec: Tensor,
+}
+
+/// How a DiVAE samples its diffusion decoder.
+#[derive(Debug, Clone)]
+pub struct DiffusionOptions {
+    /// DDIM steps (the reference demo uses 50; its own default, all 1000 training steps, is slow).
+    pub steps: usize,
+    pub spacing: TimestepSpacing,
+    /// Seed of the initial noise when `noise` is not given.
+    pub seed: u64,
+    /// The initial sample `x_T` `(B, C, H, W)`, e.g. to reproduce a reference run exactly.
+    pub noise: Option<Tensor>,
+    /// Output `(H, W)`; default: the token grid times the encoder patch size (the size the tokens
+    /// were made from). The reference defaults to the config's `image_size`.
+    pub image_size: Option<(usize, usize)>,
+}
+
+impl Default for DiffusionOptions {
+    fn default() -> Self {
+        Self {
+            steps: 50,
+            spacing: TimestepSpacing::Trailing,
+            seed: 0,
+            noise: None,
+            image_size: None,
+        }
+    }
+}
+
+/// A DiVAE's diffusion decoder and its sampler.
+#[derive(Debug, Clone)]
+struct DiffusionPart {
+    unet: PatchedUnet,
+    scheduler: DdimScheduler,
 }
 
 /// The deterministic decoding half of a VQ-VAE.
@@ -65,8 +103,12 @@ pub struct VqTokenizer {
     encoder: Encoder,
     quant_proj: PointwiseConv,
     quantizer: Quantizer,
-    /// `None` for a DiVAE, whose diffusion decoder is not implemented here.
+    /// The VQ-VAE decoder (`None` for a DiVAE).
     decoder: Option<DecoderPart>,
+    /// The DiVAE decoder.
+    diffusion: Option<DiffusionPart>,
+    /// Why neither decoder is available (a DiVAE whose decoder or sampler is not implemented).
+    no_decoder: Option<String>,
 }
 
 impl VqTokenizer {
@@ -118,21 +160,43 @@ impl VqTokenizer {
                 config.latent_dim,
             )?),
         };
-        let decoder = match Decoder::load(source, &config)? {
-            Some(decoder) => Some(DecoderPart {
+        let (mut decoder, mut diffusion, mut no_decoder) = (None, None, None);
+        if let Some(part) = Decoder::load(source, &config)? {
+            decoder = Some(DecoderPart {
                 post_quant_proj: PointwiseConv::load(
                     source,
                     "post_quant_proj",
                     config.latent_dim,
-                    decoder.dim(),
+                    part.dim(),
                 )?,
-                decoder,
-            }),
-            None => {
-                source.skip_prefix("decoder.");
-                None
+                decoder: part,
+            });
+        } else {
+            let scheduler = config
+                .diffusion_settings
+                .as_ref()
+                .map(DdimScheduler::from_config);
+            match (&config.decoder, scheduler) {
+                (NetworkArch::PatchedUnet(arch), Some(Ok(scheduler))) => {
+                    let unet = PatchedUnet::load(
+                        source,
+                        "decoder",
+                        arch,
+                        config.n_channels,
+                        config.latent_dim,
+                    )?;
+                    diffusion = Some(DiffusionPart { unet, scheduler });
+                }
+                (NetworkArch::PatchedUnet(_), Some(Err(reason))) => {
+                    source.skip_prefix("decoder.");
+                    no_decoder = Some(format!("the diffusion sampler setting {reason}"));
+                }
+                _ => {
+                    source.skip_prefix("decoder.");
+                    no_decoder = Some(format!("the diffusion decoder `{}`", config.dec_type));
+                }
             }
-        };
+        }
         Ok(Self {
             config,
             dtype: source.dtype(),
@@ -142,6 +206,8 @@ impl VqTokenizer {
             quant_proj,
             quantizer,
             decoder,
+            diffusion,
+            no_decoder,
         })
     }
 
@@ -162,9 +228,20 @@ impl VqTokenizer {
         self.quantizer.codebook_size()
     }
 
-    /// Whether [`Self::decode_tokens`] is available (false for a DiVAE).
+    /// Whether [`Self::decode_tokens`] is available (false for a DiVAE whose decoder or sampler
+    /// settings are not implemented).
     pub fn can_decode(&self) -> bool {
-        self.decoder.is_some()
+        self.decoder.is_some() || self.diffusion.is_some()
+    }
+
+    /// Whether decoding samples a diffusion decoder (a DiVAE) rather than running a deterministic one.
+    pub fn is_diffusion(&self) -> bool {
+        self.config.is_diffusion()
+    }
+
+    /// The DDIM scheduler of a DiVAE.
+    pub fn diffusion_scheduler(&self) -> Option<&DdimScheduler> {
+        self.diffusion.as_ref().map(|d| &d.scheduler)
     }
 
     /// Input → token ids (I64, `(B, h, w)`; Memcodes with several codebooks `(B, heads, h, w)`).
@@ -305,24 +382,30 @@ impl VqTokenizer {
         self.quantizer.lookup(&ids)
     }
 
-    /// `post_quant_proj` then the decoder, on dequantised latents `(B, latent, h, w)`.
+    /// `post_quant_proj` then the decoder, on dequantised latents `(B, latent, h, w)`; for a DiVAE,
+    /// DDIM sampling with [`DiffusionOptions::default`].
     pub fn decode_quant(&self, quant: &Tensor) -> Result<Tensor> {
-        Ok(self.decode_quant_detailed(quant)?.1)
+        self.decode_quant_with(quant, &DiffusionOptions::default())
     }
 
-    fn decoder_part(&self) -> Result<&DecoderPart> {
-        self.decoder
-            .as_ref()
-            .ok_or_else(|| ModelError::UnsupportedConfig {
-                feature: format!(
-                    "decoding with the diffusion decoder `{}` (only its encoder and quantizer are implemented)",
-                    self.config.dec_type
-                ),
-            })
+    /// [`Self::decode_quant`] with the sampling options of a DiVAE (ignored by a VQ-VAE).
+    pub fn decode_quant_with(&self, quant: &Tensor, options: &DiffusionOptions) -> Result<Tensor> {
+        Ok(self.decode_quant_detailed(quant, options)?.1)
     }
 
-    fn decode_quant_detailed(&self, quant: &Tensor) -> Result<(Tensor, Tensor)> {
-        let part = self.decoder_part()?;
+    fn unavailable(&self) -> ModelError {
+        ModelError::UnsupportedConfig {
+            feature: format!(
+                "decoding with {} (only the encoder and quantizer of this tokenizer are implemented)",
+                self.no_decoder
+                    .clone()
+                    .unwrap_or_else(|| format!("`{}`", self.config.dec_type))
+            ),
+        }
+    }
+
+    /// Dequantised latents checked to be `(B, latent, h, w)` floats, in the model dtype.
+    fn check_quant(&self, quant: &Tensor) -> Result<Tensor> {
         let quant = quant.to_device(&self.device)?;
         let latent = self.config.latent_dim;
         match quant.dims() {
@@ -340,21 +423,127 @@ impl VqTokenizer {
                 reason: format!("expected floating-point latents, got {:?}", quant.dtype()),
             });
         }
-        let post_quant = part.post_quant_proj.forward(&quant.to_dtype(self.dtype)?)?;
-        let dec = part.decoder.forward(&post_quant)?;
-        Ok((post_quant, dec))
+        Ok(quant.to_dtype(self.dtype)?)
     }
 
-    /// Token ids → reconstruction (see [`Decoding::dec`]).
+    /// `(post_quant, dec)`.
+    fn decode_quant_detailed(
+        &self,
+        quant: &Tensor,
+        options: &DiffusionOptions,
+    ) -> Result<(Tensor, Tensor)> {
+        if let Some(part) = &self.decoder {
+            let quant = self.check_quant(quant)?;
+            let post_quant = part.post_quant_proj.forward(&quant)?;
+            let dec = part.decoder.forward(&post_quant)?;
+            return Ok((post_quant, dec));
+        }
+        let part = self.diffusion.as_ref().ok_or_else(|| self.unavailable())?;
+        let quant = self.check_quant(quant)?;
+        let (b, _, h, w) = quant.dims4()?;
+        let (height, width) = options
+            .image_size
+            .unwrap_or((h * self.config.patch_size, w * self.config.patch_size));
+        let bad = |reason: String| ModelError::InvalidInput {
+            domain: "diffusion decoding".into(),
+            reason,
+        };
+        part.unet.check_size(height, width).map_err(bad)?;
+        let c = self.config.n_channels;
+        let noise = match &options.noise {
+            Some(noise) => {
+                if noise.dims() != [b, c, height, width] || !noise.dtype().is_float() {
+                    return Err(bad(format!(
+                        "initial noise must be a float tensor ({b}, {c}, {height}, {width}), got {:?} {:?}",
+                        noise.dtype(),
+                        noise.dims()
+                    )));
+                }
+                noise.to_device(&self.device)?.to_dtype(DType::F32)?
+            }
+            None => seeded_noise(&[b, c, height, width], options.seed, &self.device)?,
+        };
+        let timesteps = part.scheduler.timesteps(options.steps, options.spacing)?;
+        // The sample stays in float32 between steps, as in the reference pipeline.
+        let mut sample = noise;
+        for t in timesteps {
+            let out = part
+                .unet
+                .forward(&sample.to_dtype(self.dtype)?, t as f32, &quant)?;
+            sample = part
+                .scheduler
+                .step(&out.to_dtype(DType::F32)?, t, &sample, options.steps)?;
+        }
+        Ok((quant, sample.to_dtype(self.dtype)?))
+    }
+
+    /// One evaluation of a DiVAE's diffusion network: the prediction for the noisy `sample`
+    /// `(B, C, H, W)` at timestep `t`, conditioned on dequantised latents `(B, latent, h, w)`.
+    pub fn diffusion_model_output(
+        &self,
+        sample: &Tensor,
+        t: usize,
+        quant: &Tensor,
+    ) -> Result<Tensor> {
+        let part = self.diffusion.as_ref().ok_or_else(|| self.unavailable())?;
+        let quant = self.check_quant(quant)?;
+        let (b, c) = (quant.dim(0)?, self.config.n_channels);
+        let bad = |reason: String| ModelError::InvalidInput {
+            domain: "diffusion decoding".into(),
+            reason,
+        };
+        match sample.dims() {
+            &[sb, sc, h, w] if sb == b && sc == c && sample.dtype().is_float() => {
+                part.unet.check_size(h, w).map_err(bad)?;
+            }
+            dims => {
+                return Err(bad(format!(
+                    "expected a float sample ({b}, {c}, H, W), got {:?} {dims:?}",
+                    sample.dtype()
+                )));
+            }
+        }
+        if t >= part.scheduler.num_train_timesteps() {
+            return Err(bad(format!(
+                "timestep {t} is not below {}",
+                part.scheduler.num_train_timesteps()
+            )));
+        }
+        let sample = sample.to_device(&self.device)?.to_dtype(self.dtype)?;
+        part.unet.forward(&sample, t as f32, &quant)
+    }
+
+    /// Token ids → reconstruction (see [`Decoding::dec`]); a DiVAE samples with
+    /// [`DiffusionOptions::default`].
     pub fn decode_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
         Ok(self.decode_tokens_detailed(tokens)?.dec)
     }
 
+    /// [`Self::decode_tokens`] with the sampling options of a DiVAE (ignored by a VQ-VAE).
+    pub fn decode_tokens_with(
+        &self,
+        tokens: &Tensor,
+        options: &DiffusionOptions,
+    ) -> Result<Tensor> {
+        Ok(self.decode_tokens_detailed_with(tokens, options)?.dec)
+    }
+
     /// [`Self::decode_tokens`] with every intermediate tensor.
     pub fn decode_tokens_detailed(&self, tokens: &Tensor) -> Result<Decoding> {
-        self.decoder_part()?;
+        self.decode_tokens_detailed_with(tokens, &DiffusionOptions::default())
+    }
+
+    /// [`Self::decode_tokens_with`] with every intermediate tensor.
+    pub fn decode_tokens_detailed_with(
+        &self,
+        tokens: &Tensor,
+        options: &DiffusionOptions,
+    ) -> Result<Decoding> {
+        if !self.can_decode() {
+            return Err(self.unavailable());
+        }
         let quant = self.tokens_to_embedding(tokens)?;
-        let (post_quant, dec) = self.decode_quant_detailed(&quant)?;
+        let (post_quant, dec) = self.decode_quant_detailed(&quant, options)?;
         Ok(Decoding {
             quant,
             post_quant,
