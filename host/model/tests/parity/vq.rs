@@ -1,13 +1,14 @@
 //! The 4M tokenizers (`vq/<tokenizer>/`) against the reference: every case of every VQ-VAE
 //! fixture (token ids exact, codebook look-ups exact, float tensors within the fixture README's
-//! 1e-4), the DiVAE encoder and quantizer, both checkpoint layouts, and clear errors for bad input.
+//! 1e-4), the DiVAE (encoder, quantizer, UNet and DDIM sampling), both checkpoint layouts, and
+//! clear errors for bad input.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use tessera_fixtures::{ModelFixture, max_abs_diff};
-use tessera_model::vq::{Encoding, VqTokenizer};
+use tessera_model::vq::{DiffusionOptions, Encoding, TimestepSpacing, VqTokenizer};
 use tessera_model::{LoadOptions, ModelError};
 
 use crate::loading::rewrite;
@@ -217,10 +218,11 @@ fn every_other_vqvae_fixture_matches_the_reference() {
     }
 }
 
-/// The DiVAE's encoder and quantizer (its diffusion decoder is not implemented: decoding is a
-/// clear error, not a panic).
+/// The DiVAE: encoder and quantizer, the DDIM schedule, every UNet evaluation of every sampling
+/// step (fed the reference's own `x_t`), every scheduler update, and the whole sampling loop from
+/// the reference's initial noise.
 #[test]
-fn divae_encoder_and_quantizer_match_the_reference() {
+fn divae_matches_the_reference() {
     let Some(root) = vq_root() else { return };
     let dirs = tokenizer_dirs(&root, "DiVAE");
     assert!(
@@ -231,9 +233,19 @@ fn divae_encoder_and_quantizer_match_the_reference() {
     for dir in dirs {
         let fixture = ModelFixture::open(&dir);
         let tokenizer = load(&dir);
-        assert!(!tokenizer.can_decode());
-        let mut checked = 0;
+        assert!(tokenizer.can_decode() && tokenizer.is_diffusion());
+        let scheduler = tokenizer.diffusion_scheduler().unwrap();
         let mut worst = Worst::default();
+        let expected_alphas = fixture.tensor(&fixture.cases["scheduler"]["alphas_cumprod"]);
+        let alphas = Tensor::new(scheduler.alphas_cumprod(), &Device::Cpu).unwrap();
+        worst.check(
+            "alphas_cumprod",
+            &fixture.name(),
+            &alphas,
+            expected_alphas,
+            1e-6,
+        );
+        let mut checked = 0;
         for case in fixture.cases_of("cases") {
             let name = format!("{}/{}", fixture.name(), case["name"].as_str().unwrap());
             let want = |key: &str| fixture.tensor(&case["expected"][key]);
@@ -261,10 +273,24 @@ fn divae_encoder_and_quantizer_match_the_reference() {
                             TOLERANCE,
                         );
                     }
-                    checked += 1;
                 }
                 "diffusion_decode" => {
-                    // The conditioning of the diffusion decoder is the raw codebook look-up.
+                    assert_eq!(case["timestep_mode"], "trailing", "{name}");
+                    let steps = case["num_steps"].as_u64().unwrap() as usize;
+                    let timesteps: Vec<usize> = case["timesteps"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t.as_u64().unwrap() as usize)
+                        .collect();
+                    assert_eq!(
+                        scheduler
+                            .timesteps(steps, TimestepSpacing::Trailing)
+                            .unwrap(),
+                        timesteps,
+                        "{name}: timesteps"
+                    );
+                    // The conditioning is the raw codebook look-up.
                     let tokens = fixture.tensor(&case["tokens"]);
                     let cond = tokenizer.tokens_to_embedding(tokens).unwrap();
                     worst.check(
@@ -274,18 +300,44 @@ fn divae_encoder_and_quantizer_match_the_reference() {
                         fixture.tensor(&case["cond_quant"]),
                         0.0,
                     );
-                    let err = tokenizer.decode_tokens(tokens).unwrap_err();
-                    assert!(
-                        matches!(err, ModelError::UnsupportedConfig { .. })
-                            && err.to_string().contains("diffusion decoder"),
-                        "{name}: {err}"
-                    );
-                    checked += 1;
+                    let noise = fixture.tensor(&case["noise"]);
+                    let step_cases = case["steps"].as_array().unwrap();
+                    assert_eq!(step_cases.len(), timesteps.len(), "{name}: steps");
+                    for (i, step) in step_cases.iter().enumerate() {
+                        let t = step["t"].as_u64().unwrap() as usize;
+                        let model_in = fixture.tensor(&step["model_in"]);
+                        if i == 0 {
+                            worst.check("model_in[0] = noise", &name, model_in, noise, 0.0);
+                        }
+                        let out = tokenizer
+                            .diffusion_model_output(model_in, t, &cond)
+                            .unwrap_or_else(|e| panic!("{name} step {i}: {e}"));
+                        let expected_out = fixture.tensor(&step["model_out"]);
+                        worst.check("model_out", &name, &out, expected_out, TOLERANCE);
+                        // The scheduler update from the reference's own tensors.
+                        let next = scheduler.step(expected_out, t, model_in, steps).unwrap();
+                        let expected_next = match step_cases.get(i + 1) {
+                            Some(s) => fixture.tensor(&s["model_in"]),
+                            None => want("dec"),
+                        };
+                        worst.check("ddim_step", &name, &next, expected_next, TOLERANCE);
+                    }
+                    let options = DiffusionOptions {
+                        steps,
+                        spacing: TimestepSpacing::Trailing,
+                        noise: Some(noise.clone()),
+                        ..DiffusionOptions::default()
+                    };
+                    let dec = tokenizer
+                        .decode_tokens_with(tokens, &options)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    worst.check("dec", &name, &dec, want("dec"), TOLERANCE);
                 }
                 other => panic!("{name}: unknown case kind {other}"),
             }
+            checked += 1;
         }
-        assert!(checked > 0);
+        assert!(checked >= 3);
         eprintln!(
             "{}: {checked} cases ok; max abs diff: {}",
             fixture.name(),
@@ -470,4 +522,98 @@ fn bad_inputs_are_refused_with_clear_errors() {
     // U32 and U8 ids are accepted as well as I64.
     let ids = Tensor::zeros((1, 4, 1, 1), DType::U32, &cpu).unwrap();
     assert_eq!(memcodes.decode_tokens(&ids).unwrap().dims(), &[1, 48, 1, 1]);
+}
+
+#[test]
+fn divae_bad_sampling_requests_are_refused() {
+    let Some(root) = vq_root() else { return };
+    let cpu = Device::Cpu;
+    let divae = load(&root.join("divae_unet_tiny"));
+    let tokens = Tensor::zeros((1, 2, 2), DType::I64, &cpu).unwrap();
+    let with = |options: DiffusionOptions| divae.decode_tokens_with(&tokens, &options);
+    let invalid = |r: tessera_model::Result<Tensor>, needle: &str| {
+        let err = r.expect_err("must fail");
+        assert!(
+            matches!(err, ModelError::InvalidInput { .. }) && err.to_string().contains(needle),
+            "expected an input error mentioning `{needle}`, got: {err}"
+        );
+    };
+    invalid(
+        with(DiffusionOptions {
+            steps: 0,
+            ..DiffusionOptions::default()
+        }),
+        "0 steps",
+    );
+    invalid(
+        with(DiffusionOptions {
+            image_size: Some((30, 32)),
+            ..DiffusionOptions::default()
+        }),
+        "multiple of 8",
+    );
+    invalid(
+        with(DiffusionOptions {
+            noise: Some(Tensor::zeros((1, 3, 16, 16), DType::F32, &cpu).unwrap()),
+            ..DiffusionOptions::default()
+        }),
+        "initial noise",
+    );
+    let sample = Tensor::zeros((1, 3, 32, 32), DType::F32, &cpu).unwrap();
+    let quant = divae.tokens_to_embedding(&tokens).unwrap();
+    invalid(
+        divae.diffusion_model_output(&sample, 1000, &quant),
+        "timestep 1000",
+    );
+    invalid(
+        divae.diffusion_model_output(&sample.narrow(1, 0, 2).unwrap(), 999, &quant),
+        "(1, 3, H, W)",
+    );
+    // Default options: 50 seeded steps at the token grid × patch size; deterministic.
+    let a = with(DiffusionOptions {
+        steps: 2,
+        ..DiffusionOptions::default()
+    })
+    .unwrap();
+    let b = with(DiffusionOptions {
+        steps: 2,
+        ..DiffusionOptions::default()
+    })
+    .unwrap();
+    assert_eq!(a.dims(), &[1, 3, 32, 32]);
+    assert_eq!(max_abs_diff(&a, &b, "seeded"), 0.0);
+}
+
+/// A DiVAE whose sampler settings are not implemented still tokenizes; decoding says why not.
+#[test]
+fn divae_with_an_unsupported_sampler_encodes_but_refuses_to_decode() {
+    let Some(dir) = fixture_dir("divae_unet_tiny") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    config["thresholding"] = true.into();
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(
+        rewrite(&dir, tmp.path(), false, |_| {}),
+        tmp.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let tokenizer = load(tmp.path());
+    assert!(!tokenizer.can_decode());
+    let fixture = ModelFixture::open(&dir);
+    let case = &fixture.cases_of("cases")[0];
+    let tokens = tokenizer.encode(fixture.tensor(&case["input"])).unwrap();
+    assert_tokens_equal(
+        &tokens,
+        fixture.tensor(&case["expected"]["tokens"]),
+        "thresholding",
+    );
+    let err = tokenizer.decode_tokens(&tokens).unwrap_err();
+    assert!(
+        matches!(err, ModelError::UnsupportedConfig { .. })
+            && err.to_string().contains("thresholding"),
+        "{err}"
+    );
 }
