@@ -9,7 +9,7 @@ use crate::layers::Linear;
 use crate::vq::bottleneck::BottleneckMlp;
 use crate::vq::config::{NetworkArch, VqConfig};
 use crate::vq::nn::{
-    LayerNorm, PostMlp, VIT_NORM_EPS, VitBlock, VitSize, map_to_tokens, resize_bicubic,
+    LayerNorm, PostMlp, VIT_NORM_EPS, VitBlock, VitSize, conv2d, map_to_tokens, resize_bicubic,
 };
 
 /// ConvNeXt block on `(B, C, H, W)`: depthwise 7×7 conv (padding 3, bias), channels-last
@@ -44,10 +44,7 @@ impl ConvNextBlock {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x
-            .contiguous()?
-            .conv2d(&self.dw_weight, 3, 1, 1, self.channels)?
-            .broadcast_add(&self.dw_bias)?;
+        let y = conv2d(x, &self.dw_weight, 3, 1, self.channels)?.broadcast_add(&self.dw_bias)?;
         let y = y.permute((0, 2, 3, 1))?;
         let y = self.pw1.forward(&self.norm.forward(&y)?)?.gelu_erf()?;
         let y = self.pw2.forward(&y)?.broadcast_mul(&self.gamma)?;

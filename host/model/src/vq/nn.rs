@@ -94,6 +94,29 @@ impl PointwiseConv {
     }
 }
 
+/// `x.conv2d(weight, padding, stride, 1, groups)`; candle's CPU convolution has no BF16 kernel, so
+/// there a BF16 convolution runs in float32 and is rounded back.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    padding: usize,
+    stride: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    if x.dtype() == DType::BF16 && x.device().is_cpu() {
+        let y = x.to_dtype(DType::F32)?.conv2d(
+            &weight.to_dtype(DType::F32)?,
+            padding,
+            stride,
+            1,
+            groups,
+        )?;
+        return Ok(y.to_dtype(DType::BF16)?);
+    }
+    Ok(x.conv2d(weight, padding, stride, 1, groups)?)
+}
+
 /// `(B, C, H, W)` → `(B, H·W, C)` (row-major tokens).
 pub fn map_to_tokens(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;

@@ -11,6 +11,7 @@ use candle_core::{D, DType, Tensor};
 use crate::checkpoint::TensorSource;
 use crate::error::{ModelError, Result};
 use crate::layers::Linear;
+use crate::vq::nn::conv2d;
 
 /// Sizes of a patched UNet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,9 +119,7 @@ impl Conv {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x
-            .contiguous()?
-            .conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = conv2d(x, &self.weight, self.padding, self.stride, 1)?;
         Ok(y.broadcast_add(&self.bias)?)
     }
 }

@@ -617,3 +617,105 @@ fn divae_with_an_unsupported_sampler_encodes_but_refuses_to_decode() {
         "{err}"
     );
 }
+
+/// Reduced-precision compute (weights converted while loading; scores, post-MLP and GroupNorm in
+/// float32): every VQ-VAE fixture case and every DiVAE sampling case runs end to end in BF16 and
+/// F16, keeps nearly all token ids and stays close to the float32 reference.
+#[test]
+fn reduced_precision_tokenizers_stay_close_to_the_reference() {
+    let Some(root) = vq_root() else { return };
+    for dtype in [DType::BF16, DType::F16] {
+        for dir in tokenizer_dirs(&root, "DiVAE") {
+            let fixture = ModelFixture::open(&dir);
+            let options = LoadOptions {
+                dtype,
+                device: Device::Cpu,
+            };
+            let tokenizer = VqTokenizer::load(&dir, &options).unwrap();
+            for case in fixture.cases_of("cases") {
+                if case["kind"] != "diffusion_decode" {
+                    continue;
+                }
+                let name = format!(
+                    "{}/{} {dtype:?}",
+                    fixture.name(),
+                    case["name"].as_str().unwrap()
+                );
+                let sampling = DiffusionOptions {
+                    steps: case["num_steps"].as_u64().unwrap() as usize,
+                    noise: Some(fixture.tensor(&case["noise"]).clone()),
+                    ..DiffusionOptions::default()
+                };
+                let dec = tokenizer
+                    .decode_tokens_with(fixture.tensor(&case["tokens"]), &sampling)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(dec.dtype(), dtype, "{name}");
+                let want = fixture.tensor(&case["expected"]["dec"]);
+                let diff = max_abs_diff(&dec, want, &name);
+                let peak = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                let peak = peak.to_scalar::<f32>().unwrap();
+                eprintln!("{name}: dec max abs diff {diff:.2e} (max |dec| {peak:.2})");
+                // 8 mantissa bits (BF16) through a UNet and the DDIM updates vs 11 (F16).
+                let relative = if dtype == DType::BF16 { 0.05 } else { 0.01 };
+                assert!(diff <= relative * peak, "{name}: dec differs by {diff}");
+            }
+        }
+        for dir in tokenizer_dirs(&root, "VQVAE") {
+            let fixture = ModelFixture::open(&dir);
+            let options = LoadOptions {
+                dtype,
+                device: Device::Cpu,
+            };
+            let tokenizer = VqTokenizer::load(&dir, &options)
+                .unwrap_or_else(|e| panic!("{} {dtype:?}: {e}", fixture.name()));
+            let (mut same, mut total, mut worst_dec, mut scale) = (0usize, 0usize, 0f32, 0f32);
+            for case in fixture.cases_of("cases") {
+                let name = format!(
+                    "{}/{} {dtype:?}",
+                    fixture.name(),
+                    case["name"].as_str().unwrap()
+                );
+                let input = fixture.tensor(&case["input"]);
+                let expected = &case["expected"];
+                if case["kind"] == "roundtrip" {
+                    let tokens = tokenizer
+                        .encode(input)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    let want = fixture.tensor(&expected["tokens"]);
+                    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<i64>().unwrap();
+                    let (a, e) = (flat(&tokens), flat(want));
+                    same += a.iter().zip(&e).filter(|(x, y)| x == y).count();
+                    total += e.len();
+                }
+                // Decoding the reference tokens isolates the decoder's precision.
+                let tokens = match case["kind"].as_str().unwrap() {
+                    "roundtrip" => fixture.tensor(&expected["tokens"]),
+                    _ => input,
+                };
+                let dec = tokenizer
+                    .decode_tokens(tokens)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(dec.dtype(), dtype, "{name}");
+                let want = fixture.tensor(&expected["dec"]);
+                worst_dec = worst_dec.max(max_abs_diff(&dec, want, &name));
+                let peak = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                scale = scale.max(peak.to_scalar::<f32>().unwrap());
+            }
+            let agreement = same as f64 / total.max(1) as f64;
+            eprintln!(
+                "{} {dtype:?}: {same}/{total} tokens equal, dec max abs diff {worst_dec:.2e} (max |dec| {scale:.2})",
+                fixture.name()
+            );
+            assert!(
+                agreement >= 0.9,
+                "{} {dtype:?}: only {same}/{total} tokens equal",
+                fixture.name()
+            );
+            assert!(
+                worst_dec <= 0.02 * scale,
+                "{} {dtype:?}: dec differs by {worst_dec} (max |dec| {scale})",
+                fixture.name()
+            );
+        }
+    }
+}
