@@ -86,7 +86,12 @@ impl VitEncoder {
                 domain: "tokenizer encoder".into(),
                 reason,
             })?;
-        debug_assert_eq!(c, self.in_channels);
+        if c != self.in_channels {
+            return Err(ModelError::InvalidInput {
+                domain: "tokenizer encoder".into(),
+                reason: format!("expected {} channels, got {c}", self.in_channels),
+            });
+        }
         let p = self.patch.unwrap_or(1);
         // Patches as rows `(B·N, C·p·p)` in the kernel's (c, kh, kw) order: the convolution with
         // kernel = stride = p is exactly this matrix product.

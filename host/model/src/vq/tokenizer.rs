@@ -114,7 +114,8 @@ pub struct VqTokenizer {
 impl VqTokenizer {
     /// Load a tokenizer directory (`model.safetensors` + `config.json`) or a bare `.safetensors`
     /// file whose header metadata holds the config. Every tensor of the file must be accounted for
-    /// (a DiVAE's diffusion decoder is deliberately skipped); shapes are checked by name.
+    /// (only the decoder of a DiVAE whose sampler is not implemented is skipped); shapes are
+    /// checked by name.
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         if !matches!(options.dtype, DType::F32 | DType::BF16 | DType::F16) {
             return Err(ModelError::UnsupportedConfig {

@@ -320,6 +320,12 @@ impl PatchedUnet {
         channels: usize,
         cond_channels: usize,
     ) -> Result<Self> {
+        if arch.patch_size == 0 || arch.model_channels == 0 || arch.channel_mult.is_empty() {
+            return Err(ModelError::InvalidConfig {
+                field: "dec_type".into(),
+                reason: format!("degenerate UNet sizes {arch:?}"),
+            });
+        }
         let (mc, p) = (arch.model_channels, arch.patch_size);
         let emb_dim = 4 * mc;
         let in_channels = channels * p * p + cond_channels;
@@ -482,11 +488,23 @@ impl PatchedUnet {
     }
 
     /// One network evaluation: noisy sample `(B, C, H, W)`, timestep `t`, conditioning latents
-    /// `(B, latent, h, w)` → prediction `(B, C, H, W)`. Sizes must have been checked.
+    /// `(B, latent, h, w)` → prediction `(B, C, H, W)`.
     pub fn forward(&self, sample: &Tensor, t: f32, cond: &Tensor) -> Result<Tensor> {
         let (b, c, height, width) = sample.dims4()?;
-        debug_assert_eq!(c, self.channels);
-        debug_assert_eq!(cond.dim(1)?, self.cond_channels);
+        let bad = |reason: String| ModelError::InvalidInput {
+            domain: "diffusion decoder".into(),
+            reason,
+        };
+        if c != self.channels || cond.rank() != 4 || cond.dim(1)? != self.cond_channels {
+            return Err(bad(format!(
+                "expected a ({b}, {}, H, W) sample and ({b}, {}, h, w) conditioning, got {:?} and {:?}",
+                self.channels,
+                self.cond_channels,
+                sample.dims(),
+                cond.dims()
+            )));
+        }
+        self.check_size(height, width).map_err(bad)?;
         let p = self.arch.patch_size;
         let (nh, nw) = (height / p, width / p);
         let x = sample
