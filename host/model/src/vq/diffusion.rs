@@ -1,5 +1,5 @@
 //! The DiVAE sampling loop: the DDIM scheduler of `fourm/vq/scheduling/scheduling_ddim.py`
-//! (linear or scaled-linear betas, optional zero-terminal-SNR rescaling, `sample` / `epsilon` /
+//! (linear, scaled-linear or cosine betas, optional zero-terminal-SNR rescaling, `sample` / `epsilon` /
 //! `v_prediction` outputs, eta 0) with its trailing / leading / linspace timestep spacings, and a
 //! seeded Gaussian for the initial noise.
 
@@ -78,6 +78,22 @@ fn cumprod(values: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// `betas_for_alpha_bar` (`squaredcos_cap_v2`): `ᾱ(t) = cos²((t + 0.008)/1.008 · π/2)`,
+/// `β_i = min(1 − ᾱ((i+1)/T)/ᾱ(i/T), 0.999)` in double, stored as float.
+fn cosine_betas(n: usize) -> Vec<f32> {
+    let alpha_bar = |t: f64| {
+        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
+    (0..n)
+        .map(|i| {
+            let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
+            (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
+        })
+        .collect()
+}
+
 /// `enforce_zero_terminal_snr`: shift and scale `sqrt(ᾱ)` so the last is 0 and the first unchanged.
 fn enforce_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
     let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
@@ -119,6 +135,7 @@ impl DdimScheduler {
                 .into_iter()
                 .map(|b| b * b)
                 .collect(),
+            "squaredcos_cap_v2" => cosine_betas(n),
             other => return Err(format!("beta_schedule `{other}`")),
         };
         if config.zero_terminal_snr {
@@ -306,16 +323,40 @@ mod tests {
     }
 
     #[test]
+    fn cosine_schedule_follows_alpha_bar() {
+        let mut c = released();
+        c.beta_schedule = "squaredcos_cap_v2".into();
+        c.zero_terminal_snr = false;
+        let s = DdimScheduler::from_config(&c).unwrap();
+        let a = s.alphas_cumprod();
+        // Before the 0.999 cap, ᾱ_t = cos²(…(t+1)/T…) / cos²(…0…) (the product telescopes).
+        let f = |t: f64| {
+            ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                .cos()
+                .powi(2)
+        };
+        for t in [0usize, 100, 500, 900] {
+            let expected = f((t + 1) as f64 / 1000.0) / f(0.0);
+            assert!(
+                (a[t] as f64 - expected).abs() < 1e-5,
+                "t {t}: {} vs {expected}",
+                a[t]
+            );
+        }
+        assert!(a[999] < 1e-6);
+    }
+
+    #[test]
     fn unsupported_settings_are_named() {
         let mut c = released();
         c.scheduler = "ddpm".into();
         assert!(DdimScheduler::from_config(&c).unwrap_err().contains("ddpm"));
         let mut c = released();
-        c.beta_schedule = "squaredcos_cap_v2".into();
+        c.beta_schedule = "shifted_cosine:0.5".into();
         assert!(
             DdimScheduler::from_config(&c)
                 .unwrap_err()
-                .contains("squaredcos")
+                .contains("shifted_cosine")
         );
         let mut c = released();
         c.thresholding = true;
