@@ -380,6 +380,21 @@ impl<'a> TensorSource<'a> {
         Ok(())
     }
 
+    /// Mark every tensor whose name starts with `prefix` as accounted for without loading it (the
+    /// parts of a checkpoint a caller deliberately does not build); returns how many.
+    pub fn skip_prefix(&mut self, prefix: &str) -> usize {
+        let names: Vec<String> = self
+            .file
+            .entries()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        let count = names.len();
+        self.used.extend(names);
+        count
+    }
+
     /// Error if the file holds tensors that were neither loaded nor skipped.
     pub fn finish(self) -> Result<()> {
         let mut extra: Vec<String> = self

@@ -3,7 +3,8 @@
 //! Loads released 4M / 4M-21 checkpoints (`config.json` + `model.safetensors`, or a bare
 //! `.safetensors` with the config in its header metadata), embeds every kind of 4M domain,
 //! runs the encoder once per set of inputs and the decoder for any number of query sets against
-//! that context, with a KV cache for causal decoding of sequence domains. See the crate README.
+//! that context, with a KV cache for causal decoding of sequence domains. The [`vq`] module holds
+//! the 4M image / feature-map tokenizers (VQ-VAE encoders, quantizers, decoders). See the crate README.
 
 pub mod checkpoint;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod layers;
 pub mod modality;
 pub mod model;
 pub mod posemb;
+pub mod vq;
 
 pub use config::{Activation, ModelConfig};
 pub use error::{ModelError, Result};
@@ -23,3 +25,4 @@ pub use model::{
     DecoderCache, DecoderOutput, DomainState, DomainValues, EncodedContext, EncoderInput, FourM,
     LoadOptions, Mask, MaskedTargetOutput, QueryContent, QuerySet, select_device,
 };
+pub use vq::{VqConfig, VqTokenizer};

@@ -1,5 +1,6 @@
 //! Parity and robustness tests of tessera-model against the reference fixtures
-//! (`$TESSERA_FIXTURES/fm/<model>/`, default `../shared/fixtures` from the repository root).
+//! (`$TESSERA_FIXTURES/fm/<model>/` and `$TESSERA_FIXTURES/vq/<tokenizer>/`, default
+//! `../shared/fixtures` from the repository root).
 //!
 //! Every model directory and every forward case are enumerated from the files, so any other
 //! fixture directory of the same format works unchanged. Without fixtures the tests skip with a
@@ -19,3 +20,6 @@ mod decoding;
 
 #[path = "parity/dtypes.rs"]
 mod dtypes;
+
+#[path = "parity/vq.rs"]
+mod vq;

@@ -22,15 +22,15 @@ fn smallest_model(root: &Path) -> PathBuf {
 }
 
 /// One tensor of a rewritten file.
-struct Entry {
-    name: String,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
+pub struct Entry {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
 }
 
 /// Rewrite `model.safetensors` through `edit` into a bare file in `out_dir`.
-fn rewrite(
+pub fn rewrite(
     model_dir: &Path,
     out_dir: &Path,
     keep_metadata: bool,
