@@ -296,11 +296,15 @@ pub struct DemoArgs {
 
 /// One demo value per text-sequence plugin.
 const DEMO_VALUES: [(&str, &str, &str); 4] = [
-    ("caption", "caption", "A Lake-house, with a red Boat! [S_1]"),
+    (
+        "caption",
+        "caption",
+        "A small red Cube, left of a large blue sphere! [S_1]",
+    ),
     (
         "det",
         "det",
-        r#"[{"label":"boat","xmin":0.12,"ymin":0.55,"xmax":0.38,"ymax":0.71,"score":0.93},{"label":"person","xmin":0.41,"ymin":0.30,"xmax":0.52,"ymax":0.78,"score":0.88},{"label":"bird","xmin":0.8,"ymin":0.1,"xmax":0.85,"ymax":0.14,"score":0.2}]"#,
+        r#"[{"label":"cube","xmin":0.12,"ymin":0.55,"xmax":0.38,"ymax":0.71,"score":0.93},{"label":"sphere","xmin":0.41,"ymin":0.30,"xmax":0.52,"ymax":0.78,"score":0.88},{"label":"cone","xmin":0.8,"ymin":0.1,"xmax":0.85,"ymax":0.14,"score":0.2}]"#,
     ),
     (
         "metadata",

@@ -390,3 +390,27 @@ depth = "steps.depth"
     assert!(shown.contains("tok_sky@224"), "{shown}");
     assert!(!dir.path().join("d").exists());
 }
+
+#[test]
+fn demo_needs_no_fixtures_with_the_projects_own_vocabulary() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "--plugins",
+            repo_root().join("target/plugins").to_str().unwrap(),
+            "demo",
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+        .env("TESSERA_FIXTURES", "/nonexistent")
+        .env_remove("TESSERA_VOCAB")
+        .output()
+        .expect("tessera runs");
+    let text = stdout(&run);
+    assert!(
+        text.contains("back:  a small red cube, left of a large blue sphere! [S_1]"),
+        "{text}"
+    );
+    assert!(text.contains("\"label\":\"sphere\""), "{text}");
+    assert!(out.path().join("color_palette/swatch.png").is_file());
+}
