@@ -90,6 +90,34 @@ impl ServerProcess {
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> HttpReply {
         http(&self.address, method, path, body)
     }
+
+    /// Starts a run of an inline workflow on a caption (`wait`: block until it ends).
+    fn start_run(&self, workflow: &str, caption: &str, wait: bool) -> serde_json::Value {
+        let body =
+            serde_json::json!({ "workflow_toml": workflow, "inputs": { "caption": caption } });
+        let path = if wait { "/v1/runs?wait=60" } else { "/v1/runs" };
+        let reply = self.request("POST", path, Some(&body.to_string()));
+        assert_eq!(
+            reply.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()
+    }
+
+    /// Waits until the run's first step reports progress, and returns its record then.
+    fn wait_until_running(&self, id: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let record = self.request("GET", &format!("/v1/runs/{id}"), None).json();
+            if record["steps"][0]["progress"].as_f64().unwrap_or(0.0) > 0.0 {
+                return record;
+            }
+            assert!(Instant::now() < deadline, "run {id} never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for ServerProcess {
@@ -304,40 +332,13 @@ fn a_killed_server_restarts_with_its_runs_and_fails_the_interrupted_one() {
     let Some(fixtures) = fixtures() else { return };
     let data = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&fixtures, data.path(), &[]);
-    let finished = server
-        .request(
-            "POST",
-            "/v1/runs?wait=60",
-            Some(
-                &serde_json::json!({ "workflow_toml": CHEAP, "inputs": { "caption": "a cat" } })
-                    .to_string(),
-            ),
-        )
-        .json();
+    let finished = server.start_run(CHEAP, "a cat", true);
     assert_eq!(finished["state"], "succeeded");
-    let slow = server
-        .request(
-            "POST",
-            "/v1/runs",
-            Some(
-                &serde_json::json!({ "workflow_toml": SLOW, "inputs": { "caption": "a dog" } })
-                    .to_string(),
-            ),
-        )
-        .json();
-    let slow_id = slow["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let record = server
-            .request("GET", &format!("/v1/runs/{slow_id}"), None)
-            .json();
-        if record["steps"][0]["progress"].as_f64().unwrap_or(0.0) > 0.0 {
-            assert_eq!(record["state"], "running");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the slow run never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let slow_id = server.start_run(SLOW, "a dog", false)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(server.wait_until_running(&slow_id)["state"], "running");
     drop(server); // SIGKILL, mid-run
 
     let restarted = ServerProcess::start(&fixtures, data.path(), &[]);
@@ -627,28 +628,11 @@ fn sigterm_cancels_running_runs_after_the_grace_period_and_keeps_them() {
     let Some(fixtures) = fixtures() else { return };
     let data = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(&fixtures, data.path(), &["--grace", "1"]);
-    let slow = server
-        .request(
-            "POST",
-            "/v1/runs",
-            Some(
-                &serde_json::json!({ "workflow_toml": SLOW, "inputs": { "caption": "a dog" } })
-                    .to_string(),
-            ),
-        )
-        .json();
-    let id = slow["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server
-        .request("GET", &format!("/v1/runs/{id}"), None)
-        .json()["steps"][0]["progress"]
-        .as_f64()
-        .unwrap_or(0.0)
-        == 0.0
-    {
-        assert!(Instant::now() < deadline, "the slow run never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let id = server.start_run(SLOW, "a dog", false)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.wait_until_running(&id);
     let signalled = Instant::now();
     let status = Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
