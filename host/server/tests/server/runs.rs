@@ -81,6 +81,60 @@ async fn multipart_requests_run_like_json_ones() {
 }
 
 #[tokio::test]
+async fn multipart_image_uploads_are_images_and_checked_against_the_domain() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let boundary = "tessera-image-boundary";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"workflow_toml\"\r\n\r\n{CHEAP}\r\n\
+             --{boundary}\r\ncontent-disposition: form-data; name=\"inputs.caption\"; filename=\"photo.png\"\r\n\
+             content-type: image/png\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(b"\x89PNG\r\n\x1a\n not really a picture");
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let reply = server
+        .send(
+            Request::post("/v1/runs")
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.error_code(), "wrong_input_type");
+    assert!(reply.text().contains("got an image"), "{}", reply.text());
+
+    let unknown_field = server
+        .send(
+            Request::post("/v1/runs")
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(format!(
+                    "--{boundary}\r\ncontent-disposition: form-data; name=\"colour\"\r\n\r\nred\r\n--{boundary}--\r\n"
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(unknown_field.status, StatusCode::BAD_REQUEST);
+    assert_eq!(unknown_field.error_code(), "malformed_multipart");
+}
+
+#[tokio::test]
 async fn a_client_run_id_makes_retries_idempotent() {
     let Some(server) = TestServer::start() else {
         return;
