@@ -208,13 +208,14 @@ async fn create_run(
             ),
         ));
     };
-    let engine_state = state.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
-        prepare(raw, engine_state.runs.engine(), &engine_state.library)
+    // Validation and the run store's synced writes block: keep them off the async workers.
+    let blocking_state = state.clone();
+    let (handle, created) = tokio::task::spawn_blocking(move || {
+        let prepared = prepare(raw, blocking_state.runs.engine(), &blocking_state.library)?;
+        blocking_state.runs.submit(prepared)
     })
     .await
     .map_err(|e| ApiError::internal(format!("preparing the run: {e}")))??;
-    let (handle, created) = state.runs.submit(prepared)?;
     if let Some(wait) = query.wait.filter(|w| w.is_finite() && *w > 0.0) {
         let wait = Duration::from_secs_f64(wait).min(state.max_wait);
         handle.wait_until_done(wait).await;

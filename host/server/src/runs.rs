@@ -402,53 +402,43 @@ impl RunManager {
     }
 
     async fn drive(self: Arc<Self>, handle: Arc<RunHandle>, prepared: PreparedRun) {
+        // Record writes are synced to disk: every state change happens on a blocking thread.
+        let cancelled_before_start = |handle: Arc<RunHandle>| async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                handle.set_state(
+                    RunState::Cancelled,
+                    Some("cancelled before it started".into()),
+                )
+            })
+            .await;
+        };
         let permit = tokio::select! {
             permit = self.queue.clone().acquire_owned() => permit,
-            () = handle.cancelled() => {
-                handle.set_state(RunState::Cancelled, Some("cancelled before it started".into()));
-                return;
-            }
+            () = handle.cancelled() => return cancelled_before_start(handle).await,
         };
         if handle.cancel.is_cancelled() {
-            handle.set_state(
-                RunState::Cancelled,
-                Some("cancelled before it started".into()),
-            );
-            return;
+            return cancelled_before_start(handle).await;
         }
-        handle.set_state(RunState::Running, None);
         let manager = self.clone();
-        let runner_handle = handle.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            manager.execute_blocking(&runner_handle, &prepared)
+        let worker_handle = handle.clone();
+        let finished = tokio::task::spawn_blocking(move || {
+            worker_handle.set_state(RunState::Running, None);
+            let (state, error) = match manager.execute_blocking(&worker_handle, &prepared) {
+                Ok((report, outputs)) => {
+                    worker_handle.update(|record| record.outputs = outputs);
+                    ended_state(&report)
+                }
+                Err(error) => (RunState::Failed, Some(error)),
+            };
+            worker_handle.set_state(state, error);
         })
         .await;
-        match result {
-            Ok(Ok((report, outputs))) => {
-                handle.update(|record| record.outputs = outputs);
-                let (state, error) = if report.cancelled {
-                    (RunState::Cancelled, Some("cancelled".to_owned()))
-                } else if report.succeeded() {
-                    (RunState::Succeeded, None)
-                } else {
-                    let failed: Vec<&str> = report
-                        .outcomes
-                        .iter()
-                        .filter(|(_, o)| matches!(o, StepOutcome::Failed { .. }))
-                        .map(|(id, _)| id.as_str())
-                        .collect();
-                    (
-                        RunState::Failed,
-                        Some(format!("step(s) failed: {}", failed.join(", "))),
-                    )
-                };
-                handle.set_state(state, error);
-            }
-            Ok(Err(error)) => handle.set_state(RunState::Failed, Some(error)),
-            Err(join) => handle.set_state(
-                RunState::Failed,
-                Some(format!("internal error: the run's worker stopped ({join})")),
-            ),
+        if let Err(join) = finished {
+            let message = format!("internal error: the run's worker stopped ({join})");
+            let _ = tokio::task::spawn_blocking(move || {
+                handle.set_state(RunState::Failed, Some(message))
+            })
+            .await;
         }
         // Released only now, so the next run starts after this one is recorded as ended.
         drop(permit);
@@ -553,6 +543,26 @@ impl RunManager {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// How an executed run ended, with the reason when it did not succeed.
+fn ended_state(report: &RunReport<StepValue>) -> (RunState, Option<String>) {
+    if report.cancelled {
+        return (RunState::Cancelled, Some("cancelled".to_owned()));
+    }
+    if report.succeeded() {
+        return (RunState::Succeeded, None);
+    }
+    let failed: Vec<&str> = report
+        .outcomes
+        .iter()
+        .filter(|(_, outcome)| matches!(outcome, StepOutcome::Failed { .. }))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    (
+        RunState::Failed,
+        Some(format!("step(s) failed: {}", failed.join(", "))),
+    )
 }
 
 pub fn state_name(state: RunState) -> &'static str {

@@ -218,20 +218,23 @@ impl RunStore {
         self.root.join(id)
     }
 
-    /// Writes a run's record atomically (temporary file + rename).
+    /// Writes a run's record atomically (temporary file + rename). The records that must
+    /// survive a crash — a new run, an ended one — are synced to disk first; the updates of a
+    /// running run are not (after a crash it is reported interrupted whatever they said).
     pub fn save(&self, record: &RunRecord) -> Result<(), StoreError> {
         let dir = self.run_dir(&record.id);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         let path = dir.join("run.json");
         let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
-        write_atomically(&path, &bytes)
+        let durable = record.state == RunState::Queued || record.state.is_terminal();
+        write_atomically(&path, &bytes, durable)
     }
 
     pub fn save_workflow(&self, id: &str, source: &str) -> Result<(), StoreError> {
         let dir = self.run_dir(id);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         let path = dir.join("workflow.toml");
-        write_atomically(&path, source.as_bytes())
+        write_atomically(&path, source.as_bytes(), false)
     }
 
     /// Opens a run's event log for appending.
@@ -295,7 +298,7 @@ pub fn append_event(log: &mut std::fs::File, event: &StoredEvent) -> std::io::Re
     log.write_all(&line)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+fn write_atomically(path: &Path, bytes: &[u8], sync: bool) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let temporary = dir.join(format!(
         ".{}.tmp",
@@ -305,7 +308,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     ));
     let mut file = std::fs::File::create(&temporary).map_err(io("creating", &temporary))?;
     file.write_all(bytes).map_err(io("writing", &temporary))?;
-    file.sync_all().map_err(io("syncing", &temporary))?;
+    if sync {
+        file.sync_all().map_err(io("syncing", &temporary))?;
+    }
     std::fs::rename(&temporary, path).map_err(io("renaming into", path))
 }
 
