@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -76,6 +77,10 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
             request_timeout,
         ))
         .with_state(state)
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request("bad_query", rejection.body_text())
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -182,9 +187,10 @@ pub struct WaitQuery {
         (status = 422, description = "Invalid workflow, missing or wrong inputs", body = ErrorBody)))]
 async fn create_run(
     State(state): Shared,
-    Query(query): Query<WaitQuery>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -242,10 +248,31 @@ async fn read_body(request: Request, state: &Arc<AppState>) -> Result<Bytes, Api
     })
 }
 
-#[utoipa::path(get, path = "/v1/runs", tag = "runs",
-    responses((status = 200, description = "Every run, newest first", body = [RunRecord])))]
-async fn list_runs(State(state): Shared) -> Json<Vec<RunRecord>> {
-    Json(state.runs.list())
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// At most this many (default 100, newest first).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListQuery),
+    responses((status = 200, description = "Runs, newest first", body = [RunRecord]),
+        (status = 400, description = "Unknown state", body = ErrorBody)))]
+async fn list_runs(
+    State(state): Shared,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<RunRecord>>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    Ok(Json(
+        state
+            .runs
+            .list()
+            .into_iter()
+            .filter(|run| query.state.is_none_or(|wanted| run.state == wanted))
+            .take(query.limit.unwrap_or(100))
+            .collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
@@ -340,9 +367,10 @@ fn event_stream(cursor: EventCursor) -> impl Stream<Item = Result<Event, Infalli
 async fn run_events(
     State(state): Shared,
     Path(id): Path<String>,
-    Query(query): Query<EventsQuery>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let handle = state.runs.get(&id)?;
     let after = match headers.get("last-event-id") {
         Some(value) => value

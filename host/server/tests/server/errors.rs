@@ -261,4 +261,12 @@ async fn wrong_content_types_routes_and_methods_get_json_errors() {
     assert_eq!(both.error_code(), "ambiguous_workflow");
     let neither = server.post_json("/v1/runs", serde_json::json!({})).await;
     assert_eq!(neither.error_code(), "missing_workflow");
+    let wait = server
+        .post_json(
+            "/v1/runs?wait=soon",
+            serde_json::json!({ "workflow_toml": CHEAP }),
+        )
+        .await;
+    assert_eq!(wait.status, StatusCode::BAD_REQUEST);
+    assert_eq!(wait.error_code(), "bad_query");
 }

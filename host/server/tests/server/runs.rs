@@ -44,6 +44,20 @@ async fn a_run_produces_its_outputs_and_serves_them_with_their_content_type() {
     assert_eq!(fetched.json()["id"], id);
     let listed = server.get("/v1/runs").await.json();
     assert!(listed.as_array().unwrap().iter().any(|r| r["id"] == id));
+    let succeeded = server.get("/v1/runs?state=succeeded&limit=1").await.json();
+    assert_eq!(succeeded.as_array().unwrap().len(), 1);
+    assert!(
+        server
+            .get("/v1/runs?state=failed")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let bad = server.get("/v1/runs?state=sleeping").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.error_code(), "bad_query");
 }
 
 #[tokio::test]
