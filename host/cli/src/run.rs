@@ -179,6 +179,9 @@ pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
         asset_overrides,
     })
     .context("loading the model and plugins")?;
+    for warning in engine.warnings() {
+        eprintln!("warning: {warning}");
+    }
     let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let options = ExecuteOptions {
         max_concurrency: args.jobs.max(1),

@@ -85,6 +85,9 @@ pub fn serve(args: ServeArgs, plugins_dir: &Path) -> Result<ExitCode> {
             state.runs.list().len(),
             data_dir.display()
         );
+        for warning in &state.model.warnings {
+            eprintln!("warning: {warning}");
+        }
         server.serve(listener, shutdown_signal()).await?;
         // Stdout may be gone by now (a supervisor that read the address line and closed it).
         let _ = writeln!(std::io::stdout(), "tessera server stopped");

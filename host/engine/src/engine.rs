@@ -51,6 +51,8 @@ pub struct Engine {
     serving: BTreeMap<String, usize>,
     /// Domains whose plugin is installed but failed to load, with the reason.
     unavailable: BTreeMap<String, String>,
+    /// Things to tell the user about the loaded parts (e.g. a vocabulary that does not fit).
+    warnings: Vec<String>,
     out_dir: PathBuf,
     // Keeps the epoch ticker alive while plugins are used; dropped last.
     _runtime: Runtime,
@@ -100,6 +102,7 @@ impl Engine {
         let mut plugins = Vec::new();
         let mut serving = BTreeMap::new();
         let mut unavailable = BTreeMap::new();
+        let mut warnings = Vec::new();
         for entry in found {
             let Ok(manifest) = entry.manifest else {
                 continue;
@@ -116,6 +119,7 @@ impl Engine {
             }
             match runtime.load(&entry.manifest_path, &options) {
                 Ok(plugin) => {
+                    warnings.extend(vocabulary_mismatches(&model, &plugin, &domains));
                     for domain in domains {
                         unavailable.remove(&domain);
                         serving.insert(domain, plugins.len());
@@ -140,6 +144,7 @@ impl Engine {
             plugins,
             serving,
             unavailable,
+            warnings,
             out_dir: config.out_dir.clone(),
             _runtime: runtime,
         })
@@ -157,6 +162,12 @@ impl Engine {
     /// Domains a loaded plugin serves.
     pub fn served_domains(&self) -> std::collections::BTreeSet<String> {
         self.serving.keys().cloned().collect()
+    }
+
+    /// What the user should know about the loaded parts, e.g. a plugin vocabulary whose size
+    /// differs from the model's (the wrong `--vocab` for this model).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The loaded plugins.
@@ -556,6 +567,29 @@ fn run_halting(result: Result<StepValue, Halt>) -> Result<StepValue, StepError> 
             message: error_chain(&error),
         },
     })
+}
+
+/// A plugin whose vocabulary is not the size of the model's for a domain is most likely loaded
+/// with another model's vocabulary (tokens would be in range but mean other words).
+fn vocabulary_mismatches(model: &FourM, plugin: &Plugin, domains: &[String]) -> Vec<String> {
+    plugin
+        .info()
+        .modalities
+        .iter()
+        .filter(|modality| domains.contains(&modality.domain))
+        .filter_map(|modality| {
+            let theirs = modality.vocab_size? as usize;
+            let ours = model.vocab_size(&modality.domain)?;
+            (theirs != ours).then(|| {
+                format!(
+                    "`{}`: plugin `{}` has a {theirs}-token vocabulary, the model {ours}; is this \
+                     the model's vocabulary? (set it with --vocab or TESSERA_VOCAB)",
+                    modality.domain,
+                    plugin.id()
+                )
+            })
+        })
+        .collect()
 }
 
 /// An error and its sources, joined with `: ` where a source adds something.

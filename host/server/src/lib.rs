@@ -135,6 +135,9 @@ pub struct ModelInfo {
     /// Memory held by the weights.
     pub memory_bytes: u64,
     pub domains: Vec<ModelDomain>,
+    /// Problems noticed at load, e.g. a plugin vocabulary that does not fit the model.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A plugin's resource limits.
@@ -186,6 +189,7 @@ fn model_info(config: &ServerConfig, engine: &Engine) -> Result<ModelInfo, Serve
                 output: d.decoder,
             })
             .collect(),
+        warnings: engine.warnings().to_vec(),
     })
 }
 

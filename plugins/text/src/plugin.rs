@@ -95,6 +95,15 @@ impl<C: TextCodec> tessera_sdk::ModalityPlugin for TextPlugin<C> {
             ))
     }
 
+    fn describe_initialised(&self) -> tessera_sdk::PluginInfo {
+        tessera_sdk::PluginInfo::new(C::NAME, env!("CARGO_PKG_VERSION"), C::DESCRIPTION)
+            .with_modality(tessera_sdk::ModalityInfo::sequence(
+                C::DOMAIN,
+                Some(self.tokenizer.vocab_size() as u32),
+                Some(C::MAX_TOKENS),
+            ))
+    }
+
     fn init(assets: Assets, _config: tessera_sdk::Params) -> Result<Self, PluginError> {
         Ok(Self {
             tokenizer: load_tokenizer(&assets)?,

@@ -67,6 +67,13 @@ pub trait ModalityPlugin: Sized + 'static {
     /// Static description; called before `init` and must not depend on assets.
     fn describe() -> PluginInfo;
 
+    /// The description once initialised, which the host reads after `init`: by default
+    /// [`describe`](Self::describe); a plugin that learns something from its assets (for example
+    /// its vocabulary's size) says it here, so the host can check it against the model.
+    fn describe_initialised(&self) -> PluginInfo {
+        Self::describe()
+    }
+
     /// Builds the plugin from its assets (files its manifest declares) and config.
     fn init(assets: Assets, config: Params) -> Result<Self, PluginError>;
 
@@ -96,7 +103,12 @@ macro_rules! export_plugin {
 
         impl $crate::bindings::exports::tessera::plugin::modality::Guest for __TesseraPluginExport {
             fn describe() -> $crate::PluginInfo {
-                <$plugin as $crate::ModalityPlugin>::describe()
+                __TESSERA_PLUGIN.with(|slot| match slot.borrow().as_ref() {
+                    ::std::option::Option::Some(plugin) => {
+                        <$plugin as $crate::ModalityPlugin>::describe_initialised(plugin)
+                    }
+                    ::std::option::Option::None => <$plugin as $crate::ModalityPlugin>::describe(),
+                })
             }
 
             fn init(
