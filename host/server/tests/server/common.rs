@@ -112,8 +112,55 @@ impl TestServer {
     }
 
     pub async fn get(&self, uri: &str) -> Reply {
-        self.send(Request::get(uri).body(Body::empty()).unwrap())
-            .await
+        self.request("GET", uri).await
+    }
+
+    /// A request without a body.
+    pub async fn request(&self, method: &str, uri: &str) -> Reply {
+        self.send(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// A multipart form of (field name, optional (file name, content type), bytes) parts.
+    pub async fn post_multipart(
+        &self,
+        uri: &str,
+        parts: &[(&str, Option<(&str, &str)>, &[u8])],
+    ) -> Reply {
+        let boundary = "tessera-test-boundary";
+        let mut body = Vec::new();
+        for (name, file, bytes) in parts {
+            body.extend_from_slice(
+                format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"")
+                    .as_bytes(),
+            );
+            if let Some((file_name, content_type)) = file {
+                body.extend_from_slice(
+                    format!("; filename=\"{file_name}\"\r\ncontent-type: {content_type}")
+                        .as_bytes(),
+                );
+            }
+            body.extend_from_slice(b"\r\n\r\n");
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        self.send(
+            Request::post(uri)
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn post_json(&self, uri: &str, json: serde_json::Value) -> Reply {

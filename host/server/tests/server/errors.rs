@@ -207,15 +207,7 @@ async fn unknown_run_ids_are_404_everywhere() {
         ("GET", "/v1/runs/nope/outputs/depth"),
         ("GET", "/v1/runs/nope/outputs/depth/tokens"),
     ] {
-        let reply = server
-            .send(
-                Request::builder()
-                    .method(method)
-                    .uri(uri)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let reply = server.request(method, uri).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {uri}");
         assert_eq!(reply.error_code(), "unknown_run", "{method} {uri}");
     }
@@ -247,9 +239,7 @@ async fn wrong_content_types_routes_and_methods_get_json_errors() {
     let route = server.get("/v1/nothing-here").await;
     assert_eq!(route.status, StatusCode::NOT_FOUND);
     assert_eq!(route.error_code(), "not_found");
-    let method = server
-        .send(Request::put("/v1/runs").body(Body::empty()).unwrap())
-        .await;
+    let method = server.request("PUT", "/v1/runs").await;
     assert_eq!(method.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(method.error_code(), "method_not_allowed");
     let both = server

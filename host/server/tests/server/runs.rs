@@ -1,7 +1,6 @@
 //! Creating, reading, listing, cancelling and deleting runs; the queue; idempotent retries.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 
 use crate::common::{CHEAP, TestServer};
 
@@ -65,27 +64,14 @@ async fn multipart_requests_run_like_json_ones() {
     let Some(server) = TestServer::start() else {
         return;
     };
-    let boundary = "tessera-test-boundary";
-    let mut body = String::new();
-    for (name, value) in [
-        ("workflow_toml", CHEAP),
-        ("seed", "3"),
-        ("inputs.caption", "a red ball"),
-    ] {
-        body.push_str(&format!(
-            "--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-        ));
-    }
-    body.push_str(&format!("--{boundary}--\r\n"));
     let reply = server
-        .send(
-            Request::post("/v1/runs?wait=60")
-                .header(
-                    "content-type",
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(Body::from(body))
-                .unwrap(),
+        .post_multipart(
+            "/v1/runs?wait=60",
+            &[
+                ("workflow_toml", None, CHEAP.as_bytes()),
+                ("seed", None, b"3"),
+                ("inputs.caption", None, b"a red ball"),
+            ],
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
@@ -99,27 +85,17 @@ async fn multipart_image_uploads_are_images_and_checked_against_the_domain() {
     let Some(server) = TestServer::start() else {
         return;
     };
-    let boundary = "tessera-image-boundary";
-    let mut body = Vec::new();
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\ncontent-disposition: form-data; name=\"workflow_toml\"\r\n\r\n{CHEAP}\r\n\
-             --{boundary}\r\ncontent-disposition: form-data; name=\"inputs.caption\"; filename=\"photo.png\"\r\n\
-             content-type: image/png\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(b"\x89PNG\r\n\x1a\n not really a picture");
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let reply = server
-        .send(
-            Request::post("/v1/runs")
-                .header(
-                    "content-type",
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(Body::from(body))
-                .unwrap(),
+        .post_multipart(
+            "/v1/runs",
+            &[
+                ("workflow_toml", None, CHEAP.as_bytes()),
+                (
+                    "inputs.caption",
+                    Some(("photo.png", "image/png")),
+                    b"\x89PNG\r\n\x1a\n not really a picture",
+                ),
+            ],
         )
         .await;
     assert_eq!(
@@ -132,17 +108,7 @@ async fn multipart_image_uploads_are_images_and_checked_against_the_domain() {
     assert!(reply.text().contains("got an image"), "{}", reply.text());
 
     let unknown_field = server
-        .send(
-            Request::post("/v1/runs")
-                .header(
-                    "content-type",
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(Body::from(format!(
-                    "--{boundary}\r\ncontent-disposition: form-data; name=\"colour\"\r\n\r\nred\r\n--{boundary}--\r\n"
-                )))
-                .unwrap(),
-        )
+        .post_multipart("/v1/runs", &[("colour", None, b"red")])
         .await;
     assert_eq!(unknown_field.status, StatusCode::BAD_REQUEST);
     assert_eq!(unknown_field.error_code(), "malformed_multipart");
@@ -264,22 +230,12 @@ async fn cancel_stops_a_running_run_and_a_finished_one_is_a_conflict() {
     assert_eq!(reply.status, StatusCode::CREATED);
     let id = reply.json()["id"].as_str().unwrap().to_owned();
     wait_for_state(&server, &id, &["running"]).await;
-    let deleting_active = server
-        .send(
-            Request::delete(format!("/v1/runs/{id}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let deleting_active = server.request("DELETE", &format!("/v1/runs/{id}")).await;
     assert_eq!(deleting_active.status, StatusCode::CONFLICT);
     assert_eq!(deleting_active.error_code(), "run_active");
 
     let cancel = server
-        .send(
-            Request::post(format!("/v1/runs/{id}/cancel"))
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .request("POST", &format!("/v1/runs/{id}/cancel"))
         .await;
     assert_eq!(cancel.status, StatusCode::ACCEPTED);
     let run = wait_for_state(&server, &id, &["cancelled", "succeeded", "failed"]).await;
@@ -292,11 +248,7 @@ async fn cancel_stops_a_running_run_and_a_finished_one_is_a_conflict() {
     assert!(!out.join("depth").exists());
 
     let again = server
-        .send(
-            Request::post(format!("/v1/runs/{id}/cancel"))
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .request("POST", &format!("/v1/runs/{id}/cancel"))
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.error_code(), "run_finished");
@@ -311,13 +263,7 @@ async fn deleting_a_run_removes_it_and_its_outputs() {
     let id = run["id"].as_str().unwrap();
     let dir = server.data.path().join("runs").join(id);
     assert!(dir.join("run.json").is_file());
-    let reply = server
-        .send(
-            Request::delete(format!("/v1/runs/{id}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let reply = server.request("DELETE", &format!("/v1/runs/{id}")).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert!(!dir.exists());
     assert_eq!(
