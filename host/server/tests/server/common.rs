@@ -127,12 +127,8 @@ impl TestServer {
         .await
     }
 
-    /// A multipart form of (field name, optional (file name, content type), bytes) parts.
-    pub async fn post_multipart(
-        &self,
-        uri: &str,
-        parts: &[(&str, Option<(&str, &str)>, &[u8])],
-    ) -> Reply {
+    /// A multipart form of parts.
+    pub async fn post_multipart(&self, uri: &str, parts: &[FormPart<'_>]) -> Reply {
         let boundary = "tessera-test-boundary";
         let mut body = Vec::new();
         for (name, file, bytes) in parts {
@@ -185,6 +181,9 @@ impl TestServer {
         reply.json()
     }
 }
+
+/// A multipart part: field name, optional (file name, content type), bytes.
+pub type FormPart<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
 
 pub struct Reply {
     pub status: StatusCode,
