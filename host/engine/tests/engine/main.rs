@@ -7,3 +7,4 @@ mod cache;
 mod cancel;
 mod chain;
 mod failure;
+mod trap;
