@@ -37,7 +37,8 @@ pub struct EngineConfig {
     pub plugins_dir: PathBuf,
     /// Step artifacts go to `out_dir/<step id>/`.
     pub out_dir: PathBuf,
-    /// Asset files replacing the plugins' manifest paths, by asset name (e.g. `vocab`).
+    /// Asset files replacing the plugins' manifest paths, by asset name (e.g. `vocab`), for every
+    /// plugin that declares an asset of that name.
     pub asset_overrides: BTreeMap<String, PathBuf>,
 }
 
@@ -96,9 +97,6 @@ impl Engine {
                 source,
             }
         })?;
-        let options = LoadOptions {
-            asset_overrides: config.asset_overrides.clone(),
-        };
         let mut plugins = Vec::new();
         let mut serving = BTreeMap::new();
         let mut unavailable = BTreeMap::new();
@@ -117,6 +115,16 @@ impl Engine {
             if domains.is_empty() {
                 continue;
             }
+            // An override applies to the plugins declaring that asset (the text plugins' `vocab`),
+            // not to every plugin: the runtime refuses overrides of undeclared assets.
+            let options = LoadOptions {
+                asset_overrides: config
+                    .asset_overrides
+                    .iter()
+                    .filter(|(name, _)| manifest.assets.contains_key(*name))
+                    .map(|(name, path)| (name.clone(), path.clone()))
+                    .collect(),
+            };
             match runtime.load(&entry.manifest_path, &options) {
                 Ok(plugin) => {
                     warnings.extend(vocabulary_mismatches(&model, &plugin, &domains));

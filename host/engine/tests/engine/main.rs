@@ -8,3 +8,4 @@ mod cancel;
 mod chain;
 mod failure;
 mod load;
+mod trap;
