@@ -1,5 +1,7 @@
 //! `tessera run`: executes a workflow on a model with the real engine (plugins, sampler, 4M
-//! core), with a progress bar per step and a summary of the outputs.
+//! core), with a progress bar per step and a summary of the outputs. Ctrl-C cancels the run:
+//! running steps stop at their next decoding step or token, write nothing, and the command exits
+//! with status 130 after saying so (a second Ctrl-C aborts at once).
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -10,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tessera_engine::{DiskCache, Engine, EngineConfig, InputValue, StepValue};
 use tessera_workflow::{
-    ExecuteOptions, Reference, RunEvent, StepOutcome, ValidationContext, execute, plan,
-    validate_file,
+    CancellationToken, ExecuteOptions, Reference, RunEvent, SkipReason, StepOutcome,
+    ValidationContext, execute, plan, validate_file,
 };
 
 use crate::workflows::{catalog, default_workflows_dir, served_domains};
@@ -183,10 +185,12 @@ pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
     let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let cancel = CancellationToken::new();
+    install_interrupt_handler(&cancel)?;
     let options = ExecuteOptions {
         max_concurrency: args.jobs.max(1),
         cache_context: engine.cache_context(&inputs, args.seed, args.no_cache),
-        ..ExecuteOptions::default()
+        cancel: cancel.clone(),
     };
     let cache = DiskCache::new(&cache_dir, &args.out).with_plan(&execution, &options.cache_context);
 
@@ -205,10 +209,24 @@ pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
             (planned.step.id.clone(), bar)
         })
         .collect();
+    // Without a terminal the bars are hidden: say what happens, one line per transition.
+    let plain = !std::io::stderr().is_terminal();
     let sink = |event: RunEvent| {
         let Some(bar) = step_bars.get(event.step()) else {
             return;
         };
+        if plain {
+            match &event {
+                RunEvent::Queued { .. } | RunEvent::Progress { .. } => {}
+                RunEvent::Started { step } => eprintln!("step `{step}` started"),
+                RunEvent::Cached { step, .. } => eprintln!("step `{step}` served from the cache"),
+                RunEvent::Finished {
+                    step, elapsed_ms, ..
+                } => eprintln!("step `{step}` finished in {:.1}s", elapsed_ms / 1000.0),
+                RunEvent::Failed { step, .. } => eprintln!("step `{step}` failed"),
+                RunEvent::Skipped { step, .. } => eprintln!("step `{step}` skipped"),
+            }
+        }
         match &event {
             RunEvent::Queued { .. } => {}
             RunEvent::Started { .. } => bar.set_message("running"),
@@ -240,6 +258,7 @@ pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
                     Some(StepOutcome::Finished) => "generated".to_owned(),
                     Some(StepOutcome::Cached) => "cached".to_owned(),
                     Some(StepOutcome::Failed { .. }) => "failed".to_owned(),
+                    Some(StepOutcome::Skipped(SkipReason::Cancelled)) => "cancelled".to_owned(),
                     Some(StepOutcome::Skipped(_)) => "skipped".to_owned(),
                     None => "not run".to_owned(),
                 },
@@ -263,6 +282,7 @@ pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
     for (step, outcome) in &run.outcomes {
         match outcome {
             StepOutcome::Failed { error } => eprintln!("step `{step}` failed: {error}"),
+            StepOutcome::Skipped(SkipReason::Cancelled) if run.cancelled => {}
             StepOutcome::Skipped(reason) => eprintln!(
                 "step `{step}` skipped: {}",
                 serde_json::to_value(reason)
@@ -278,9 +298,38 @@ pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
             eprintln!("warning ({}): {warning}", produced.step);
         }
     }
-    Ok(if run.succeeded() && !run.cancelled {
+    if run.cancelled {
+        let done = run
+            .outcomes
+            .values()
+            .filter(|o| matches!(o, StepOutcome::Finished | StepOutcome::Cached))
+            .count();
+        eprintln!(
+            "run cancelled: {done} of {} steps finished; the unfinished steps wrote no artifacts",
+            run.outcomes.len()
+        );
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
+    Ok(if run.succeeded() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
+
+/// Ctrl-C (SIGINT, and SIGTERM) cancels the run; a second one exits at once.
+fn install_interrupt_handler(cancel: &CancellationToken) -> Result<()> {
+    let cancel = cancel.clone();
+    ctrlc::set_handler(move || {
+        if cancel.is_cancelled() {
+            eprintln!("interrupted again: exiting now");
+            std::process::exit(i32::from(INTERRUPTED));
+        }
+        eprintln!("interrupted: cancelling the run (press Ctrl-C again to exit at once)");
+        cancel.cancel();
+    })
+    .context("installing the Ctrl-C handler")
 }

@@ -414,3 +414,156 @@ fn demo_needs_no_fixtures_with_the_projects_own_vocabulary() {
     assert!(text.contains("\"label\":\"sphere\""), "{text}");
     assert!(out.path().join("color_palette/swatch.png").is_file());
 }
+
+/// Ctrl-C during `tessera run`: the run stops promptly (within a decoding step, not at the end of
+/// the workflow), says it was cancelled, exits with 130 and leaves no artifacts of unfinished
+/// steps (nor temporary files).
+#[test]
+fn ctrl_c_cancels_a_run_promptly_and_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let Some(vocab) = vocab() else {
+        return;
+    };
+    let model = vocab
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("fm/fm7_tiny_swiglu_shared");
+    assert!(model.is_dir(), "{} is missing", model.display());
+    let dir = tempfile::tempdir().unwrap();
+    // Five chained steps of 196 guided ROAR steps each: far longer than the deadline below.
+    let mut text = String::from(
+        "workflow_version = 1\n[workflow]\nname = \"cli-long\"\n[inputs.caption]\ndomain = \"caption\"\n",
+    );
+    let mut previous = "inputs.caption".to_owned();
+    for (id, domain) in [
+        ("rgb", "tok_rgb@224"),
+        ("depth", "tok_depth@224"),
+        ("normal", "tok_normal@224"),
+        ("semseg", "tok_semseg@224"),
+        ("clip", "tok_clip@224"),
+    ] {
+        text.push_str(&format!(
+            "[[steps]]\nid = \"{id}\"\ngenerate = \"{domain}\"\nfrom = [\"inputs.caption\", \"{previous}\"]\nscheme = \"roar\"\ndecoding_steps = 196\ncfg_scale = 2.0\n"
+        ));
+        previous = format!("steps.{id}");
+    }
+    text.push_str("[outputs]\nclip = \"steps.clip\"\n");
+    let workflow = dir.path().join("long.toml");
+    std::fs::write(
+        &workflow,
+        text.replace(
+            "\"inputs.caption\", \"inputs.caption\"",
+            "\"inputs.caption\"",
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "--plugins",
+            repo_root().join("target/plugins").to_str().unwrap(),
+            "run",
+            workflow.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--vocab",
+            vocab.to_str().unwrap(),
+            "--input",
+            "caption=a photo of a cat",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-cache",
+            "--cache-dir",
+            dir.path().join("cache").to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tessera starts");
+    // Wait until the first step is generating (its start is logged when stderr is no terminal).
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = lines_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("the run never started a step: {seen:?}"));
+        let started = line.contains("step `rgb` started");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let interrupted = Instant::now();
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if interrupted.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("tessera ignored SIGINT for 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stopped_after = interrupted.elapsed();
+    reader.join().unwrap();
+    seen.extend(lines_rx.try_iter());
+    let stderr = seen.join("\n");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: cancelling the run"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("run cancelled:"), "{stderr}");
+    assert!(stdout.contains("cancelled"), "{stdout}");
+    assert!(
+        !stderr.contains("step `clip` finished"),
+        "the whole workflow ran: {stderr}"
+    );
+    // Prompt: one decoding step of the fixture model takes milliseconds; the rest of the workflow
+    // (hundreds of steps) would take far longer.
+    assert!(
+        stopped_after < Duration::from_secs(5),
+        "stopped {stopped_after:?} after SIGINT: {stderr}"
+    );
+    // No artifacts of unfinished steps, no temporary files.
+    let mut files = Vec::new();
+    let mut stack = vec![out.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                stack.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    for file in &files {
+        let relative = file.strip_prefix(&out).unwrap().display().to_string();
+        let step = relative.split('/').next().unwrap();
+        assert!(
+            stderr.contains(&format!("step `{step}` finished")),
+            "{relative} of an unfinished step: {stderr}"
+        );
+        assert!(!relative.contains(".tmp"), "{relative}");
+    }
+}
