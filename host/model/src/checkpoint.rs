@@ -276,6 +276,22 @@ fn decode_floats(bytes: &[u8], dtype: StDtype) -> Option<Box<dyn Iterator<Item =
 
 /// Read the model config of a checkpoint: `config.json` when present, else the header metadata.
 pub fn read_config(paths: &CheckpointPaths, file: &SafetensorsFile) -> Result<ModelConfig> {
+    read_config_as(
+        paths,
+        file,
+        ModelConfig::from_json_value,
+        ModelConfig::from_metadata,
+    )
+}
+
+/// Read a checkpoint's config of any kind (the core's, a tokenizer's): `config.json` beside the
+/// weights when present, else the safetensors header metadata.
+pub(crate) fn read_config_as<C>(
+    paths: &CheckpointPaths,
+    file: &SafetensorsFile,
+    from_json: impl FnOnce(&serde_json::Value) -> Result<C>,
+    from_metadata: impl FnOnce(&HashMap<String, String>) -> Result<C>,
+) -> Result<C> {
     if let Some(config_path) = &paths.config_json {
         let text = std::fs::read_to_string(config_path).map_err(|source| ModelError::Io {
             path: config_path.clone(),
@@ -285,7 +301,7 @@ pub fn read_config(paths: &CheckpointPaths, file: &SafetensorsFile) -> Result<Mo
             serde_json::from_str(&text).map_err(|e| ModelError::MissingConfig {
                 reason: format!("{} is not valid JSON: {e}", config_path.display()),
             })?;
-        return ModelConfig::from_json_value(&value);
+        return from_json(&value);
     }
     if file.metadata().is_empty() {
         return Err(ModelError::MissingConfig {
@@ -295,7 +311,7 @@ pub fn read_config(paths: &CheckpointPaths, file: &SafetensorsFile) -> Result<Mo
             ),
         });
     }
-    ModelConfig::from_metadata(file.metadata())
+    from_metadata(file.metadata())
 }
 
 /// Loads tensors by name with shape checks and records which ones were used, so that tensors the

@@ -585,24 +585,10 @@ fn checked_ids(ids: &Tensor, limit: usize, what: &str) -> Result<Tensor> {
 
 /// The config from `config.json` beside the weights, else from the header metadata.
 fn read_config(paths: &CheckpointPaths, file: &SafetensorsFile) -> Result<VqConfig> {
-    if let Some(config_path) = &paths.config_json {
-        let text = std::fs::read_to_string(config_path).map_err(|source| ModelError::Io {
-            path: config_path.clone(),
-            source,
-        })?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::MissingConfig {
-                reason: format!("{} is not valid JSON: {e}", config_path.display()),
-            })?;
-        return VqConfig::from_json_value(&value);
-    }
-    if file.metadata().is_empty() {
-        return Err(ModelError::MissingConfig {
-            reason: format!(
-                "{} has no config.json beside it and no config in its header metadata",
-                file.path().display()
-            ),
-        });
-    }
-    VqConfig::from_metadata(file.metadata())
+    crate::checkpoint::read_config_as(
+        paths,
+        file,
+        VqConfig::from_json_value,
+        VqConfig::from_metadata,
+    )
 }
