@@ -10,6 +10,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tessera_generate::{DenseInputs, Generator, GeneratorOptions, Progress, domain_catalog};
 use tessera_model::FourM;
+use tessera_nn::TokenizerGraphs;
 use tessera_runtime::types::Tokens;
 use tessera_runtime::{LoadOptions, Plugin, Runtime, RuntimeConfig};
 use tessera_sampler::{
@@ -39,6 +40,9 @@ pub struct EngineConfig {
     pub out_dir: PathBuf,
     /// Asset files replacing the plugins' manifest paths, by asset name (e.g. `vocab`).
     pub asset_overrides: BTreeMap<String, PathBuf>,
+    /// 4M tokenizer checkpoints by domain (`tok_rgb@224` → directory), offered to plugins as the
+    /// `host-nn` graphs `<domain>/encode` and `<domain>/decode` (see tessera-nn).
+    pub tokenizers: BTreeMap<String, PathBuf>,
 }
 
 /// The real step runner: plugins tokenize and detokenize, one shared [`FourM`] generates.
@@ -86,8 +90,14 @@ impl Engine {
         )?;
         let model_id = model_digest(&config.model)?;
         let catalog = domain_catalog(&model);
-        let runtime = Runtime::new(RuntimeConfig::default())
-            .map_err(|e| EngineError::Runtime(Box::new(e)))?;
+        let graphs =
+            TokenizerGraphs::load(&config.tokenizers, &tessera_model::LoadOptions::default())
+                .map_err(|e| EngineError::Tokenizers(Box::new(e)))?;
+        let runtime = Runtime::new(RuntimeConfig {
+            graphs: Arc::new(graphs),
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| EngineError::Runtime(Box::new(e)))?;
         let found = tessera_runtime::discover(&config.plugins_dir).map_err(|source| {
             EngineError::PluginsDir {
                 path: config.plugins_dir.clone(),
