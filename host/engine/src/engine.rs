@@ -80,7 +80,9 @@ impl From<tessera_sampler::SamplerError> for Halt {
 
 impl Engine {
     /// Loads the model and every installed plugin serving one of its domains. A plugin that
-    /// fails to load is remembered, so steps that need it fail with the reason.
+    /// fails to load, or whose `[nn]` host graphs are not registered (an image plugin without its
+    /// tokenizer), is remembered, so steps that need it fail with the reason; its generated tokens
+    /// are delivered as raw grids.
     pub fn load(config: &EngineConfig) -> Result<Self, EngineError> {
         let model = FourM::load(&config.model, &tessera_model::LoadOptions::default()).map_err(
             |source| EngineError::Model {
@@ -93,6 +95,10 @@ impl Engine {
         let graphs =
             TokenizerGraphs::load(&config.tokenizers, &tessera_model::LoadOptions::default())
                 .map_err(|e| EngineError::Tokenizers(Box::new(e)))?;
+        let registered: std::collections::BTreeSet<String> =
+            tessera_runtime::GraphRegistry::names(&graphs)
+                .into_iter()
+                .collect();
         let runtime = Runtime::new(RuntimeConfig {
             graphs: Arc::new(graphs),
             ..RuntimeConfig::default()
@@ -122,6 +128,29 @@ impl Engine {
                 .cloned()
                 .collect();
             if domains.is_empty() {
+                continue;
+            }
+            // A plugin whose host networks are not registered (an image plugin without its
+            // `--tokenizer`) does not serve its domains: generated tokens stay raw grids.
+            let missing: Vec<&str> = manifest
+                .nn
+                .allow
+                .iter()
+                .filter(|name| !registered.contains(*name))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                tracing::info!(plugin = %manifest.plugin.id, ?missing, "plugin skipped: host graphs not registered");
+                for domain in domains {
+                    unavailable.insert(
+                        domain.clone(),
+                        format!(
+                            "plugin `{}` needs the host graphs {} (register the tokenizer with --tokenizer {domain}=DIR)",
+                            manifest.plugin.id,
+                            missing.join(", ")
+                        ),
+                    );
+                }
                 continue;
             }
             match runtime.load(&entry.manifest_path, &options) {
