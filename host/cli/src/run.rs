@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// The text vocabulary (tokenizer JSON) for the text plugins; defaults to their manifests'.
     #[arg(long)]
     vocab: Option<PathBuf>,
+    /// A 4M tokenizer for a domain's plugin, as DOMAIN=DIR (e.g. `tok_rgb@224=path/to/tokenizer`);
+    /// offered to plugins as the host-nn graphs `DOMAIN/encode` and `DOMAIN/decode`. Repeatable.
+    #[arg(long = "tokenizer", value_name = "DOMAIN=DIR", value_parser = tessera_nn::parse_tokenizer_arg)]
+    tokenizers: Vec<(String, PathBuf)>,
     /// Steps running at once.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -179,6 +183,7 @@ pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
         plugins_dir: plugins_dir.to_path_buf(),
         out_dir: args.out.clone(),
         asset_overrides,
+        tokenizers: args.tokenizers.iter().cloned().collect(),
     })
     .context("loading the model and plugins")?;
     for warning in engine.warnings() {

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// The text vocabulary (tokenizer JSON) for the text plugins; defaults to their manifests'.
     #[arg(long)]
     vocab: Option<PathBuf>,
+    /// A 4M tokenizer for a domain's plugin, as DOMAIN=DIR (e.g. `tok_rgb@224=path/to/tokenizer`);
+    /// offered to plugins as the host-nn graphs `DOMAIN/encode` and `DOMAIN/decode`. Repeatable.
+    #[arg(long = "tokenizer", value_name = "DOMAIN=DIR", value_parser = tessera_nn::parse_tokenizer_arg)]
+    tokenizers: Vec<(String, PathBuf)>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -68,6 +72,7 @@ pub fn serve(args: ServeArgs, plugins_dir: &Path) -> Result<ExitCode> {
             .asset_overrides
             .insert("vocab".to_owned(), vocab.clone());
     }
+    config.tokenizers = args.tokenizers.iter().cloned().collect();
     let data_dir = config.data_dir.clone();
     let server = Server::load(config).context("starting the server")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -24,6 +24,10 @@ pub struct PluginArgs {
     /// A plugin parameter, as KEY=VALUE.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
+    /// A 4M tokenizer offered to the plugin as host-nn graphs, as DOMAIN=DIR (image plugins,
+    /// e.g. `tok_rgb@224=path/to/tokenizer`). Repeatable.
+    #[arg(long = "tokenizer", value_name = "DOMAIN=DIR", value_parser = tessera_nn::parse_tokenizer_arg)]
+    tokenizers: Vec<(String, PathBuf)>,
     /// Print JSON instead of plain text.
     #[arg(long)]
     json: bool,
@@ -58,7 +62,15 @@ struct Loaded {
 }
 
 fn load_plugin(args: &PluginArgs, plugins_dir: &Path) -> Result<Loaded> {
-    let runtime = runtime()?;
+    let tokenizers = args.tokenizers.iter().cloned().collect();
+    let graphs =
+        tessera_nn::TokenizerGraphs::load(&tokenizers, &tessera_model::LoadOptions::default())
+            .context("loading the tokenizers")?;
+    let runtime = tessera_runtime::Runtime::new(tessera_runtime::RuntimeConfig {
+        graphs: std::sync::Arc::new(graphs),
+        ..tessera_runtime::RuntimeConfig::default()
+    })
+    .context("starting the plugin runtime")?;
     let manifest = tessera_manifest::Manifest::from_file(&crate::plugins::manifest_path(
         &args.plugin,
         plugins_dir,

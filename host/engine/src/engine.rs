@@ -10,6 +10,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tessera_generate::{DenseInputs, Generator, GeneratorOptions, Progress, domain_catalog};
 use tessera_model::FourM;
+use tessera_nn::TokenizerGraphs;
 use tessera_runtime::types::Tokens;
 use tessera_runtime::{LoadOptions, Plugin, Runtime, RuntimeConfig};
 use tessera_sampler::{
@@ -40,6 +41,9 @@ pub struct EngineConfig {
     /// Asset files replacing the plugins' manifest paths, by asset name (e.g. `vocab`), for every
     /// plugin that declares an asset of that name.
     pub asset_overrides: BTreeMap<String, PathBuf>,
+    /// 4M tokenizer checkpoints by domain (`tok_rgb@224` → directory), offered to plugins as the
+    /// `host-nn` graphs `<domain>/encode` and `<domain>/decode` (see tessera-nn).
+    pub tokenizers: BTreeMap<String, PathBuf>,
 }
 
 /// The real step runner: plugins tokenize and detokenize, one shared [`FourM`] generates.
@@ -79,7 +83,9 @@ impl From<tessera_sampler::SamplerError> for Halt {
 
 impl Engine {
     /// Loads the model and every installed plugin serving one of its domains. A plugin that
-    /// fails to load is remembered, so steps that need it fail with the reason.
+    /// fails to load, or whose `[nn]` host graphs are not registered (an image plugin without its
+    /// tokenizer), is remembered, so steps that need it fail with the reason; its generated tokens
+    /// are delivered as raw grids.
     pub fn load(config: &EngineConfig) -> Result<Self, EngineError> {
         let model = FourM::load(&config.model, &tessera_model::LoadOptions::default()).map_err(
             |source| EngineError::Model {
@@ -89,8 +95,18 @@ impl Engine {
         )?;
         let model_id = model_digest(&config.model)?;
         let catalog = domain_catalog(&model);
-        let runtime = Runtime::new(RuntimeConfig::default())
-            .map_err(|e| EngineError::Runtime(Box::new(e)))?;
+        let graphs =
+            TokenizerGraphs::load(&config.tokenizers, &tessera_model::LoadOptions::default())
+                .map_err(|e| EngineError::Tokenizers(Box::new(e)))?;
+        let registered: std::collections::BTreeSet<String> =
+            tessera_runtime::GraphRegistry::names(&graphs)
+                .into_iter()
+                .collect();
+        let runtime = Runtime::new(RuntimeConfig {
+            graphs: Arc::new(graphs),
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| EngineError::Runtime(Box::new(e)))?;
         let found = tessera_runtime::discover(&config.plugins_dir).map_err(|source| {
             EngineError::PluginsDir {
                 path: config.plugins_dir.clone(),
@@ -113,6 +129,29 @@ impl Engine {
                 .cloned()
                 .collect();
             if domains.is_empty() {
+                continue;
+            }
+            // A plugin whose host networks are not registered (an image plugin without its
+            // `--tokenizer`) does not serve its domains: generated tokens stay raw grids.
+            let missing: Vec<&str> = manifest
+                .nn
+                .allow
+                .iter()
+                .filter(|name| !registered.contains(*name))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                tracing::info!(plugin = %manifest.plugin.id, ?missing, "plugin skipped: host graphs not registered");
+                for domain in domains {
+                    unavailable.insert(
+                        domain.clone(),
+                        format!(
+                            "plugin `{}` needs the host graphs {} (register the tokenizer with --tokenizer {domain}=DIR)",
+                            manifest.plugin.id,
+                            missing.join(", ")
+                        ),
+                    );
+                }
                 continue;
             }
             // An override applies to the plugins declaring that asset (the text plugins' `vocab`),

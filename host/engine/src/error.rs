@@ -11,6 +11,8 @@ pub enum EngineError {
         #[source]
         source: Box<tessera_model::ModelError>,
     },
+    #[error("loading the tokenizers: {0}")]
+    Tokenizers(#[source] Box<tessera_nn::TokenizerGraphError>),
     #[error("starting the plugin runtime: {0}")]
     Runtime(#[source] Box<tessera_runtime::LoadError>),
     #[error("reading plugins directory {path}: {source}")]

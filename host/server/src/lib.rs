@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Plugin asset files replacing manifest paths (e.g. `vocab`).
     pub asset_overrides: BTreeMap<String, PathBuf>,
+    /// 4M tokenizer checkpoints by domain, offered to plugins as host-nn graphs.
+    pub tokenizers: BTreeMap<String, PathBuf>,
     pub bind: SocketAddr,
     /// Required on `/v1` (except health) when set; mandatory for a non-loopback bind.
     pub token: Option<String>,
@@ -65,6 +67,7 @@ impl ServerConfig {
             workflows_dir: PathBuf::from("workflows"),
             data_dir: PathBuf::from("tessera-data"),
             asset_overrides: BTreeMap::new(),
+            tokenizers: BTreeMap::new(),
             bind: SocketAddr::from(([127, 0, 0, 1], 7860)),
             token: None,
             max_concurrent_runs: 2,
@@ -249,6 +252,7 @@ impl Server {
             plugins_dir: config.plugins_dir.clone(),
             out_dir: config.data_dir.join("runs"),
             asset_overrides: config.asset_overrides.clone(),
+            tokenizers: config.tokenizers.clone(),
         })
         .map_err(|e| ServerError::Engine(Box::new(e)))?;
         let model = model_info(&config, &engine)?;

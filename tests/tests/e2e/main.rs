@@ -1,5 +1,7 @@
 //! End-to-end tests, one module per feature.
 
+mod depth_plugin;
+mod rgb_plugin;
 mod sandbox;
 mod sdk_example;
 mod text_plugins;

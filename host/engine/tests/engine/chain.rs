@@ -50,6 +50,16 @@ fn chained_workflow_produces_every_output() {
     );
     assert!(recaption.ids.len() <= 12 + 2);
 
+    // The depth plugin is installed, but without `--tokenizer tok_depth@224=DIR` its host graphs
+    // are missing, so it does not serve the domain and depth stays a raw grid.
+    if plugins.join("depth/plugin.toml").is_file() {
+        let reason = &engine.unavailable_domains()["tok_depth@224"];
+        assert!(
+            reason.contains("tok_depth@224/encode") && reason.contains("--tokenizer"),
+            "{reason}"
+        );
+    }
+
     // Image-token domains without a plugin are raw token grids, labelled as such.
     let depth = report.outputs["depth"].produced().unwrap();
     assert_eq!(depth.shape, vec![14, 14]);

@@ -43,6 +43,7 @@ pub fn engine(fixtures: &Path, plugins: &Path, out: &Path) -> Engine {
         model: fixtures.join("fm/fm7_tiny_swiglu_shared"),
         plugins_dir: plugins.to_path_buf(),
         out_dir: out.to_path_buf(),
+        tokenizers: Default::default(),
         asset_overrides: BTreeMap::from([(
             "vocab".to_owned(),
             fixtures.join("text/wordpiece_4m_30k.json"),
