@@ -5,6 +5,12 @@
 
 use std::fmt;
 
+mod labels;
+
+pub use labels::{
+    LabelImage, centre_square_labels, decode_labels, encode_png_indexed, resize_labels,
+};
+
 /// Decoding refuses images with more pixels than this (about 25 megapixels).
 pub const MAX_PIXELS: u64 = 25_000_000;
 
@@ -44,6 +50,12 @@ pub enum ImageError {
     Encode {
         reason: String,
     },
+    /// A colour label map has a pixel whose colour is not in the class palette.
+    UnknownLabelColour {
+        x: u32,
+        y: u32,
+        colour: [u8; 3],
+    },
 }
 
 impl fmt::Display for ImageError {
@@ -67,13 +79,18 @@ impl fmt::Display for ImageError {
                 write!(f, "the image is {width}x{height}, which has no pixels")
             }
             ImageError::Encode { reason } => write!(f, "cannot encode the PNG: {reason}"),
+            ImageError::UnknownLabelColour { x, y, colour } => write!(
+                f,
+                "pixel ({x}, {y}) has the colour #{:02x}{:02x}{:02x}, which is not a class colour",
+                colour[0], colour[1], colour[2]
+            ),
         }
     }
 }
 
-const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
+pub(crate) const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
 
-fn check_size(width: u32, height: u32) -> Result<(), ImageError> {
+pub(crate) fn check_size(width: u32, height: u32) -> Result<(), ImageError> {
     if width == 0 || height == 0 {
         return Err(ImageError::Empty { width, height });
     }
@@ -233,19 +250,26 @@ pub fn encode_png_raw(
 
 /// The centre square of side `min(width, height)` (offset rounded down), as the 4M demo crops.
 pub fn centre_square(image: &RgbImage) -> RgbImage {
-    let side = image.width.min(image.height);
-    let left = (image.width - side) / 2;
-    let top = (image.height - side) / 2;
-    let mut data = Vec::with_capacity(3 * side as usize * side as usize);
-    for y in top..top + side {
-        let start = 3 * (y as usize * image.width as usize + left as usize);
-        data.extend_from_slice(&image.data[start..start + 3 * side as usize]);
-    }
+    let (data, side) = crop_centre(&image.data, image.width, image.height, 3);
     RgbImage {
         width: side,
         height: side,
         data,
     }
+}
+
+/// The centre square of a row-major image with `channels` samples per pixel, and its side.
+fn crop_centre<T: Copy>(data: &[T], width: u32, height: u32, channels: usize) -> (Vec<T>, u32) {
+    let side = width.min(height);
+    let left = ((width - side) / 2) as usize;
+    let top = ((height - side) / 2) as usize;
+    let row = channels * side as usize;
+    let mut out = Vec::with_capacity(row * side as usize);
+    for y in top..top + side as usize {
+        let start = channels * (y * width as usize + left);
+        out.extend_from_slice(&data[start..start + row]);
+    }
+    (out, side)
 }
 
 /// PIL's bicubic kernel (a = -0.5).
@@ -489,14 +513,7 @@ pub fn decode_grey(bytes: &[u8]) -> Result<GreyImage, ImageError> {
 
 /// The centre square of a grey image (offset rounded down).
 pub fn centre_square_grey(image: &GreyImage) -> GreyImage {
-    let side = image.width.min(image.height);
-    let left = ((image.width - side) / 2) as usize;
-    let top = ((image.height - side) / 2) as usize;
-    let mut data = Vec::with_capacity(side as usize * side as usize);
-    for y in top..top + side as usize {
-        let start = y * image.width as usize + left;
-        data.extend_from_slice(&image.data[start..start + side as usize]);
-    }
+    let (data, side) = crop_centre(&image.data, image.width, image.height, 1);
     GreyImage {
         width: side,
         height: side,

@@ -30,7 +30,7 @@ fn setup() -> Option<(PluginHarness, Arc<VqTokenizer>)> {
 }
 
 /// A deterministic, structured test picture (RGB8, row-major).
-fn picture(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn picture(width: u32, height: u32) -> Vec<u8> {
     let mut data = Vec::with_capacity(3 * (width * height) as usize);
     for y in 0..height {
         for x in 0..width {
@@ -43,7 +43,7 @@ fn picture(width: u32, height: u32) -> Vec<u8> {
     data
 }
 
-fn png_bytes(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
+pub(crate) fn png_bytes(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, width, height);
@@ -55,7 +55,7 @@ fn png_bytes(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
     out
 }
 
-fn image_value(bytes: Vec<u8>) -> Value {
+pub(crate) fn image_value(bytes: Vec<u8>) -> Value {
     Value::Image(Image {
         mime: "image/png".into(),
         data: bytes,
@@ -63,7 +63,7 @@ fn image_value(bytes: Vec<u8>) -> Value {
 }
 
 /// The tokenizer called natively on `(x / 255 - 0.5) / 0.5`, channels first.
-fn native_ids(tokenizer: &VqTokenizer, size: u32, rgb: &[u8]) -> Vec<u32> {
+pub(crate) fn native_ids(tokenizer: &VqTokenizer, size: u32, rgb: &[u8]) -> Vec<u32> {
     let n = (size * size) as usize;
     let mut chw = vec![0f32; 3 * n];
     for (i, px) in rgb.chunks_exact(3).enumerate() {
@@ -84,7 +84,7 @@ fn native_ids(tokenizer: &VqTokenizer, size: u32, rgb: &[u8]) -> Vec<u32> {
         .collect()
 }
 
-fn decode_png(bytes: &[u8]) -> (u32, u32, png::ColorType) {
+pub(crate) fn decode_png(bytes: &[u8]) -> (u32, u32, png::ColorType) {
     let decoder = png::Decoder::new(bytes);
     let mut reader = decoder.read_info().expect("a valid PNG header");
     let mut buf = vec![0; reader.output_buffer_size()];
