@@ -50,3 +50,58 @@ pub fn fixtures() -> Option<PathBuf> {
     );
     None
 }
+
+/// Loads a plugin from `manifest` in the sandbox with `tokenizer` registered as the host graphs
+/// `<domain>/encode` and `<domain>/decode`.
+pub fn plugin_with_tokenizer(
+    manifest: impl AsRef<std::path::Path>,
+    domain: &str,
+    tokenizer: std::sync::Arc<tessera_model::vq::VqTokenizer>,
+) -> tessera_plugin_test::PluginHarness {
+    let mut graphs = tessera_nn::TokenizerGraphs::default();
+    graphs
+        .add(domain, tokenizer)
+        .expect("the tokenizer registers");
+    tessera_plugin_test::PluginHarness::load_with(
+        manifest.as_ref(),
+        &tessera_runtime::LoadOptions::default(),
+        std::sync::Arc::new(graphs),
+    )
+    .unwrap_or_else(|e| panic!("{} loads: {e}", manifest.as_ref().display()))
+}
+
+/// The ids the tokenizer gives natively for `input`, flattened row-major.
+pub fn native_ids(
+    tokenizer: &tessera_model::vq::VqTokenizer,
+    input: &candle_core::Tensor,
+) -> Vec<u32> {
+    tokenizer
+        .encode(input)
+        .expect("the native tokenizer encodes")
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<i64>())
+        .expect("integer ids")
+        .into_iter()
+        .map(|v| v as u32)
+        .collect()
+}
+
+/// The native decoder's output (image or logits) for a token grid, flattened.
+pub fn native_decode(
+    tokenizer: &tessera_model::vq::VqTokenizer,
+    ids: &[u32],
+    grid: (usize, usize),
+) -> Vec<f32> {
+    let tokens = candle_core::Tensor::from_vec(
+        ids.iter().map(|&v| i64::from(v)).collect::<Vec<_>>(),
+        (1, grid.0, grid.1),
+        &candle_core::Device::Cpu,
+    )
+    .expect("a token grid");
+    tokenizer
+        .decode_tokens(&tokens)
+        .expect("the native tokenizer decodes")
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("float output")
+}

@@ -1,7 +1,7 @@
 //! Label maps (semantic segmentation): PNG decoding to one class id per pixel, the centre crop,
 //! nearest-neighbour resizing (labels must not be blended) and palette PNG encoding.
 
-use crate::{ImageError, MAX_PIXELS, PNG_SIGNATURE, check_size};
+use crate::{ImageError, PNG_SIGNATURE, read_png};
 
 /// One class id per pixel, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,29 +27,10 @@ pub fn decode_labels(bytes: &[u8], palette: &[[u8; 3]]) -> Result<LabelImage, Im
             first_bytes: bytes.iter().take(8).copied().collect(),
         });
     }
-    let err = |e: png::DecodingError| ImageError::Decode {
-        format: "PNG",
-        reason: e.to_string(),
-    };
-    let mut decoder = png::Decoder::new_with_limits(
-        bytes,
-        png::Limits {
-            bytes: (MAX_PIXELS * 8) as usize,
-        },
-    );
     // No expansion: an indexed image's samples are the class ids.
-    decoder.set_transformations(png::Transformations::IDENTITY);
-    let mut reader = decoder.read_info().map_err(err)?;
-    let (width, height) = {
-        let info = reader.info();
-        (info.width, info.height)
-    };
-    check_size(width, height)?;
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let frame = reader.next_frame(&mut buf).map_err(err)?;
-    let (color, depth) = reader.output_color_type();
-    let row = frame.line_size;
-    let lines = (0..height as usize).map(|y| &buf[y * row..(y + 1) * row]);
+    let frame = read_png(bytes, png::Transformations::IDENTITY)?;
+    let (width, height, color, depth) = (frame.width, frame.height, frame.color, frame.depth);
+    let lines = (0..height as usize).map(|y| frame.line(y));
     let mut ids = Vec::with_capacity(width as usize * height as usize);
     match (color, depth) {
         (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::Sixteen) => {

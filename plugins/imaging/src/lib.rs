@@ -114,7 +114,28 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     }
 }
 
-fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+/// A decoded PNG frame: its samples row by row (`line_size` bytes each) and their layout.
+pub(crate) struct PngFrame {
+    pub width: u32,
+    pub height: u32,
+    pub color: png::ColorType,
+    pub depth: png::BitDepth,
+    pub line_size: usize,
+    pub buf: Vec<u8>,
+}
+
+impl PngFrame {
+    /// Row `y`'s bytes.
+    pub fn line(&self, y: usize) -> &[u8] {
+        &self.buf[y * self.line_size..(y + 1) * self.line_size]
+    }
+}
+
+/// Reads a PNG's first frame with `transformations`, within the size limits.
+pub(crate) fn read_png(
+    bytes: &[u8],
+    transformations: png::Transformations,
+) -> Result<PngFrame, ImageError> {
     let err = |e: png::DecodingError| ImageError::Decode {
         format: "PNG",
         reason: e.to_string(),
@@ -125,7 +146,7 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
             bytes: (MAX_PIXELS * 8) as usize,
         },
     );
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    decoder.set_transformations(transformations);
     let mut reader = decoder.read_info().map_err(err)?;
     let (width, height) = {
         let info = reader.info();
@@ -135,6 +156,56 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut buf = vec![0; reader.output_buffer_size()];
     let frame = reader.next_frame(&mut buf).map_err(err)?;
     let (color, depth) = reader.output_color_type();
+    Ok(PngFrame {
+        width,
+        height,
+        color,
+        depth,
+        line_size: frame.line_size,
+        buf,
+    })
+}
+
+/// Decodes a JPEG within the size limits: width, height, pixel format and samples.
+fn read_jpeg(bytes: &[u8]) -> Result<(u32, u32, jpeg_decoder::PixelFormat, Vec<u8>), ImageError> {
+    let err = |e: jpeg_decoder::Error| ImageError::Decode {
+        format: "JPEG",
+        reason: e.to_string(),
+    };
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().map_err(err)?;
+    let info = decoder.info().ok_or_else(|| ImageError::Decode {
+        format: "JPEG",
+        reason: "no frame header".into(),
+    })?;
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    check_size(width, height)?;
+    decoder.set_max_decoding_buffer_size((MAX_PIXELS * 4) as usize);
+    let pixels = decoder.decode().map_err(err)?;
+    let samples = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => 1,
+        jpeg_decoder::PixelFormat::L16 => 2,
+        jpeg_decoder::PixelFormat::RGB24 => 3,
+        jpeg_decoder::PixelFormat::CMYK32 => 4,
+    };
+    if pixels.len() != samples * width as usize * height as usize {
+        return Err(ImageError::Decode {
+            format: "JPEG",
+            reason: format!(
+                "decoder returned {} bytes for {width}x{height}",
+                pixels.len()
+            ),
+        });
+    }
+    Ok((width, height, info.pixel_format, pixels))
+}
+
+fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    let frame = read_png(
+        bytes,
+        png::Transformations::EXPAND | png::Transformations::STRIP_16,
+    )?;
+    let (width, height, color, depth) = (frame.width, frame.height, frame.color, frame.depth);
     if depth != png::BitDepth::Eight {
         return Err(ImageError::UnsupportedLayout {
             format: "PNG",
@@ -153,11 +224,9 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
             });
         }
     };
-    let row = frame.line_size;
     let mut data = Vec::with_capacity(3 * width as usize * height as usize);
     for y in 0..height as usize {
-        let line = &buf[y * row..y * row + width as usize * channels];
-        for px in line.chunks_exact(channels) {
+        for px in frame.line(y).chunks_exact(channels).take(width as usize) {
             match channels {
                 1 | 2 => data.extend_from_slice(&[px[0], px[0], px[0]]),
                 _ => data.extend_from_slice(&px[..3]),
@@ -172,22 +241,8 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage, ImageError> {
 }
 
 fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
-    let err = |e: jpeg_decoder::Error| ImageError::Decode {
-        format: "JPEG",
-        reason: e.to_string(),
-    };
-    let mut decoder = jpeg_decoder::Decoder::new(bytes);
-    decoder.read_info().map_err(err)?;
-    let info = decoder.info().ok_or_else(|| ImageError::Decode {
-        format: "JPEG",
-        reason: "no frame header".into(),
-    })?;
-    let (width, height) = (u32::from(info.width), u32::from(info.height));
-    check_size(width, height)?;
-    decoder.set_max_decoding_buffer_size((MAX_PIXELS * 4) as usize);
-    let pixels = decoder.decode().map_err(err)?;
-    let n = width as usize * height as usize;
-    let data = match info.pixel_format {
+    let (width, height, format, pixels) = read_jpeg(bytes)?;
+    let data = match format {
         jpeg_decoder::PixelFormat::RGB24 => pixels,
         jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
         jpeg_decoder::PixelFormat::L16 => pixels
@@ -201,12 +256,6 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageError> {
             });
         }
     };
-    if data.len() != 3 * n {
-        return Err(ImageError::Decode {
-            format: "JPEG",
-            reason: format!("decoder returned {} bytes for {width}x{height}", data.len()),
-        });
-    }
     Ok(RgbImage {
         width,
         height,
@@ -409,27 +458,8 @@ pub struct GreyImage {
 /// 16-bit samples / 65535 (the reference's depth PNGs), 8-bit / 255. Colour images are refused.
 pub fn decode_grey(bytes: &[u8]) -> Result<GreyImage, ImageError> {
     if bytes.starts_with(&PNG_SIGNATURE) {
-        let err = |e: png::DecodingError| ImageError::Decode {
-            format: "PNG",
-            reason: e.to_string(),
-        };
-        let mut decoder = png::Decoder::new_with_limits(
-            bytes,
-            png::Limits {
-                bytes: (MAX_PIXELS * 8) as usize,
-            },
-        );
-        decoder.set_transformations(png::Transformations::EXPAND);
-        let mut reader = decoder.read_info().map_err(err)?;
-        let (width, height) = {
-            let info = reader.info();
-            (info.width, info.height)
-        };
-        check_size(width, height)?;
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let frame = reader.next_frame(&mut buf).map_err(err)?;
-        let (color, depth) = reader.output_color_type();
-        let channels = match color {
+        let frame = read_png(bytes, png::Transformations::EXPAND)?;
+        let channels = match frame.color {
             png::ColorType::Grayscale => 1,
             png::ColorType::GrayscaleAlpha => 2,
             other => {
@@ -439,7 +469,7 @@ pub fn decode_grey(bytes: &[u8]) -> Result<GreyImage, ImageError> {
                 });
             }
         };
-        let bytes_per_sample = match depth {
+        let bytes_per_sample = match frame.depth {
             png::BitDepth::Eight => 1,
             png::BitDepth::Sixteen => 2,
             other => {
@@ -449,12 +479,11 @@ pub fn decode_grey(bytes: &[u8]) -> Result<GreyImage, ImageError> {
                 });
             }
         };
-        let row = frame.line_size;
+        let (width, height) = (frame.width, frame.height);
         let step = channels * bytes_per_sample;
         let mut data = Vec::with_capacity(width as usize * height as usize);
         for y in 0..height as usize {
-            let line = &buf[y * row..y * row + width as usize * step];
-            for px in line.chunks_exact(step) {
+            for px in frame.line(y).chunks_exact(step).take(width as usize) {
                 data.push(if bytes_per_sample == 2 {
                     f32::from(u16::from_be_bytes([px[0], px[1]])) / 65535.0
                 } else {
@@ -469,35 +498,11 @@ pub fn decode_grey(bytes: &[u8]) -> Result<GreyImage, ImageError> {
         });
     }
     if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-        let err = |e: jpeg_decoder::Error| ImageError::Decode {
-            format: "JPEG",
-            reason: e.to_string(),
-        };
-        let mut decoder = jpeg_decoder::Decoder::new(bytes);
-        decoder.read_info().map_err(err)?;
-        let info = decoder.info().ok_or_else(|| ImageError::Decode {
-            format: "JPEG",
-            reason: "no frame header".into(),
-        })?;
-        let (width, height) = (u32::from(info.width), u32::from(info.height));
-        check_size(width, height)?;
-        if info.pixel_format != jpeg_decoder::PixelFormat::L8 {
+        let (width, height, format, pixels) = read_jpeg(bytes)?;
+        if format != jpeg_decoder::PixelFormat::L8 {
             return Err(ImageError::UnsupportedLayout {
                 format: "JPEG",
-                layout: format!(
-                    "{:?} (an 8-bit grey-scale image is expected)",
-                    info.pixel_format
-                ),
-            });
-        }
-        let pixels = decoder.decode().map_err(err)?;
-        if pixels.len() != width as usize * height as usize {
-            return Err(ImageError::Decode {
-                format: "JPEG",
-                reason: format!(
-                    "decoder returned {} bytes for {width}x{height}",
-                    pixels.len()
-                ),
+                layout: format!("{format:?} (an 8-bit grey-scale image is expected)"),
             });
         }
         return Ok(GreyImage {

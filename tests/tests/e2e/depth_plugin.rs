@@ -11,11 +11,8 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use tessera_model::LoadOptions as ModelLoadOptions;
 use tessera_model::vq::VqTokenizer;
-use tessera_nn::TokenizerGraphs;
-use tessera_plugin_test::PluginHarness;
-use tessera_runtime::LoadOptions;
 use tessera_runtime::types::{Image, Value};
-use tessera_tests::{fixtures, plugin_manifest};
+use tessera_tests::{fixtures, native_ids, plugin_manifest, plugin_with_tokenizer};
 
 const DOMAIN: &str = "tok_depth@224";
 
@@ -108,14 +105,7 @@ fn depth_tokens_follow_the_reference_standardisation_and_render_two_pngs() {
         return;
     };
     let tokenizer = Arc::new(tokenizer);
-    let mut graphs = TokenizerGraphs::default();
-    graphs.add(DOMAIN, tokenizer.clone()).unwrap();
-    let h = PluginHarness::load_with(
-        plugin_manifest("depth"),
-        &LoadOptions::default(),
-        Arc::new(graphs),
-    )
-    .expect("depth plugin loads");
+    let h = plugin_with_tokenizer(plugin_manifest("depth"), DOMAIN, tokenizer.clone());
 
     let samples = depth_map(96, 96);
     let tokens = h
@@ -135,17 +125,7 @@ fn depth_tokens_follow_the_reference_standardisation_and_render_two_pngs() {
 
     let values: Vec<f64> = samples.iter().map(|&v| f64::from(v) / 65535.0).collect();
     let input = Tensor::from_vec(standardise(&values), (1, 1, 96, 96), &Device::Cpu).unwrap();
-    let native: Vec<u32> = tokenizer
-        .encode(&input)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .iter()
-        .map(|&v| v as u32)
-        .collect();
-    assert_eq!(tokens.ids, native);
+    assert_eq!(tokens.ids, native_ids(&tokenizer, &input));
 
     let out = h.detokenize(&tokens, &[]).expect("detokenize");
     let names: Vec<&str> = out.artifacts.iter().map(|a| a.name.as_str()).collect();
@@ -180,14 +160,7 @@ fn colour_and_broken_depth_inputs_are_refused() {
     let Some(tokenizer) = one_channel_tokenizer(tmp.path()) else {
         return;
     };
-    let mut graphs = TokenizerGraphs::default();
-    graphs.add(DOMAIN, Arc::new(tokenizer)).unwrap();
-    let h = PluginHarness::load_with(
-        plugin_manifest("depth"),
-        &LoadOptions::default(),
-        Arc::new(graphs),
-    )
-    .unwrap();
+    let h = plugin_with_tokenizer(plugin_manifest("depth"), DOMAIN, Arc::new(tokenizer));
     let mut rgb = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut rgb, 8, 8);

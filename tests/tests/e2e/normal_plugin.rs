@@ -7,13 +7,10 @@ use std::sync::Arc;
 
 use tessera_model::LoadOptions as ModelLoadOptions;
 use tessera_model::vq::VqTokenizer;
-use tessera_nn::TokenizerGraphs;
-use tessera_plugin_test::PluginHarness;
-use tessera_runtime::LoadOptions;
 use tessera_runtime::types::Value;
-use tessera_tests::{fixtures, plugin_manifest};
+use tessera_tests::{fixtures, plugin_manifest, plugin_with_tokenizer};
 
-use crate::rgb_plugin::{decode_png, image_value, native_ids, picture, png_bytes};
+use crate::rgb_plugin::{decode_png, image_value, native_rgb_ids, picture, png_bytes};
 
 const DOMAIN: &str = "tok_normal@224";
 
@@ -29,14 +26,7 @@ fn normal_maps_tokenize_like_the_native_tokenizer_and_decode_to_a_normal_png() {
         )
         .unwrap(),
     );
-    let mut graphs = TokenizerGraphs::default();
-    graphs.add(DOMAIN, tokenizer.clone()).unwrap();
-    let h = PluginHarness::load_with(
-        plugin_manifest("normal"),
-        &LoadOptions::default(),
-        Arc::new(graphs),
-    )
-    .expect("normal plugin loads");
+    let h = plugin_with_tokenizer(plugin_manifest("normal"), DOMAIN, tokenizer.clone());
     assert_eq!(h.plugin().info().modalities[0].domain, DOMAIN);
 
     let map = picture(96, 96);
@@ -51,7 +41,7 @@ fn normal_maps_tokenize_like_the_native_tokenizer_and_decode_to_a_normal_png() {
         (tokens.domain.as_str(), tokens.shape.as_slice()),
         (DOMAIN, &[6, 6][..])
     );
-    assert_eq!(tokens.ids, native_ids(&tokenizer, 96, &map));
+    assert_eq!(tokens.ids, native_rgb_ids(&tokenizer, 96, &map));
 
     let out = h.detokenize(&tokens, &[]).expect("detokenize");
     assert_eq!(out.artifacts[0].name, "normal");

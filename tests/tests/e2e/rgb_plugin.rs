@@ -7,25 +7,17 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use tessera_model::LoadOptions as ModelLoadOptions;
 use tessera_model::vq::VqTokenizer;
-use tessera_nn::TokenizerGraphs;
 use tessera_plugin_test::PluginHarness;
 use tessera_runtime::types::{Image, Tokens, Value};
 use tessera_runtime::{LoadOptions, NoGraphs, RuntimeError};
-use tessera_tests::{fixtures, plugin_manifest};
+use tessera_tests::{fixtures, native_decode, plugin_manifest, plugin_with_tokenizer};
 
 const DOMAIN: &str = "tok_rgb@224";
 
 fn setup() -> Option<(PluginHarness, Arc<VqTokenizer>)> {
     let dir = fixtures()?.join("vq/vqvae_rgb_vit_tiny");
     let tokenizer = Arc::new(VqTokenizer::load(&dir, &ModelLoadOptions::default()).unwrap());
-    let mut graphs = TokenizerGraphs::default();
-    graphs.add(DOMAIN, tokenizer.clone()).unwrap();
-    let harness = PluginHarness::load_with(
-        plugin_manifest("rgb"),
-        &LoadOptions::default(),
-        Arc::new(graphs),
-    )
-    .expect("rgb plugin loads");
+    let harness = plugin_with_tokenizer(plugin_manifest("rgb"), DOMAIN, tokenizer.clone());
     Some((harness, tokenizer))
 }
 
@@ -63,7 +55,7 @@ pub(crate) fn image_value(bytes: Vec<u8>) -> Value {
 }
 
 /// The tokenizer called natively on `(x / 255 - 0.5) / 0.5`, channels first.
-pub(crate) fn native_ids(tokenizer: &VqTokenizer, size: u32, rgb: &[u8]) -> Vec<u32> {
+pub(crate) fn native_rgb_ids(tokenizer: &VqTokenizer, size: u32, rgb: &[u8]) -> Vec<u32> {
     let n = (size * size) as usize;
     let mut chw = vec![0f32; 3 * n];
     for (i, px) in rgb.chunks_exact(3).enumerate() {
@@ -72,16 +64,7 @@ pub(crate) fn native_ids(tokenizer: &VqTokenizer, size: u32, rgb: &[u8]) -> Vec<
         }
     }
     let input = Tensor::from_vec(chw, (1, 3, size as usize, size as usize), &Device::Cpu).unwrap();
-    tokenizer
-        .encode(&input)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .iter()
-        .map(|&v| v as u32)
-        .collect()
+    tessera_tests::native_ids(tokenizer, &input)
 }
 
 pub(crate) fn decode_png(bytes: &[u8]) -> (u32, u32, png::ColorType) {
@@ -116,7 +99,7 @@ fn rgb_tokens_equal_the_native_tokenizer_and_detokenize_gives_a_png() {
         "{:?}",
         tokens.ids
     );
-    assert_eq!(tokens.ids, native_ids(&tokenizer, 96, &rgb));
+    assert_eq!(tokens.ids, native_rgb_ids(&tokenizer, 96, &rgb));
     // Not a constant grid: the picture has structure.
     assert!(tokens.ids.iter().any(|&id| id != tokens.ids[0]));
 
@@ -139,19 +122,7 @@ fn rgb_tokens_equal_the_native_tokenizer_and_detokenize_gives_a_png() {
     assert_eq!(again.artifacts[0].value, out.artifacts[0].value);
 
     // The decoded pixels are the native decoder's, de-normalised.
-    let ids = Tensor::from_vec(
-        tokens.ids.iter().map(|&v| i64::from(v)).collect::<Vec<_>>(),
-        (1, 6, 6),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let dec = tokenizer
-        .decode_tokens(&ids)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let dec = native_decode(&tokenizer, &tokens.ids, (6, 6));
     let mut reader = png::Decoder::new(&image.data[..]).read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
     reader.next_frame(&mut buf).unwrap();
@@ -292,14 +263,7 @@ fn a_divae_tokenizer_decodes_with_steps_and_seed() {
     let dir = root.join("vq/divae_unet_tiny");
     let tokenizer = Arc::new(VqTokenizer::load(&dir, &ModelLoadOptions::default()).unwrap());
     assert!(tokenizer.is_diffusion());
-    let mut graphs = TokenizerGraphs::default();
-    graphs.add(DOMAIN, tokenizer.clone()).unwrap();
-    let h = PluginHarness::load_with(
-        plugin_manifest("rgb"),
-        &LoadOptions::default(),
-        Arc::new(graphs),
-    )
-    .unwrap();
+    let h = plugin_with_tokenizer(plugin_manifest("rgb"), DOMAIN, tokenizer.clone());
     let tokens = h
         .tokenize(
             DOMAIN,

@@ -11,11 +11,9 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use tessera_model::LoadOptions as ModelLoadOptions;
 use tessera_model::vq::VqTokenizer;
-use tessera_nn::TokenizerGraphs;
 use tessera_plugin_test::PluginHarness;
-use tessera_runtime::LoadOptions;
 use tessera_runtime::types::Value;
-use tessera_tests::{fixtures, plugin_manifest};
+use tessera_tests::{fixtures, native_decode, native_ids, plugin_manifest, plugin_with_tokenizer};
 
 use crate::rgb_plugin::{image_value, png_bytes};
 
@@ -68,15 +66,8 @@ fn setup(
 ) -> Option<(PluginHarness, Arc<VqTokenizer>, tempfile::TempDir)> {
     let dir = fixtures()?.join("vq/vqvae_semseg_vit_tiny");
     let tokenizer = Arc::new(VqTokenizer::load(&dir, &ModelLoadOptions::default()).unwrap());
-    let mut graphs = TokenizerGraphs::default();
-    graphs.add(DOMAIN, tokenizer.clone()).unwrap();
     let temp = tempfile::tempdir().unwrap();
-    let harness = PluginHarness::load_with(
-        manifest(temp.path()),
-        &LoadOptions::default(),
-        Arc::new(graphs),
-    )
-    .expect("semseg plugin loads");
+    let harness = plugin_with_tokenizer(manifest(temp.path()), DOMAIN, tokenizer.clone());
     Some((harness, tokenizer, temp))
 }
 
@@ -128,17 +119,7 @@ fn label_maps_tokenize_natively_and_decode_to_the_argmax_palette_png_with_a_lege
         &Device::Cpu,
     )
     .unwrap();
-    let native: Vec<u32> = tokenizer
-        .encode(&input)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .iter()
-        .map(|&v| v as u32)
-        .collect();
-    assert_eq!(tokens.ids, native);
+    assert_eq!(tokens.ids, native_ids(&tokenizer, &input));
 
     // The same map as colours reads through the class colours to the same tokens.
     let rgb: Vec<u8> = ids.iter().flat_map(|&c| colour(usize::from(c))).collect();
@@ -154,19 +135,7 @@ fn label_maps_tokenize_natively_and_decode_to_the_argmax_palette_png_with_a_lege
     };
     let (decoded, colour_type) = png_samples(&image.data);
     assert_eq!(colour_type, png::ColorType::Indexed);
-    let token_tensor = Tensor::from_vec(
-        tokens.ids.iter().map(|&v| i64::from(v)).collect::<Vec<_>>(),
-        (1, 4, 4),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let logits = tokenizer
-        .decode_tokens(&token_tensor)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let logits = native_decode(&tokenizer, &tokens.ids, (4, 4));
     let plane = (SIDE * SIDE) as usize;
     let expected: Vec<u8> = (0..plane)
         .map(|p| {
