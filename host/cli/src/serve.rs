@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// On Ctrl-C / SIGTERM, seconds running runs may go on before they are cancelled.
     #[arg(long, default_value_t = 10)]
     grace: u64,
+    /// Keep at most N ended runs (the most recently ended) with their outputs; older ones are
+    /// deleted when a run ends and at start. Default: keep every run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    keep_runs: Option<u64>,
     /// The text vocabulary (tokenizer JSON) for the text plugins; defaults to their manifests'.
     #[arg(long)]
     vocab: Option<PathBuf>,
@@ -67,6 +71,7 @@ pub fn serve(args: ServeArgs, plugins_dir: &Path) -> Result<ExitCode> {
     config.body_limit = args.body_limit_mib.max(1) << 20;
     config.request_timeout = Duration::from_secs(args.request_timeout.max(2));
     config.grace = Duration::from_secs(args.grace);
+    config.keep_runs = args.keep_runs.map(|n| n as usize);
     if let Some(vocab) = &args.vocab {
         config
             .asset_overrides

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// On shutdown, how long running runs may go on before they are cancelled.
     pub grace: Duration,
+    /// At most this many ended runs are kept on disk (the most recently ended); `None` keeps all.
+    pub keep_runs: Option<usize>,
 }
 
 impl ServerConfig {
@@ -75,6 +77,7 @@ impl ServerConfig {
             body_limit: 16 << 20,
             request_timeout: Duration::from_secs(120),
             grace: Duration::from_secs(10),
+            keep_runs: None,
         }
     }
 }
@@ -265,6 +268,7 @@ impl Server {
                 max_concurrent_runs: config.max_concurrent_runs,
                 steps_per_run: config.steps_per_run,
                 cache_dir: config.data_dir.join("cache").join("steps"),
+                keep_runs: config.keep_runs,
             },
         )?;
         let state = Arc::new(AppState {

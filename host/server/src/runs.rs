@@ -243,6 +243,9 @@ pub struct RunSettings {
     pub steps_per_run: usize,
     /// The step cache directory.
     pub cache_dir: PathBuf,
+    /// At most this many ended runs are kept (the most recently ended); older ones are deleted
+    /// with their outputs when a run ends and at start. `None` keeps every run.
+    pub keep_runs: Option<usize>,
 }
 
 /// Owns every run of the server.
@@ -281,7 +284,7 @@ impl RunManager {
             }
             runs.insert(handle.id.clone(), handle);
         }
-        Ok(Arc::new(Self {
+        let manager = Arc::new(Self {
             engine,
             store,
             queue: Arc::new(Semaphore::new(settings.max_concurrent_runs.max(1))),
@@ -289,7 +292,40 @@ impl RunManager {
             runs: Mutex::new(runs),
             counter: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
-        }))
+        });
+        manager.prune(0);
+        Ok(manager)
+    }
+
+    /// Applies the retention policy: deletes the ended runs beyond the `keep_runs` most recently
+    /// ended ones, less `ending` places for runs about to end (so that a client told a run ended
+    /// never sees more runs than the policy allows). Queued and running runs are never touched.
+    /// Blocks on file deletion.
+    fn prune(&self, ending: usize) {
+        let Some(keep) = self.settings.keep_runs.map(|k| k.saturating_sub(ending)) else {
+            return;
+        };
+        let mut runs = lock(&self.runs);
+        let mut ended: Vec<(u64, String)> = runs
+            .values()
+            .map(|h| h.record())
+            .filter(|r| r.state.is_terminal())
+            .map(|r| (r.finished_ms.unwrap_or(r.created_ms), r.id))
+            .collect();
+        if ended.len() <= keep {
+            return;
+        }
+        ended.sort_by(|a, b| b.cmp(a));
+        for (_, id) in ended.drain(keep..) {
+            match self.store.delete(&id) {
+                Ok(()) => {
+                    runs.remove(&id);
+                    tracing::info!(run = %id, keep, "run deleted by the retention policy");
+                }
+                // Kept in the list, so that it stays visible and can be deleted by hand.
+                Err(error) => tracing::warn!(run = %id, %error, "could not delete an old run"),
+            }
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -430,7 +466,10 @@ impl RunManager {
                 }
                 Err(error) => (RunState::Failed, Some(error)),
             };
+            manager.prune(1);
             worker_handle.set_state(state, error);
+            // Another run may have ended meanwhile.
+            manager.prune(0);
         })
         .await;
         if let Err(join) = finished {

@@ -48,3 +48,61 @@ async fn finished_runs_survive_a_restart_and_unfinished_ones_are_failed() {
         "{events}"
     );
 }
+
+#[tokio::test]
+async fn the_retention_policy_keeps_the_most_recent_ended_runs() {
+    let Some(server) = TestServer::start_with(|config| config.keep_runs = Some(2)) else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for caption in ["a red ball", "a small dog", "a photo of a cat"] {
+        let run = server.run_cheap(caption).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    // The first run ended first: it and its files are gone, the two later ones stay.
+    let first = server.get(&format!("/v1/runs/{}", ids[0])).await;
+    assert_eq!(
+        first.status,
+        axum::http::StatusCode::NOT_FOUND,
+        "{}",
+        first.text()
+    );
+    assert!(!server.data.path().join("runs").join(&ids[0]).exists());
+    let listed: Vec<String> = server
+        .get("/v1/runs")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, vec![ids[2].clone(), ids[1].clone()]);
+    for id in &ids[1..] {
+        assert!(
+            server
+                .data
+                .path()
+                .join("runs")
+                .join(id)
+                .join("run.json")
+                .is_file()
+        );
+    }
+
+    // At start the policy applies to what the store holds: with one kept, the newest remains.
+    let data = server.data;
+    drop(server.server);
+    let (fixtures, plugins) = crate::common::fixtures().unwrap();
+    let mut config = crate::common::config(&fixtures, &plugins, data.path());
+    config.keep_runs = Some(1);
+    let restarted = TestServer {
+        server: tessera_server::Server::load(config).unwrap(),
+        data,
+    };
+    let listed = restarted.get("/v1/runs").await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], ids[2].as_str());
+    assert!(!restarted.data.path().join("runs").join(&ids[1]).exists());
+}
