@@ -15,38 +15,18 @@ pub fn repo_root() -> PathBuf {
 
 /// The fixtures directory and the built plugins, or `None` (skip) when missing outside CI.
 pub fn setup() -> Option<(PathBuf, PathBuf)> {
-    let fixtures = std::env::var_os("TESSERA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/fixtures"));
-    let plugins = repo_root().join("target/plugins");
-    for needed in [
-        fixtures.join("fm/fm7_tiny_swiglu_shared/model.safetensors"),
-        fixtures.join("text/wordpiece_4m_30k.json"),
-        plugins.join("caption/plugin.toml"),
-        plugins.join("det/plugin.toml"),
-    ] {
-        if !needed.exists() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{} is missing under CI (fixtures, or `cargo xtask plugins`)",
-                needed.display()
-            );
-            eprintln!("skipping: {} is missing", needed.display());
-            return None;
-        }
-    }
-    Some((fixtures, plugins))
+    tessera_fixtures::fixture_model_with_plugins(&["caption", "det"])
 }
 
 pub fn engine(fixtures: &Path, plugins: &Path, out: &Path) -> Engine {
     Engine::load(&EngineConfig {
-        model: fixtures.join("fm/fm7_tiny_swiglu_shared"),
+        model: fixtures.join(tessera_fixtures::FIXTURE_MODEL),
         plugins_dir: plugins.to_path_buf(),
         out_dir: out.to_path_buf(),
         tokenizers: Default::default(),
         asset_overrides: BTreeMap::from([(
             "vocab".to_owned(),
-            fixtures.join("text/wordpiece_4m_30k.json"),
+            fixtures.join(tessera_fixtures::FIXTURE_VOCAB),
         )]),
     })
     .expect("engine loads the fixture model and the plugins")

@@ -33,35 +33,17 @@ depth = "steps.depth"
 
 /// The fixture model, vocabulary and built plugins, or `None` (skip) when missing outside CI.
 pub fn fixtures() -> Option<(PathBuf, PathBuf)> {
-    let fixtures = std::env::var_os("TESSERA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/fixtures"));
-    let plugins = repo_root().join("target/plugins");
-    for needed in [
-        fixtures.join("fm/fm7_tiny_swiglu_shared/model.safetensors"),
-        fixtures.join("text/wordpiece_4m_30k.json"),
-        plugins.join("caption/plugin.toml"),
-    ] {
-        if !needed.exists() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{} is missing under CI (fixtures, or `cargo xtask plugins`)",
-                needed.display()
-            );
-            eprintln!("skipping: {} is missing", needed.display());
-            return None;
-        }
-    }
-    Some((fixtures, plugins))
+    tessera_fixtures::fixture_model_with_plugins(&["caption"])
 }
 
 pub fn config(fixtures: &Path, plugins: &Path, data: &Path) -> ServerConfig {
-    let mut config = ServerConfig::new(fixtures.join("fm/fm7_tiny_swiglu_shared"), plugins);
+    let mut config = ServerConfig::new(fixtures.join(tessera_fixtures::FIXTURE_MODEL), plugins);
     config.workflows_dir = repo_root().join("workflows");
     config.data_dir = data.to_path_buf();
-    config
-        .asset_overrides
-        .insert("vocab".into(), fixtures.join("text/wordpiece_4m_30k.json"));
+    config.asset_overrides.insert(
+        "vocab".into(),
+        fixtures.join(tessera_fixtures::FIXTURE_VOCAB),
+    );
     config
 }
 
