@@ -24,9 +24,8 @@ use crate::inputs::{Branch, BranchKey, DenseInputs, check_dense, stacked_encoder
 pub struct GeneratorOptions {
     /// Top-k / top-p filtering applied before temperature.
     pub sampling: SamplingOptions,
-    /// Autoregressive decoding feeds one token per iteration against a KV cache; `false`
-    /// recomputes the whole prefix every token like the reference.
-    pub kv_cache: bool,
+    /// How autoregressive decoding computes each token.
+    pub autoregressive: AutoregressiveMode,
     /// Conditional and unconditional rows in one encoder / decoder batch; `false` runs each
     /// branch on its own.
     pub batch_guidance: bool,
@@ -40,12 +39,29 @@ impl Default for GeneratorOptions {
     fn default() -> Self {
         Self {
             sampling: SamplingOptions::default(),
-            kv_cache: true,
+            autoregressive: AutoregressiveMode::KvCache,
             batch_guidance: true,
             reuse_encoder: true,
             record_logits: false,
         }
     }
+}
+
+/// How an autoregressive step computes each token. All three give the same tokens; the two
+/// recompute modes exist as baselines and as checks of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoregressiveMode {
+    /// One new token per iteration against the decoder's self-attention KV cache; the
+    /// cross-attention keys/values of the encoder context are computed once per encoder pass.
+    #[default]
+    KvCache,
+    /// The decoder over the whole prefix (causal mask) for every token, with the
+    /// cross-attention keys/values of the context still computed once per encoder pass.
+    RecomputePrefix,
+    /// The reference's loop (4m-reference §5.6 step 4): for every token the whole decoder over
+    /// the prefix, including every block's `context_norm` and keys/values projection of the
+    /// encoder context.
+    RecomputeAll,
 }
 
 /// What the progress callback is told.
@@ -728,7 +744,8 @@ impl<'m> Generator<'m> {
                         let mut per_branch = Vec::with_capacity(branches.len());
                         for ((context, rows), decoder_cache) in contexts.iter().zip(&mut caches) {
                             let copies = rows / batch;
-                            let logits = if self.options.kv_cache {
+                            let mode = self.options.autoregressive;
+                            let logits = if mode == AutoregressiveMode::KvCache {
                                 let tokens = (0..copies)
                                     .flat_map(|_| streams.iter().map(|s| vec![s[i]]))
                                     .collect();
@@ -744,6 +761,13 @@ impl<'m> Generator<'m> {
                                     )?
                                     .logits
                             } else {
+                                let recomputed;
+                                let context = if mode == AutoregressiveMode::RecomputeAll {
+                                    recomputed = self.model.recompute_cross_kv(context)?;
+                                    &recomputed
+                                } else {
+                                    context
+                                };
                                 let mut fresh = self.model.new_cache(domain, *rows)?;
                                 let tokens =
                                     (0..copies).flat_map(|_| streams.iter().cloned()).collect();

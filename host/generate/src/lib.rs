@@ -16,7 +16,8 @@ pub mod inputs;
 pub use catalog::domain_catalog;
 pub use error::{GenerateError, Result};
 pub use generator::{
-    Cancelled, Generator, GeneratorOptions, Progress, RunReport, StepReport, no_progress,
+    AutoregressiveMode, Cancelled, Generator, GeneratorOptions, Progress, RunReport, StepReport,
+    no_progress,
 };
 pub use inputs::DenseInputs;
 pub use tessera_sampler::{GenerationPlan, GenerationState, GenerationStep};

@@ -15,6 +15,7 @@ pub mod layers;
 pub mod modality;
 pub mod model;
 pub mod posemb;
+pub mod small_rows;
 pub mod vq;
 
 pub use config::{Activation, ModelConfig};

@@ -712,6 +712,28 @@ impl FourM {
         })
     }
 
+    /// `context` with every decoder block's cross-attention keys/values computed again from its
+    /// context tensor (`context_norm`, then the `kv` projection). The reference's decoder repeats
+    /// this work in every forward pass, so a reference-faithful baseline (benchmarks, checks that
+    /// caching it changes nothing) calls this before each pass; [`FourM::encode`] computes the
+    /// same values once. Padding slots of a context built by [`EncodedContext::concat_rows`] get
+    /// the projection of a zero token instead of zeros; they are masked out either way.
+    pub fn recompute_cross_kv(&self, context: &EncodedContext) -> Result<EncodedContext> {
+        if context.context.dim(1)? == 0 {
+            // No encoder tokens: the zero-length keys/values from `encode` are already exact.
+            return Ok(context.clone());
+        }
+        let cross_kv = self
+            .decoder
+            .iter()
+            .map(|block| block.context_kv(&context.context))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(EncodedContext {
+            cross_kv,
+            ..context.clone()
+        })
+    }
+
     /// Decoder input `(B, n, D)` for a query set.
     pub fn embed_queries(&self, queries: &QuerySet) -> Result<Tensor> {
         let embedding = self.decoder_for(&queries.domain)?;
