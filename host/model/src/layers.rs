@@ -96,7 +96,11 @@ impl Linear {
         // 4M-21 B decoder; `bench_small_rows`); other dtypes keep the row-by-row products
         // (~3x faster than gemm at 2 rows).
         let small = x2.device().is_cpu() && (1..=SMALL_ROW_COUNT).contains(&rows);
-        let mut y = if small && x2.dtype() == DType::F32 && self.weight.is_contiguous() {
+        // The kernel has no backward: products that gradients flow through (training) take the
+        // general path.
+        let tracked = x2.track_op() || self.weight.track_op();
+        let mut y = if small && !tracked && x2.dtype() == DType::F32 && self.weight.is_contiguous()
+        {
             x2.contiguous()?
                 .apply_op2_no_bwd(&self.weight, &SmallRowsMatmul)?
         } else if small && rows > 1 {
