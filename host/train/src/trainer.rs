@@ -208,6 +208,11 @@ impl<'a> CoreTrainer<'a> {
         &self.config
     }
 
+    /// The optimiser (benchmarks drive the update themselves).
+    pub fn optimizer_mut(&mut self) -> &mut AdamW {
+        &mut self.optimizer
+    }
+
     /// Draw the next batch's sample indices, advancing the data position across epochs.
     fn next_indices(&mut self) -> Vec<usize> {
         (0..self.config.batch_size)

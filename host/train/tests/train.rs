@@ -305,7 +305,7 @@ mod objective {
     use candle_core::{DType, Device};
     use tessera_train::masking::{DomainShape, mask_sample};
     use tessera_train::objective::{batch_loss, domain_plans};
-    use tessera_train::{CoreTrainer, TrainRng};
+    use tessera_train::{CoreTrainer, DomainTokens, TrainRng};
 
     use super::support::{config, dataset};
 
@@ -340,6 +340,63 @@ mod objective {
                 }
             }
         }
+    }
+
+    /// Substitute each sentinel of the input by its span from the target (the reference's
+    /// `merge_span_masking`).
+    fn merge(input: &[u32], target: &[u32]) -> Vec<u32> {
+        let is_sentinel = |id: u32| (4..204).contains(&id);
+        let mut out = Vec::new();
+        for &id in input {
+            if !is_sentinel(id) {
+                out.push(id);
+                continue;
+            }
+            let start = target
+                .iter()
+                .position(|&t| t == id)
+                .expect("sentinel in target")
+                + 1;
+            out.extend(target[start..].iter().take_while(|&&t| !is_sentinel(t)));
+        }
+        out
+    }
+
+    #[test]
+    fn span_masking_loses_nothing_and_ends_targets_with_a_sentinel() {
+        let mut cfg = config(1);
+        // Budgets large enough that no target is cut: every masked span must come back.
+        cfg.masking.input_tokens = [0, 24];
+        cfg.masking.target_tokens = [64, 64];
+        let plans = domain_plans(&cfg.model_config().unwrap()).unwrap();
+        let data = dataset(60);
+        let mut rng = TrainRng::seeded(2);
+        let (mut partial, mut full) = (0, 0);
+        for sample in &data.samples {
+            let tokens: Vec<_> = plans.iter().map(|p| &sample[&p.name]).collect();
+            let masked = mask_sample(&plans, &tokens, &cfg.masking, &cfg.specials, &mut rng);
+            for (plan, m) in plans.iter().zip(&masked) {
+                let DomainTokens::Sequence(original) = &sample[&plan.name] else {
+                    continue;
+                };
+                let mut expected = original.clone();
+                expected.push(3); // [EOS]
+                let last = *m.target_ids.last().unwrap();
+                assert!((4..204).contains(&last), "target ends with a sentinel");
+                if m.encoder_ids.is_empty() {
+                    // Fully masked: [S_1] everything [EOS] [S_2].
+                    full += 1;
+                    let mut whole = vec![5];
+                    whole.extend(&expected);
+                    whole.push(6);
+                    assert_eq!(m.target_ids, whole);
+                } else {
+                    partial += 1;
+                    assert_eq!(merge(&m.encoder_ids, &m.target_ids), expected);
+                }
+            }
+        }
+        assert!(partial > 10 && full > 10, "partial {partial}, full {full}");
     }
 
     #[test]
