@@ -303,7 +303,7 @@ mod objective {
     //! to finite differences.
 
     use candle_core::{DType, Device};
-    use tessera_train::masking::{DomainShape, mask_sample};
+    use tessera_train::masking::{DirichletAlphas, DomainShape, mask_sample};
     use tessera_train::objective::{batch_loss, domain_plans};
     use tessera_train::{CoreTrainer, DomainTokens, TrainRng};
 
@@ -365,9 +365,14 @@ mod objective {
     #[test]
     fn span_masking_loses_nothing_and_ends_targets_with_a_sentinel() {
         let mut cfg = config(1);
-        // Budgets large enough that no target is cut: every masked span must come back.
+        // Budgets large enough, and split evenly enough (one component, alpha 1000), that no
+        // target is cut: every masked span must come back.
         cfg.masking.input_tokens = [0, 24];
         cfg.masking.target_tokens = [64, 64];
+        cfg.masking.alphas = vec![DirichletAlphas {
+            input: 1000.0,
+            target: 1000.0,
+        }];
         let plans = domain_plans(&cfg.model_config().unwrap()).unwrap();
         let data = dataset(60);
         let mut rng = TrainRng::seeded(2);
