@@ -48,6 +48,9 @@ pub struct FmArgs {
     /// The text vocabulary for `world:` data and presets.
     #[arg(long, env = "TESSERA_VOCAB", default_value_os_t = default_vocab())]
     vocab: PathBuf,
+    /// Device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Output directory: checkpoints/step-N/, model/ (the final 4M checkpoint), loss.png.
     #[arg(long)]
     out: PathBuf,
@@ -157,7 +160,8 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
         config.seed = seed;
     }
     let data = load_data(&args.data, &args.vocab)?;
-    let device = candle_core::Device::Cpu;
+    let device = tessera_model::select_device(&args.device)
+        .with_context(|| format!("--device {}", args.device))?;
     let mut trainer = if args.resume {
         let checkpoint = latest_checkpoint(&args.out).with_context(|| {
             format!(

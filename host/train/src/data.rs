@@ -17,8 +17,8 @@ use crate::error::{Result, TrainError};
 pub enum DomainTokens {
     /// A text-like sequence, without `[EOS]` (the objective appends it).
     Sequence(Vec<u32>),
-    /// A text-like sequence made of chunks that are span-masked whole (`v1=<type> v0=<value>`
-    /// pairs of metadata).
+    /// A text-like sequence made of chunks in no particular order, shuffled for every sample and
+    /// span-masked whole (`v1=<type> v0=<value>` pairs of metadata).
     Chunks(Vec<Vec<u32>>),
     /// An image-like token grid, row-major, `side × side` ids.
     Grid(Vec<u32>),

@@ -226,9 +226,13 @@ fn mask_sequence(
             ids.into_iter().map(|id| vec![id]).collect()
         }
         DomainTokens::Chunks(chunks) => {
+            // Chunk order carries no meaning (metadata fields); the reference's
+            // `MetadataTransform(shuffle=True)` shuffles it for every sample in training.
+            let mut chunks = chunks.clone();
+            rng.shuffle(&mut chunks);
             let mut kept = Vec::new();
             let mut count = 0;
-            for chunk in chunks.iter().cloned().chain([vec![specials.eos]]) {
+            for chunk in chunks.into_iter().chain([vec![specials.eos]]) {
                 count += chunk.len();
                 if count <= max_tokens {
                     kept.push(chunk);
