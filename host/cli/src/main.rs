@@ -49,7 +49,7 @@ enum Command {
     /// Inspect 4M checkpoints.
     #[command(subcommand)]
     Model(model::ModelCommand),
-    /// Training on one machine (today: tessera's own text vocabulary).
+    /// Training on one machine: tessera's own text vocabulary, the 4M core.
     #[command(subcommand)]
     Train(train::TrainCommand),
     /// The procedural shapes world: render scenes, write datasets.

@@ -1,16 +1,67 @@
-//! `tessera train`: training on one machine (today the text vocabulary).
+//! `tessera train`: training on one machine: tessera's text vocabulary (`vocab`) and the 4M core
+//! (`fm`).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-use tessera_train::{VocabOptions, train_vocab, world_corpus};
+use tessera_train::{
+    CoreTrainConfig, CoreTrainer, InMemoryDataset, StepReport, VocabOptions, latest_checkpoint,
+    train_vocab, world_corpus, world_dataset,
+};
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
     /// Train tessera's own WordPiece vocabulary (4M token layout) on shapes-world captions.
     Vocab(VocabArgs),
+    /// Train the 4M core on a token dataset with the 4M masking objective.
+    Fm(FmArgs),
+}
+
+#[derive(Args)]
+pub struct FmArgs {
+    /// Training config (JSON: model as a 4M config.json object, vocab sizes, masking, optim, ...).
+    #[arg(long, conflicts_with = "preset", required_unless_present = "preset")]
+    config: Option<PathBuf>,
+    /// A built-in config over the shapes world's sequence domains: `tiny` or `small`.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Token data: `world:COUNT[@FIRST_SEED]` (render and tokenise shapes-world scenes) or a
+    /// JSON-lines file of samples (`{"caption": {"sequence": [...]}, "tok_rgb@224": {"grid": [...]}}`).
+    #[arg(long)]
+    data: String,
+    /// Total optimisation steps (overrides the config's).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Checkpoint interval in steps (overrides the config's; 0 = only the final model).
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Samples per step (overrides the config's).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Seed of initialisation, data order and masking (overrides the config's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The text vocabulary for `world:` data and presets.
+    #[arg(long, env = "TESSERA_VOCAB", default_value_os_t = default_vocab())]
+    vocab: PathBuf,
+    /// Device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Output directory: checkpoints/step-N/, model/ (the final 4M checkpoint), loss.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from the newest checkpoint in --out (with the same config).
+    #[arg(long)]
+    resume: bool,
+}
+
+/// The project's own vocabulary, next to the sources this binary was built from.
+fn default_vocab() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/text/wordpiece_shapes.json")
 }
 
 #[derive(Args)]
@@ -31,6 +82,7 @@ pub struct VocabArgs {
 
 pub fn run(command: TrainCommand) -> Result<ExitCode> {
     match command {
+        TrainCommand::Fm(args) => train_fm(args),
         TrainCommand::Vocab(args) => {
             let options = VocabOptions {
                 scenes: args.scenes,
@@ -60,4 +112,143 @@ pub fn run(command: TrainCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn load_tokenizer(path: &Path) -> Result<tessera_text::TextTokenizer> {
+    let json = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    tessera_text::TextTokenizer::from_json_bytes(&json)
+        .with_context(|| format!("loading the vocabulary {}", path.display()))
+}
+
+/// `world:COUNT[@FIRST_SEED]` or a JSON-lines file.
+fn load_data(spec: &str, vocab: &Path) -> Result<InMemoryDataset> {
+    if let Some(rest) = spec.strip_prefix("world:") {
+        let (count, first) = match rest.split_once('@') {
+            Some((count, first)) => (count, first.parse::<u64>().ok()),
+            None => (rest, Some(0)),
+        };
+        let (Ok(count), Some(first)) = (count.parse::<usize>(), first) else {
+            bail!("--data {spec}: expected world:COUNT or world:COUNT@FIRST_SEED");
+        };
+        let tokenizer = load_tokenizer(vocab)?;
+        return world_dataset(&tokenizer, first, count)
+            .with_context(|| format!("building the shapes-world data {spec}"));
+    }
+    InMemoryDataset::read_jsonl(Path::new(spec)).with_context(|| format!("reading --data {spec}"))
+}
+
+fn train_fm(args: FmArgs) -> Result<ExitCode> {
+    let mut config = match (&args.config, &args.preset) {
+        (Some(path), None) => CoreTrainConfig::read(path)
+            .with_context(|| format!("reading the training config {}", path.display()))?,
+        (None, Some(preset)) => {
+            let vocab_size = load_tokenizer(&args.vocab)?.vocab_size();
+            CoreTrainConfig::preset(preset, vocab_size)?
+        }
+        _ => bail!("give either --config or --preset"),
+    };
+    if let Some(steps) = args.steps {
+        config.steps = steps;
+    }
+    if let Some(every) = args.checkpoint_every {
+        config.checkpoint_every = every;
+    }
+    if let Some(batch) = args.batch_size {
+        config.batch_size = batch;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    let data = load_data(&args.data, &args.vocab)?;
+    let device = tessera_model::select_device(&args.device)
+        .with_context(|| format!("--device {}", args.device))?;
+    let mut trainer = if args.resume {
+        let checkpoint = latest_checkpoint(&args.out).with_context(|| {
+            format!(
+                "--resume: no checkpoint under {}/checkpoints",
+                args.out.display()
+            )
+        })?;
+        eprintln!("resuming from {}", checkpoint.display());
+        CoreTrainer::resume(config.clone(), &data, &device, &checkpoint)
+            .with_context(|| format!("resuming from {}", checkpoint.display()))?
+    } else {
+        if let Some(existing) = latest_checkpoint(&args.out) {
+            bail!(
+                "{} already holds checkpoints ({}); pass --resume to continue, or choose another --out",
+                args.out.display(),
+                existing.display()
+            );
+        }
+        CoreTrainer::new(config.clone(), &data, &device).context("setting up training")?
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let config_path = args.out.join("train-config.json");
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+
+    eprintln!(
+        "training a {}-parameter core on {} samples for {} steps",
+        trainer.parameters().element_count(),
+        data.samples.len(),
+        config.steps
+    );
+    let plain = !std::io::stderr().is_terminal();
+    let bar = if plain {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(config.steps);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta}]")
+                .expect("valid template"),
+        );
+        bar
+    };
+    let first_step = trainer.state().step;
+    bar.set_position(first_step);
+    let started = Instant::now();
+    let (mut tokens, mut last) = (0usize, None::<StepReport>);
+    trainer
+        .run(&args.out, u64::MAX, &mut |report| {
+            tokens += report.tokens;
+            let rate = tokens as f64 / started.elapsed().as_secs_f64();
+            let message = format!(
+                "loss {:.4}  {:.0} tok/s  lr {:.2e}",
+                report.loss, rate, report.lr
+            );
+            if plain {
+                if report.step % 10 == 0 || report.step == report.total_steps {
+                    eprintln!("step {}/{}  {message}", report.step, report.total_steps);
+                }
+            } else {
+                bar.set_position(report.step);
+                bar.set_message(message);
+            }
+            last = Some(report.clone());
+        })
+        .context("training")?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(report) = last {
+        let domains: Vec<String> = report
+            .per_domain
+            .iter()
+            .map(|(d, (loss, _))| format!("{d} {loss:.3}"))
+            .collect();
+        println!(
+            "step {}: loss {:.4} ({}); {:.2} steps/s, {:.0} tokens/s",
+            report.step,
+            report.loss,
+            domains.join(", "),
+            (trainer.state().step - first_step) as f64 / seconds,
+            tokens as f64 / seconds
+        );
+    }
+    println!(
+        "model: {}\nloss curve: {}",
+        args.out.join("model").display(),
+        args.out.join("loss.png").display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 #[path = "cli/serve.rs"]
 mod serve;
+#[path = "cli/train.rs"]
+mod train;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

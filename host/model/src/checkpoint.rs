@@ -6,10 +6,10 @@
 //! copied its mapped pages are released (`MADV_DONTNEED`), so that resident memory stays about one
 //! copy of the weights plus one tensor rather than two copies.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use safetensors::Dtype as StDtype;
 
 use crate::config::ModelConfig;
@@ -314,22 +314,102 @@ pub(crate) fn read_config_as<C>(
     from_metadata(file.metadata())
 }
 
+/// Makes the tensors of a model that is created rather than read from a file (a random
+/// initialisation for training), through the same construction code as loading.
+pub trait ParameterInit {
+    /// Shape of a tensor whose size the architecture leaves open (vocabulary tables, an untied
+    /// head); `None` means the model has no such tensor.
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>>;
+    /// Initial values of a learned tensor of `shape`, row-major.
+    fn values(&mut self, name: &str, shape: &[usize]) -> Vec<f32>;
+}
+
+/// Where the tensors of a [`TensorSource`] come from.
+enum Backing<'a> {
+    File(&'a SafetensorsFile),
+    Fresh(&'a mut dyn ParameterInit),
+}
+
+/// A model's tensors by checkpoint name, as built for training: learned parameters as
+/// [`Var`]s (the model's tensors share their storage, so updating a `Var` updates the model) and
+/// the fixed buffers the released layout also stores (sin-cos tables, zero biases of bias-free
+/// norms).
+#[derive(Debug, Clone, Default)]
+pub struct Parameters {
+    pub vars: BTreeMap<String, Var>,
+    pub buffers: BTreeMap<String, Tensor>,
+    /// Checkpoint keys that hold the same parameter as another key (the encoder `mod_emb` of a
+    /// model sharing modality embeddings), key → the key that owns the `Var`.
+    pub aliases: BTreeMap<String, String>,
+}
+
+impl Parameters {
+    /// Number of learned scalars (aliases counted once).
+    pub fn element_count(&self) -> usize {
+        self.vars.values().map(|v| v.elem_count()).sum()
+    }
+
+    /// Every checkpoint key with its tensor: parameters, buffers and aliases.
+    pub fn checkpoint_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        let mut all: BTreeMap<String, Tensor> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        all.extend(self.buffers.iter().map(|(k, t)| (k.clone(), t.clone())));
+        for (alias, owner) in &self.aliases {
+            let tensor = all
+                .get(owner)
+                .cloned()
+                .ok_or_else(|| ModelError::MissingTensor {
+                    name: owner.clone(),
+                    expected: format!("the parameter aliased by {alias}"),
+                })?;
+            all.insert(alias.clone(), tensor);
+        }
+        Ok(all)
+    }
+}
+
 /// Loads tensors by name with shape checks and records which ones were used, so that tensors the
-/// architecture does not account for can be reported.
+/// architecture does not account for can be reported. In training mode every learned tensor is
+/// wrapped in a [`Var`] and kept by name ([`TensorSource::into_parameters`]).
 pub struct TensorSource<'a> {
-    file: &'a SafetensorsFile,
+    backing: Backing<'a>,
     dtype: DType,
     device: Device,
     used: BTreeSet<String>,
+    /// `Some` in training mode.
+    record: Option<Parameters>,
 }
 
 impl<'a> TensorSource<'a> {
     pub fn new(file: &'a SafetensorsFile, dtype: DType, device: Device) -> Self {
         Self {
-            file,
+            backing: Backing::File(file),
             dtype,
             device,
             used: BTreeSet::new(),
+            record: None,
+        }
+    }
+
+    /// Training mode over a checkpoint: learned tensors become `Var`s.
+    pub fn trainable(file: &'a SafetensorsFile, dtype: DType, device: Device) -> Self {
+        Self {
+            record: Some(Parameters::default()),
+            ..Self::new(file, dtype, device)
+        }
+    }
+
+    /// Training mode over fresh tensors made by `init` (no file).
+    pub fn fresh(init: &'a mut dyn ParameterInit, dtype: DType, device: Device) -> Self {
+        Self {
+            backing: Backing::Fresh(init),
+            dtype,
+            device,
+            used: BTreeSet::new(),
+            record: Some(Parameters::default()),
         }
     }
 
@@ -341,66 +421,128 @@ impl<'a> TensorSource<'a> {
         self.dtype
     }
 
+    /// Whether learned tensors are being wrapped as `Var`s.
+    pub fn is_trainable(&self) -> bool {
+        self.record.is_some()
+    }
+
     /// Shape of a tensor, if the checkpoint has it (does not mark it used).
-    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
-        self.file.entries().get(name).map(|e| e.shape.as_slice())
+    pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        match &self.backing {
+            Backing::File(file) => file.entries().get(name).map(|e| e.shape.clone()),
+            Backing::Fresh(init) => init.shape_of(name),
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.file.entries().contains_key(name)
+        self.shape_of(name).is_some()
     }
 
-    /// Check a tensor's existence and shape without loading it.
+    /// Check a tensor's existence and shape without loading it. Fresh tensors exist in whatever
+    /// shape the architecture asks for, unless the initialiser fixes another one.
     pub fn check(&self, name: &str, expected: &[usize]) -> Result<()> {
-        let found = self
-            .shape_of(name)
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: name.to_owned(),
-                expected: format!("{expected:?}"),
-            })?;
+        let found = match (&self.backing, self.shape_of(name)) {
+            (_, Some(found)) => found,
+            (Backing::Fresh(_), None) => return Ok(()),
+            (Backing::File(_), None) => {
+                return Err(ModelError::MissingTensor {
+                    name: name.to_owned(),
+                    expected: format!("{expected:?}"),
+                });
+            }
+        };
         if found != expected {
             return Err(ModelError::ShapeMismatch {
                 name: name.to_owned(),
                 expected: expected.to_vec(),
-                found: found.to_vec(),
+                found,
             });
         }
         Ok(())
     }
 
-    /// Load a tensor of exactly `expected` shape in the model dtype.
+    /// Load a learned tensor of exactly `expected` shape in the model dtype.
     pub fn get(&mut self, name: &str, expected: &[usize]) -> Result<Tensor> {
         self.get_as(name, expected, self.dtype)
     }
 
-    /// Load a tensor of exactly `expected` shape in a given dtype (e.g. positional tables kept in f32
-    /// for checking).
+    /// Load a learned tensor of exactly `expected` shape in a given dtype.
     pub fn get_as(&mut self, name: &str, expected: &[usize], dtype: DType) -> Result<Tensor> {
         self.check(name, expected)?;
-        let tensor = self.file.load(name, dtype, &self.device)?;
+        let tensor = match &mut self.backing {
+            Backing::File(file) => file.load(name, dtype, &self.device)?,
+            Backing::Fresh(init) => {
+                let values = init.values(name, expected);
+                Tensor::from_vec(values, expected, &self.device)?.to_dtype(dtype)?
+            }
+        };
         self.used.insert(name.to_owned());
+        Ok(match &mut self.record {
+            Some(record) => {
+                let var = Var::from_tensor(&tensor)?;
+                let tensor = var.as_tensor().clone();
+                record.vars.insert(name.to_owned(), var);
+                tensor
+            }
+            None => tensor,
+        })
+    }
+
+    /// Load a fixed buffer (never a `Var`): from the file, or `fresh()` when creating a model.
+    pub fn get_buffer(
+        &mut self,
+        name: &str,
+        expected: &[usize],
+        dtype: DType,
+        fresh: impl FnOnce() -> Vec<f32>,
+    ) -> Result<Tensor> {
+        self.check(name, expected)?;
+        let tensor = match &self.backing {
+            Backing::File(file) => file.load(name, dtype, &self.device)?,
+            Backing::Fresh(_) => {
+                Tensor::from_vec(fresh(), expected, &self.device)?.to_dtype(dtype)?
+            }
+        };
+        self.used.insert(name.to_owned());
+        if let Some(record) = &mut self.record {
+            record.buffers.insert(name.to_owned(), tensor.clone());
+        }
         Ok(tensor)
     }
 
     /// Mark a tensor as accounted for without loading it (a zero bias buffer, an unused table).
     pub fn skip(&mut self, name: &str, expected: &[usize]) -> Result<()> {
         self.check(name, expected)?;
-        let entry = &self.file.entries()[name];
-        if decode_floats(&[], entry.dtype).is_none() {
-            return Err(ModelError::UnsupportedTensorDtype {
-                name: name.to_owned(),
-                found: format!("{:?}", entry.dtype),
-            });
+        if let Backing::File(file) = &self.backing {
+            let entry = &file.entries()[name];
+            if decode_floats(&[], entry.dtype).is_none() {
+                return Err(ModelError::UnsupportedTensorDtype {
+                    name: name.to_owned(),
+                    found: format!("{:?}", entry.dtype),
+                });
+            }
         }
         self.used.insert(name.to_owned());
+        Ok(())
+    }
+
+    /// Like [`skip`](Self::skip) for a key that stores the same parameter as `owner` (a shared
+    /// modality embedding); a saved checkpoint writes it again under this key.
+    pub fn alias(&mut self, name: &str, expected: &[usize], owner: &str) -> Result<()> {
+        self.skip(name, expected)?;
+        if let Some(record) = &mut self.record {
+            record.aliases.insert(name.to_owned(), owner.to_owned());
+        }
         Ok(())
     }
 
     /// Mark every tensor whose name starts with `prefix` as accounted for without loading it (the
     /// parts of a checkpoint a caller deliberately does not build); returns how many.
     pub fn skip_prefix(&mut self, prefix: &str) -> usize {
-        let names: Vec<String> = self
-            .file
+        let Backing::File(file) = &self.backing else {
+            return 0;
+        };
+        let names: Vec<String> = file
             .entries()
             .keys()
             .filter(|k| k.starts_with(prefix))
@@ -411,10 +553,17 @@ impl<'a> TensorSource<'a> {
         count
     }
 
+    /// The recorded parameters of a training-mode source (empty otherwise).
+    pub fn into_parameters(self) -> Parameters {
+        self.record.unwrap_or_default()
+    }
+
     /// Error if the file holds tensors that were neither loaded nor skipped.
-    pub fn finish(self) -> Result<()> {
-        let mut extra: Vec<String> = self
-            .file
+    pub fn finish(&self) -> Result<()> {
+        let Backing::File(file) = &self.backing else {
+            return Ok(());
+        };
+        let mut extra: Vec<String> = file
             .entries()
             .keys()
             .filter(|k| !self.used.contains(*k))

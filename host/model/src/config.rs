@@ -191,6 +191,65 @@ impl ModelConfig {
     }
 }
 
+impl ModelConfig {
+    /// The config as the released `config.json` writes it.
+    pub fn to_json_value(&self) -> Value {
+        serde_json::json!({
+            "act_layer": self.act_layer.torch_name(),
+            "decoder_depth": self.decoder_depth,
+            "dim": self.dim,
+            "domains_in": self.domains_in,
+            "domains_out": self.domains_out,
+            "encoder_depth": self.encoder_depth,
+            "gated_mlp": self.gated_mlp,
+            "image_size": self.image_size,
+            "mlp_bias": self.mlp_bias,
+            "mlp_ratio": self.mlp_ratio,
+            "norm_bias": self.norm_bias,
+            "num_heads": self.num_heads,
+            "patch_size": self.patch_size,
+            "proj_bias": self.proj_bias,
+            "qk_norm": self.qk_norm,
+            "qkv_bias": self.qkv_bias,
+            "share_modality_embeddings": self.share_modality_embeddings,
+        })
+    }
+
+    /// The config as safetensors header metadata: each value as Python's `str()` of it, which
+    /// is what the released files hold and what [`ModelConfig::from_metadata`] reads.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        fn python(value: &Value) -> String {
+            match value {
+                Value::Bool(true) => "True".into(),
+                Value::Bool(false) => "False".into(),
+                Value::Null => "None".into(),
+                Value::String(s) => s.clone(),
+                Value::Number(n) => match n.as_f64() {
+                    Some(x) if !n.is_i64() && !n.is_u64() && x.fract() == 0.0 => format!("{x:.1}"),
+                    _ => n.to_string(),
+                },
+                Value::Array(items) => {
+                    let parts: Vec<String> = items
+                        .iter()
+                        .map(|item| match item {
+                            Value::String(s) => format!("'{s}'"),
+                            other => python(other),
+                        })
+                        .collect();
+                    format!("[{}]", parts.join(", "))
+                }
+                Value::Object(_) => value.to_string(),
+            }
+        }
+        self.to_json_value()
+            .as_object()
+            .expect("config is an object")
+            .iter()
+            .map(|(k, v)| (k.clone(), python(v)))
+            .collect()
+    }
+}
+
 fn required_usize(map: &BTreeMap<String, Value>, field: &str) -> Result<usize> {
     optional_usize(map, field)?.ok_or_else(|| ModelError::MissingConfig {
         reason: format!("field `{field}` is missing"),

@@ -26,8 +26,9 @@ enum TableKind {
     Learned,
 }
 
-/// Load a positional table `(1, rows, D)` as `(rows, D)` in the model dtype, checking sin-cos
-/// tables against the computed values.
+/// Load a positional table `(1, rows, D)` as `(rows, D)` in the model dtype. Sin-cos tables are
+/// fixed buffers, checked against the computed values (and computed when a model is created);
+/// learned tables are parameters.
 fn load_positions(
     source: &mut TensorSource,
     name: &str,
@@ -35,28 +36,28 @@ fn load_positions(
     dim: usize,
     kind: TableKind,
 ) -> Result<Tensor> {
-    let stored = source
-        .get_as(name, &[1, rows, dim], DType::F32)?
-        .reshape((rows, dim))?;
     let computed = match kind {
-        TableKind::Sincos1d => Some(sincos_1d(rows, dim)),
-        TableKind::Sincos2d { side } => Some(sincos_2d(side, side, dim)),
-        TableKind::Learned => None,
-    };
-    if let Some(computed) = computed {
-        let stored_values = stored.flatten_all()?.to_vec1::<f32>()?;
-        let max_abs_diff = stored_values
-            .iter()
-            .zip(&computed)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        if max_abs_diff.is_nan() || max_abs_diff > SINCOS_TOLERANCE {
-            return Err(ModelError::PositionalTableMismatch {
-                name: name.to_owned(),
-                max_abs_diff,
-                tolerance: SINCOS_TOLERANCE,
-            });
+        TableKind::Sincos1d => sincos_1d(rows, dim),
+        TableKind::Sincos2d { side } => sincos_2d(side, side, dim),
+        TableKind::Learned => {
+            return Ok(source.get(name, &[1, rows, dim])?.reshape((rows, dim))?);
         }
+    };
+    let stored = source
+        .get_buffer(name, &[1, rows, dim], DType::F32, || computed.clone())?
+        .reshape((rows, dim))?;
+    let stored_values = stored.flatten_all()?.to_vec1::<f32>()?;
+    let max_abs_diff = stored_values
+        .iter()
+        .zip(&computed)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    if max_abs_diff.is_nan() || max_abs_diff > SINCOS_TOLERANCE {
+        return Err(ModelError::PositionalTableMismatch {
+            name: name.to_owned(),
+            max_abs_diff,
+            tolerance: SINCOS_TOLERANCE,
+        });
     }
     Ok(stored.to_dtype(source.dtype())?)
 }
@@ -161,7 +162,11 @@ impl EncoderEmbedding {
         let modality = match shared_modality {
             Some(shared) => {
                 // The decoder's `mod_emb` is the parameter PyTorch ends up with when both are loaded.
-                source.skip(&format!("{prefix}.mod_emb"), &[1, 1, d])?;
+                source.alias(
+                    &format!("{prefix}.mod_emb"),
+                    &[1, 1, d],
+                    &format!("decoder_embeddings.{}.mod_emb", info.name),
+                )?;
                 shared.clone()
             }
             None => load_mod_emb(source, &format!("{prefix}.mod_emb"), d)?,

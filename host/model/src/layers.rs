@@ -19,14 +19,42 @@ pub struct LayerNorm {
 const LAYER_NORM_EPS: f32 = 1e-6;
 
 impl LayerNorm {
+    /// A norm whose `bias` is learned (read as a parameter).
     pub fn load(source: &mut TensorSource, prefix: &str, dim: usize) -> Result<Self> {
+        Self::load_with_bias(source, prefix, dim, true)
+    }
+
+    /// `learned_bias = false` (`norm_bias` off): the `bias` is a zero buffer, never trained.
+    pub fn load_with_bias(
+        source: &mut TensorSource,
+        prefix: &str,
+        dim: usize,
+        learned_bias: bool,
+    ) -> Result<Self> {
+        let bias_name = format!("{prefix}.bias");
         Ok(Self {
             weight: source.get(&format!("{prefix}.weight"), &[dim])?,
-            bias: source.get(&format!("{prefix}.bias"), &[dim])?,
+            bias: if learned_bias {
+                source.get(&bias_name, &[dim])?
+            } else {
+                let dtype = source.dtype();
+                source.get_buffer(&bias_name, &[dim], dtype, || vec![0.0; dim])?
+            },
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // candle's fused kernel has no backward: while gradients are tracked, compose the same
+        // computation (biased variance over the last dim) from differentiable ops.
+        if x.track_op() || self.weight.track_op() || self.bias.track_op() {
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let centred = x.broadcast_sub(&mean)?;
+            let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = centred.broadcast_div(&(variance + LAYER_NORM_EPS as f64)?.sqrt()?)?;
+            return Ok(normed
+                .broadcast_mul(&self.weight)?
+                .broadcast_add(&self.bias)?);
+        }
         let x = if x.is_contiguous() {
             x.clone()
         } else {
@@ -218,12 +246,28 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&AttentionMask>) -> R
         }
     };
     // Reduced-precision softmax sums hundreds of terms in 8 mantissa bits; do it in f32.
-    let weights = if scores.dtype() == DType::F32 {
+    let weights = if scores.track_op() {
+        // The fused softmax has no backward; while gradients are tracked use the composed form.
+        let compute = if matches!(scores.dtype(), DType::F32 | DType::F64) {
+            scores.clone()
+        } else {
+            scores.to_dtype(DType::F32)?
+        };
+        softmax_last_dim_differentiable(&compute)?.to_dtype(scores.dtype())?
+    } else if scores.dtype() == DType::F32 {
         candle_nn::ops::softmax_last_dim(&scores)?
     } else {
         candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(scores.dtype())?
     };
     Ok(weights.matmul(v)?)
+}
+
+/// `softmax` over the last dimension from differentiable ops; the max is subtracted (detached:
+/// softmax does not depend on it) so that large scores do not overflow `exp`.
+pub fn softmax_last_dim_differentiable(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let exp = x.broadcast_sub(&max)?.exp()?;
+    Ok(exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?)
 }
 
 /// Optional per-head LayerNorm of queries and keys (`qk_norm` variants).
@@ -240,8 +284,18 @@ impl QkNorm {
         }
         let hd = config.head_dim();
         Ok(Some(Self {
-            q_norm: LayerNorm::load(source, &format!("{prefix}.q_norm"), hd)?,
-            k_norm: LayerNorm::load(source, &format!("{prefix}.k_norm"), hd)?,
+            q_norm: LayerNorm::load_with_bias(
+                source,
+                &format!("{prefix}.q_norm"),
+                hd,
+                config.norm_bias,
+            )?,
+            k_norm: LayerNorm::load_with_bias(
+                source,
+                &format!("{prefix}.k_norm"),
+                hd,
+                config.norm_bias,
+            )?,
         }))
     }
 }
@@ -388,9 +442,19 @@ pub struct EncoderBlock {
 impl EncoderBlock {
     pub fn load(source: &mut TensorSource, prefix: &str, config: &ModelConfig) -> Result<Self> {
         Ok(Self {
-            norm1: LayerNorm::load(source, &format!("{prefix}.norm1"), config.dim)?,
+            norm1: LayerNorm::load_with_bias(
+                source,
+                &format!("{prefix}.norm1"),
+                config.dim,
+                config.norm_bias,
+            )?,
             attn: SelfAttention::load(source, &format!("{prefix}.attn"), config)?,
-            norm2: LayerNorm::load(source, &format!("{prefix}.norm2"), config.dim)?,
+            norm2: LayerNorm::load_with_bias(
+                source,
+                &format!("{prefix}.norm2"),
+                config.dim,
+                config.norm_bias,
+            )?,
             mlp: Mlp::load(source, &format!("{prefix}.mlp"), config)?,
         })
     }
@@ -418,12 +482,32 @@ impl DecoderBlock {
     pub fn load(source: &mut TensorSource, prefix: &str, config: &ModelConfig) -> Result<Self> {
         let d = config.dim;
         Ok(Self {
-            norm1: LayerNorm::load(source, &format!("{prefix}.norm1"), d)?,
+            norm1: LayerNorm::load_with_bias(
+                source,
+                &format!("{prefix}.norm1"),
+                d,
+                config.norm_bias,
+            )?,
             self_attn: SelfAttention::load(source, &format!("{prefix}.self_attn"), config)?,
-            query_norm: LayerNorm::load(source, &format!("{prefix}.query_norm"), d)?,
-            context_norm: LayerNorm::load(source, &format!("{prefix}.context_norm"), d)?,
+            query_norm: LayerNorm::load_with_bias(
+                source,
+                &format!("{prefix}.query_norm"),
+                d,
+                config.norm_bias,
+            )?,
+            context_norm: LayerNorm::load_with_bias(
+                source,
+                &format!("{prefix}.context_norm"),
+                d,
+                config.norm_bias,
+            )?,
             cross_attn: CrossAttention::load(source, &format!("{prefix}.cross_attn"), config)?,
-            norm2: LayerNorm::load(source, &format!("{prefix}.norm2"), d)?,
+            norm2: LayerNorm::load_with_bias(
+                source,
+                &format!("{prefix}.norm2"),
+                d,
+                config.norm_bias,
+            )?,
             mlp: Mlp::load(source, &format!("{prefix}.mlp"), config)?,
         })
     }

@@ -15,9 +15,11 @@ pub mod layers;
 pub mod modality;
 pub mod model;
 pub mod posemb;
+pub mod save;
 pub mod small_rows;
 pub mod vq;
 
+pub use checkpoint::{ParameterInit, Parameters};
 pub use config::{Activation, ModelConfig};
 pub use error::{ModelError, Result};
 pub use inspect::{CheckpointSummary, inspect};
@@ -26,4 +28,5 @@ pub use model::{
     DecoderCache, DecoderOutput, DomainState, DomainValues, EncodedContext, EncoderInput, FourM,
     LoadOptions, Mask, MaskedTargetOutput, QueryContent, QuerySet, select_device,
 };
+pub use save::save_checkpoint;
 pub use vq::{VqConfig, VqTokenizer};

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::checkpoint::{CheckpointPaths, SafetensorsFile, TensorSource, read_config};
+use crate::checkpoint::{
+    CheckpointPaths, ParameterInit, Parameters, SafetensorsFile, TensorSource, read_config,
+};
 use crate::config::ModelConfig;
 use crate::embeddings::{DecoderEmbedding, EncoderContent, EncoderEmbedding, gather_rows};
 use crate::error::{ModelError, Result};
@@ -374,6 +376,40 @@ impl FourM {
         Ok(model)
     }
 
+    /// Load a checkpoint for training: the same model, with every learned tensor a `Var` (see
+    /// [`Parameters`]). Compute dtype F32 or F64.
+    pub fn load_trainable(
+        path: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, Parameters)> {
+        check_training_dtype(dtype)?;
+        let paths = CheckpointPaths::resolve(path.as_ref())?;
+        let file = SafetensorsFile::open(&paths.weights)?;
+        let config = read_config(&paths, &file)?;
+        let parameter_count = crate::inspect::count_parameters(&config, &file);
+        let mut source = TensorSource::trainable(&file, dtype, device.clone());
+        let model = Self::from_source(&mut source, config, parameter_count, file.file_size())?;
+        source.finish()?;
+        Ok((model, source.into_parameters()))
+    }
+
+    /// Create a model for training from `config`, its tensors made by `init` (vocabulary sizes
+    /// come from `init.shape_of`), through the same construction code as [`FourM::load`].
+    pub fn init_trainable(
+        config: ModelConfig,
+        init: &mut dyn ParameterInit,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, Parameters)> {
+        check_training_dtype(dtype)?;
+        let mut source = TensorSource::fresh(init, dtype, device.clone());
+        let mut model = Self::from_source(&mut source, config, 0, 0)?;
+        let parameters = source.into_parameters();
+        model.parameter_count = parameters.element_count();
+        Ok((model, parameters))
+    }
+
     fn from_source(
         source: &mut TensorSource,
         config: ModelConfig,
@@ -416,12 +452,12 @@ impl FourM {
         let encoder = (0..config.encoder_depth)
             .map(|i| EncoderBlock::load(source, &format!("encoder.{i}"), &config))
             .collect::<Result<Vec<_>>>()?;
-        let encoder_norm = LayerNorm::load(source, "encoder_norm", d)?;
+        let encoder_norm = LayerNorm::load_with_bias(source, "encoder_norm", d, config.norm_bias)?;
         let context_proj = Linear::load(source, "decoder_proj_context", d, d, true)?;
         let decoder = (0..config.decoder_depth)
             .map(|i| DecoderBlock::load(source, &format!("decoder.{i}"), &config))
             .collect::<Result<Vec<_>>>()?;
-        let decoder_norm = LayerNorm::load(source, "decoder_norm", d)?;
+        let decoder_norm = LayerNorm::load_with_bias(source, "decoder_norm", d, config.norm_bias)?;
         let mask_token = source.get("mask_token", &[1, 1, d])?.reshape(d)?;
         Ok(Self {
             dtype: source.dtype(),
@@ -937,9 +973,73 @@ impl FourM {
         })
     }
 
+    /// Decode several query sets jointly, as in training: their queries are concatenated (in the
+    /// given order) into one decoder sequence whose self-attention follows `self_mask`, a
+    /// `(B, 1, N, N)` u8 tensor (1 = blocked, `N` the total query count) built by the caller (the
+    /// reference's `adapt_decoder_attention_mask`). Returns each set's `(B, n, V)` logits.
+    pub fn decode_joint(
+        &self,
+        context: &EncodedContext,
+        query_sets: &[QuerySet],
+        self_mask: &Tensor,
+    ) -> Result<Vec<Tensor>> {
+        let mut inputs = Vec::with_capacity(query_sets.len());
+        for queries in query_sets {
+            self.check_rows(context, queries)?;
+            inputs.push(self.embed_queries(queries)?);
+        }
+        let lengths: Vec<usize> = inputs.iter().map(|t| t.dims()[1]).collect();
+        let total: usize = lengths.iter().sum();
+        let expected = [context.batch_size(), 1, total, total];
+        if self_mask.dims() != expected {
+            return Err(ModelError::InvalidInput {
+                domain: "decoder".into(),
+                reason: format!(
+                    "self-attention mask {:?}, expected {expected:?}",
+                    self_mask.dims()
+                ),
+            });
+        }
+        let mask = AttentionMask {
+            blocked: self_mask.clone(),
+        };
+        let mut hidden = Tensor::cat(&inputs, 1)?;
+        for (i, block) in self.decoder.iter().enumerate() {
+            hidden = block.forward(
+                &hidden,
+                Some(&mask),
+                None,
+                &context.cross_kv[i],
+                context.key_padding.as_ref(),
+                context.rows_with_keys.as_ref(),
+            )?;
+        }
+        let hidden = self.decoder_norm.forward(&hidden)?;
+        let mut offset = 0;
+        let mut logits = Vec::with_capacity(query_sets.len());
+        for (queries, n) in query_sets.iter().zip(lengths) {
+            let part = hidden.narrow(1, offset, n)?;
+            logits.push(self.decoder_for(&queries.domain)?.head.forward(&part)?);
+            offset += n;
+        }
+        Ok(logits)
+    }
+
     /// Logits of `domain`'s head for decoder hidden states `(B, n, D)`.
     pub fn logits(&self, domain: &str, hidden: &Tensor) -> Result<Tensor> {
         self.decoder_for(domain)?.head.forward(hidden)
+    }
+}
+
+/// Training computes in F32 (or F64, for gradient checks); reduced precision would need loss
+/// scaling, which is not built.
+fn check_training_dtype(dtype: DType) -> Result<()> {
+    if matches!(dtype, DType::F32 | DType::F64) {
+        Ok(())
+    } else {
+        Err(ModelError::UnsupportedConfig {
+            feature: format!("training in {dtype:?} (F32 or F64 only)"),
+        })
     }
 }
 

@@ -1,8 +1,25 @@
-//! tessera-train: training on one machine. Today: tessera's own WordPiece text vocabulary
-//! ([`vocab`]), trained on the shapes world's captions with the 4M layout of added tokens, so the
-//! same text plugins serve tessera's model and the released 4M models with only the vocabulary
-//! asset changed.
+//! tessera-train: training on one machine. tessera's own WordPiece text vocabulary ([`vocab`]),
+//! and the 4M core ([`trainer`]): the reference's masking objective ([`masking`],
+//! [`objective`]) on token datasets ([`data`], [`world_source`]), AdamW with a warm-up + cosine
+//! schedule ([`optim`]), exact resume, checkpoints in the released 4M layout.
 
+pub mod core_config;
+pub mod data;
+pub mod error;
+pub mod init;
+pub mod masking;
+pub mod objective;
+pub mod optim;
+pub mod plot;
+pub mod rng;
+pub mod trainer;
 pub mod vocab;
+pub mod world_source;
 
+pub use core_config::CoreTrainConfig;
+pub use data::{DomainTokens, InMemoryDataset, TokenDataset, TokenSample};
+pub use error::TrainError;
+pub use rng::TrainRng;
+pub use trainer::{CoreTrainer, StepReport, TrainerState, checkpoint_dir, latest_checkpoint};
 pub use vocab::{TrainVocabError, VocabOptions, special_tokens, train_vocab, world_corpus};
+pub use world_source::{WORLD_SEQUENCE_DOMAINS, world_dataset, world_sample};

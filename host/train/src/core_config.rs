@@ -1,0 +1,157 @@
+//! What a core training run is: the model (a 4M `config.json` object), vocabulary sizes, the
+//! objective, the optimiser, batch size, step count, checkpoint interval and seed. Read from a JSON
+//! file or built from a preset.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tessera_model::ModelConfig;
+
+use crate::error::{Result, TrainError};
+use crate::masking::{MaskingConfig, SequenceSpecials};
+use crate::optim::OptimConfig;
+
+/// A core training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoreTrainConfig {
+    /// The model, exactly as a released `config.json` writes it.
+    pub model: serde_json::Value,
+    /// Vocabulary size of every domain.
+    pub vocab: BTreeMap<String, usize>,
+    #[serde(default)]
+    pub masking: MaskingConfig,
+    #[serde(default)]
+    pub specials: SequenceSpecials,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    pub batch_size: usize,
+    pub steps: u64,
+    /// Save a resumable checkpoint every this many steps (0: only at the end).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// The sequence domains the shapes world provides.
+const WORLD_DOMAINS: [&str; 4] = ["caption", "det", "metadata", "color_palette"];
+
+impl CoreTrainConfig {
+    /// A named preset over the shapes world's sequence domains with a `text_vocab`-token
+    /// vocabulary: `tiny` (D 64, 2 + 2 blocks; tests, smoke runs) or `small` (D 256, 4 + 4).
+    pub fn preset(name: &str, text_vocab: usize) -> Result<Self> {
+        let (dim, depth, heads, batch) = match name {
+            "tiny" => (64, 2, 2, 8),
+            "small" => (256, 4, 4, 16),
+            other => {
+                return Err(TrainError::InvalidConfig {
+                    field: "preset".into(),
+                    reason: format!("unknown preset `{other}` (tiny, small)"),
+                });
+            }
+        };
+        let domains: Vec<&str> = WORLD_DOMAINS.to_vec();
+        Ok(Self {
+            model: serde_json::json!({
+                "act_layer": "SiLU",
+                "dim": dim,
+                "encoder_depth": depth,
+                "decoder_depth": depth,
+                "num_heads": heads,
+                "mlp_ratio": 4.0,
+                "gated_mlp": true,
+                "qkv_bias": false,
+                "proj_bias": false,
+                "mlp_bias": false,
+                "norm_bias": false,
+                "share_modality_embeddings": false,
+                "domains_in": domains,
+                "domains_out": domains,
+                "image_size": 224,
+                "patch_size": 16,
+            }),
+            vocab: WORLD_DOMAINS
+                .iter()
+                .map(|d| (d.to_string(), text_vocab))
+                .collect(),
+            // The shapes world's sequences are short: 128 + 128 tokens cover a scene's four.
+            masking: MaskingConfig {
+                input_tokens: [32, 128],
+                target_tokens: [32, 128],
+                ..MaskingConfig::default()
+            },
+            specials: SequenceSpecials::default(),
+            optim: OptimConfig::default(),
+            batch_size: batch,
+            steps: 1000,
+            checkpoint_every: 200,
+            seed: 0,
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| TrainError::BadFile {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The parsed model config.
+    pub fn model_config(&self) -> Result<ModelConfig> {
+        Ok(ModelConfig::from_json_value(&self.model)?)
+    }
+
+    /// Refuse settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field: &str, reason: String| TrainError::InvalidConfig {
+            field: field.into(),
+            reason,
+        };
+        if self.batch_size == 0 {
+            return Err(invalid("batch_size", "must be at least 1".into()));
+        }
+        if self.steps == 0 {
+            return Err(invalid("steps", "must be at least 1".into()));
+        }
+        self.masking.validate()?;
+        let o = &self.optim;
+        if !(o.peak_lr > 0.0 && o.min_lr >= 0.0 && o.min_lr <= o.peak_lr) {
+            return Err(invalid(
+                "optim",
+                "needs 0 ≤ min_lr ≤ peak_lr, peak_lr > 0".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
+            return Err(invalid("optim", "betas must lie in [0, 1)".into()));
+        }
+        let model = self.model_config()?;
+        for domain in model.domains_in.iter().chain(&model.domains_out) {
+            match self.vocab.get(domain) {
+                Some(&v) if v > 0 => {}
+                _ => {
+                    return Err(invalid(
+                        "vocab",
+                        format!("no vocabulary size for `{domain}`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The top-level fields in which `other` differs from `self` (`steps` included).
+    pub fn differences(&self, other: &Self) -> Vec<String> {
+        let a = serde_json::to_value(self).expect("config serialises");
+        let b = serde_json::to_value(other).expect("config serialises");
+        let (a, b) = (a.as_object().unwrap(), b.as_object().unwrap());
+        a.keys()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect()
+    }
+}

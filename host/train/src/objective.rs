@@ -1,0 +1,313 @@
+//! The 4M training loss on a batch of masked samples: encoder inputs from every domain's visible
+//! tokens, one joint decoder pass over every target domain (mask-token queries for grids,
+//! teacher-forced shifted tokens for sequences) under the reference's training attention mask,
+//! and a cross-entropy per domain averaged over the target domains (reference `forward_mod_loss`).
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Tensor};
+use tessera_model::{
+    DomainValues, EncoderInput, FourM, Mask, ModalityKind, ModelConfig, QueryContent, QuerySet,
+    embeddings::image_grid, modality_info,
+};
+
+use crate::data::{DomainTokens, TokenSample};
+use crate::error::{Result, TrainError};
+use crate::masking::{DomainPlan, DomainShape, MaskedDomain};
+
+/// The domains of a model config that training covers, in `domains_in` then `domains_out`
+/// order, with their shapes. Refuses domains that are not 4M modalities or cannot be token
+/// trained (pixels, pre-computed embeddings).
+pub fn domain_plans(config: &ModelConfig) -> Result<Vec<DomainPlan>> {
+    let mut names: Vec<&String> = Vec::new();
+    for name in config.domains_in.iter().chain(&config.domains_out) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let info = modality_info(name).ok_or_else(|| TrainError::UnknownDomain {
+                domain: name.clone(),
+            })?;
+            let shape = match info.kind {
+                ModalityKind::Sequence { max_tokens, .. } => DomainShape::Sequence { max_tokens },
+                ModalityKind::ImageTokens { .. } => DomainShape::Grid {
+                    tokens: image_grid(info, config)?.1,
+                },
+                ModalityKind::Pixels { .. } | ModalityKind::SequenceEmbedding { .. } => {
+                    return Err(TrainError::UnsupportedDomain {
+                        domain: name.clone(),
+                        reason: "only token domains (sequences and token grids) are trained".into(),
+                    });
+                }
+            };
+            Ok(DomainPlan {
+                name: name.clone(),
+                shape,
+                is_input: config.domains_in.contains(name),
+                is_target: config.domains_out.contains(name),
+            })
+        })
+        .collect()
+}
+
+/// Check one sample against the plans: every domain present, of the right kind and size, ids
+/// inside the vocabulary.
+pub fn check_sample(
+    index: usize,
+    sample: &TokenSample,
+    plans: &[DomainPlan],
+    vocab: &BTreeMap<String, usize>,
+) -> Result<()> {
+    for plan in plans {
+        let tokens = sample
+            .get(&plan.name)
+            .ok_or_else(|| TrainError::MissingDomain {
+                index,
+                domain: plan.name.clone(),
+            })?;
+        let invalid = |reason: String| TrainError::InvalidSample {
+            index,
+            domain: plan.name.clone(),
+            reason,
+        };
+        let ids: Vec<u32> = match (plan.shape, tokens) {
+            (DomainShape::Grid { tokens: n }, DomainTokens::Grid(ids)) => {
+                if ids.len() != n {
+                    return Err(invalid(format!(
+                        "{} grid ids, the domain has {n}",
+                        ids.len()
+                    )));
+                }
+                ids.clone()
+            }
+            (DomainShape::Sequence { .. }, DomainTokens::Sequence(ids)) => ids.clone(),
+            (DomainShape::Sequence { .. }, DomainTokens::Chunks(chunks)) => chunks.concat(),
+            (DomainShape::Grid { .. }, _) => {
+                return Err(invalid("an image-like domain needs a token grid".into()));
+            }
+            (DomainShape::Sequence { .. }, DomainTokens::Grid(_)) => {
+                return Err(invalid("a sequence domain needs a token sequence".into()));
+            }
+        };
+        let size = vocab[&plan.name];
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= size) {
+            return Err(invalid(format!(
+                "token id {bad} outside the vocabulary of {size}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Loss of one step and what it was made of.
+#[derive(Debug)]
+pub struct BatchLoss {
+    /// Scalar: mean over target domains of each domain's mean token cross-entropy.
+    pub loss: Tensor,
+    /// Per target domain: (mean cross-entropy, predicted tokens); domains without target tokens in
+    /// this batch are absent (they count as 0 in `loss`, as in the reference).
+    pub per_domain: BTreeMap<String, (f32, usize)>,
+    /// Encoder tokens fed plus decoder tokens predicted, for throughput.
+    pub tokens: usize,
+}
+
+/// Forward the model on a batch of masked samples (`masked[row][i]` belongs to `plans[i]`) and
+/// compute the loss.
+pub fn batch_loss(
+    model: &FourM,
+    plans: &[DomainPlan],
+    masked: &[Vec<MaskedDomain>],
+    pad: u32,
+) -> Result<BatchLoss> {
+    let device = model.device().clone();
+    let rows = masked.len();
+    let mut tokens = 0;
+    // Encoder inputs: grids as full grids with their input masks, sequences as their span-masked
+    // inputs padded to the longest row.
+    let mut inputs = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        if !plan.is_input {
+            continue;
+        }
+        let width = masked
+            .iter()
+            .map(|m| m[i].encoder_ids.len())
+            .max()
+            .unwrap_or(0);
+        if width == 0 {
+            continue;
+        }
+        let mut ids = Vec::with_capacity(rows * width);
+        let mut ignored = Vec::with_capacity(rows * width);
+        for row in masked {
+            let domain = &row[i];
+            for c in 0..width {
+                ids.push(domain.encoder_ids.get(c).copied().unwrap_or(pad));
+                let present = domain.encoder_present.get(c).copied().unwrap_or(false);
+                ignored.push(!present);
+                tokens += usize::from(present);
+            }
+        }
+        inputs.push(EncoderInput {
+            domain: plan.name.clone(),
+            values: DomainValues::Tokens(Tensor::from_vec(ids, (rows, width), &device)?),
+            input_mask: Mask::new(rows, width, ignored)?,
+        });
+    }
+    if inputs.is_empty() {
+        // A batch whose every input budget is zero: one fully masked domain fixes the batch size.
+        let first =
+            plans
+                .iter()
+                .position(|p| p.is_input)
+                .ok_or_else(|| TrainError::InvalidConfig {
+                    field: "domains_in".into(),
+                    reason: "no trainable input domain".into(),
+                })?;
+        inputs.push(EncoderInput {
+            domain: plans[first].name.clone(),
+            values: DomainValues::Tokens(Tensor::zeros((rows, 1), DType::U32, &device)?),
+            input_mask: Mask::all_ignored(rows, 1),
+        });
+    }
+    let context = model.encode(&inputs)?;
+
+    // Decoder: one query set per target domain, padded per domain to the longest row. The
+    // reference shuffles the order of the target domains; with attention confined to each domain
+    // and every position carried by the embeddings, the result does not depend on that order, so
+    // it is fixed here (plan order).
+    struct Segment {
+        domain: String,
+        grid: bool,
+        /// Per row, (real queries, labels).
+        valid: Vec<usize>,
+        labels: Vec<Vec<u32>>,
+        len: usize,
+    }
+    let mut query_sets = Vec::new();
+    let mut segments = Vec::new();
+    let target_domains = plans.iter().filter(|p| p.is_target).count();
+    for (i, plan) in plans.iter().enumerate() {
+        if !plan.is_target {
+            continue;
+        }
+        let grid = matches!(plan.shape, DomainShape::Grid { .. });
+        // Sequences: T target ids give T - 1 teacher-forced queries.
+        let count = |d: &MaskedDomain| {
+            if grid {
+                d.target_ids.len()
+            } else {
+                d.target_ids.len().saturating_sub(1)
+            }
+        };
+        let len = masked.iter().map(|m| count(&m[i])).max().unwrap_or(0);
+        if len == 0 {
+            continue;
+        }
+        let mut positions = Vec::with_capacity(rows);
+        let mut contents = Vec::with_capacity(rows);
+        let mut labels = Vec::with_capacity(rows);
+        let mut valid = Vec::with_capacity(rows);
+        for row in masked {
+            let d = &row[i];
+            let n = count(d);
+            valid.push(n);
+            if grid {
+                let mut p = d.target_positions.clone();
+                p.resize(len, 0);
+                positions.push(p);
+                labels.push(d.target_ids.clone());
+            } else {
+                positions.push((0..len).collect());
+                let mut fed = d.target_ids[..n].to_vec();
+                fed.resize(len, pad);
+                contents.push(fed);
+                labels.push(d.target_ids.get(1..).unwrap_or_default().to_vec());
+            }
+        }
+        query_sets.push(QuerySet {
+            domain: plan.name.clone(),
+            positions,
+            content: if grid {
+                QueryContent::MaskToken
+            } else {
+                QueryContent::Tokens(contents)
+            },
+        });
+        segments.push(Segment {
+            domain: plan.name.clone(),
+            grid,
+            valid,
+            labels,
+            len,
+        });
+    }
+    if segments.is_empty() {
+        return Err(TrainError::InvalidConfig {
+            field: "masking.target_tokens".into(),
+            reason: "a batch without any target token".into(),
+        });
+    }
+    // Reference training mask (`adapt_decoder_attention_mask` with `decoder_sep_mask`): a query
+    // attends only to real queries of its own domain, all of them for grids, the ones up to itself
+    // for sequences. Padding queries attend to themselves only.
+    let total: usize = segments.iter().map(|s| s.len).sum();
+    let mut blocked = vec![1u8; rows * total * total];
+    for r in 0..rows {
+        let mut offset = 0;
+        for s in &segments {
+            for qi in 0..s.len {
+                let row_base = (r * total + offset + qi) * total;
+                if qi >= s.valid[r] {
+                    blocked[row_base + offset + qi] = 0;
+                    continue;
+                }
+                let upto = if s.grid { s.valid[r] } else { qi + 1 };
+                for kj in 0..upto {
+                    blocked[row_base + offset + kj] = 0;
+                }
+            }
+            offset += s.len;
+        }
+    }
+    let mask = Tensor::from_vec(blocked, (rows, 1, total, total), &device)?;
+    let logits = model.decode_joint(&context, &query_sets, &mask)?;
+
+    let mut loss: Option<Tensor> = None;
+    let mut per_domain = BTreeMap::new();
+    for (s, logits) in segments.iter().zip(logits) {
+        let vocab = logits.dim(2)?;
+        let mut picked = Vec::new();
+        let mut targets = Vec::new();
+        for r in 0..rows {
+            for q in 0..s.valid[r] {
+                picked.push((r * s.len + q) as u32);
+                targets.push(s.labels[r][q]);
+            }
+        }
+        if picked.is_empty() {
+            continue;
+        }
+        tokens += picked.len();
+        let flat = logits.reshape((rows * s.len, vocab))?;
+        let index = Tensor::from_vec(picked.clone(), picked.len(), &device)?;
+        let chosen = flat.index_select(&index, 0)?;
+        let labels = Tensor::from_vec(targets, picked.len(), &device)?;
+        let domain_loss = candle_nn::loss::cross_entropy(&chosen, &labels)?;
+        let value = domain_loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        per_domain.insert(s.domain.clone(), (value, picked.len()));
+        loss = Some(match loss {
+            None => domain_loss,
+            Some(sum) => (sum + domain_loss)?,
+        });
+    }
+    let loss = loss.expect("at least one segment has a target") / target_domains as f64;
+    Ok(BatchLoss {
+        loss: loss?,
+        per_domain,
+        tokens,
+    })
+}

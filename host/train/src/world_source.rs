@@ -1,0 +1,80 @@
+//! The shapes world as a token dataset for the sequence domains (`caption`, `det`, `metadata`,
+//! `color_palette`), serialised with the text plugins' own code (`tessera-text`) and vocabulary,
+//! so training sees exactly the ids the plugins produce at inference. Image-like domains are not
+//! offered until the image tokenizers are trained.
+
+use tessera_text::{DetOptions, DetectionBox, Rgb, TextTokenizer};
+use tessera_world::SceneModalities;
+
+use crate::data::{DomainTokens, InMemoryDataset, TokenSample};
+use crate::error::{Result, TrainError};
+
+/// The domains [`world_sample`] provides.
+pub const WORLD_SEQUENCE_DOMAINS: [&str; 4] = ["caption", "det", "metadata", "color_palette"];
+
+fn text_error(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Text(e.to_string())
+}
+
+/// The sequence domains of one scene.
+pub fn world_sample(tokenizer: &TextTokenizer, scene: &SceneModalities) -> Result<TokenSample> {
+    let mut sample = TokenSample::new();
+    sample.insert(
+        "caption".into(),
+        DomainTokens::Sequence(tokenizer.encode(&scene.caption)),
+    );
+    // The det plugin's input: normalised boxes with their class names, no scores (always kept).
+    let boxes: Vec<DetectionBox> = scene
+        .boxes
+        .iter()
+        .map(|b| DetectionBox {
+            label: b.label.clone(),
+            xmin: b.normalized_box[0],
+            ymin: b.normalized_box[1],
+            xmax: b.normalized_box[2],
+            ymax: b.normalized_box[3],
+            score: None,
+        })
+        .collect();
+    sample.insert(
+        "det".into(),
+        DomainTokens::Sequence(
+            tessera_text::det::det_to_ids(tokenizer, &boxes, DetOptions::default())
+                .map_err(text_error)?,
+        ),
+    );
+    // Metadata goes through the plugin's JSON parser (its binning), then is masked per chunk.
+    let json = serde_json::to_vec(&scene.metadata).expect("metadata serialises");
+    let chunks = tessera_text::metadata::parse_metadata_json(&json).map_err(text_error)?;
+    let chunk_ids = chunks
+        .iter()
+        .map(|chunk| {
+            tessera_text::metadata::metadata_to_ids(tokenizer, std::slice::from_ref(chunk))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(text_error)?;
+    sample.insert("metadata".into(), DomainTokens::Chunks(chunk_ids));
+    let colours: Vec<Rgb> = scene.palette.iter().map(|c| Rgb(c.rgb)).collect();
+    sample.insert(
+        "color_palette".into(),
+        DomainTokens::Sequence(
+            tessera_text::palette::palette_to_ids(tokenizer, &colours).map_err(text_error)?,
+        ),
+    );
+    Ok(sample)
+}
+
+/// Render scenes `first_seed..first_seed + count` and tokenise their sequence domains.
+pub fn world_dataset(
+    tokenizer: &TextTokenizer,
+    first_seed: u64,
+    count: usize,
+) -> Result<InMemoryDataset> {
+    let samples = (0..count as u64)
+        .map(|i| {
+            let scene = tessera_world::generate_scene(first_seed + i)?;
+            world_sample(tokenizer, &scene)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(InMemoryDataset { samples })
+}
