@@ -1,5 +1,5 @@
-//! `tessera train`: training on one machine: tessera's text vocabulary (`vocab`) and the 4M core
-//! (`fm`).
+//! `tessera train`: training on one machine: tessera's text vocabulary (`vocab`), the 4M core
+//! (`fm`) and the image tokenizers (`tokenizer`).
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 use tessera_train::{
-    CoreTrainConfig, CoreTrainer, InMemoryDataset, StepReport, VocabOptions, latest_checkpoint,
+    CoreTrainConfig, CoreTrainer, ImageDataset, InMemoryDataset, StepReport, TokDomain,
+    TokenizerStepReport, TokenizerTrainConfig, TokenizerTrainer, VocabOptions, latest_checkpoint,
     train_vocab, world_corpus, world_dataset,
 };
 
@@ -19,6 +20,50 @@ pub enum TrainCommand {
     Vocab(VocabArgs),
     /// Train the 4M core on a token dataset with the 4M masking objective.
     Fm(FmArgs),
+    /// Train an image tokenizer (VQ-VAE, lucid cosine codebook) on shapes-world images.
+    Tokenizer(TokenizerArgs),
+}
+
+#[derive(Args)]
+pub struct TokenizerArgs {
+    /// The tokenizer's domain: tok_rgb@224, tok_depth@224, tok_normal@224 or tok_semseg@224.
+    #[arg(long)]
+    domain: String,
+    /// Training config (JSON, the fields of `train-config.json`).
+    #[arg(long, conflicts_with = "preset", required_unless_present = "preset")]
+    config: Option<PathBuf>,
+    /// A built-in config: `tiny` (32 px, seconds on a CPU), `small` (224 px, patch 16, 4-block
+    /// ViTs of width 192) or `base` (ViT-B/16 as the released tokenizers).
+    #[arg(long)]
+    preset: Option<String>,
+    /// A world dataset directory written by `tessera world dataset`.
+    #[arg(long, conflicts_with = "scenes", required_unless_present = "scenes")]
+    data: Option<PathBuf>,
+    /// Render this many shapes-world scenes instead of reading --data.
+    #[arg(long)]
+    scenes: Option<usize>,
+    /// Seed of the first rendered scene (with --scenes).
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Total optimisation steps (overrides the config's).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Checkpoint interval in steps (overrides the config's; 0 = only the final tokenizer).
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Images per step (overrides the config's).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Seed of initialisation, data order and code restarts (overrides the config's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output directory: checkpoints/step-N/, model/ (config.json + model.safetensors, the
+    /// released tokenizer layout), loss.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from the newest checkpoint in --out (with the same config).
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args)]
@@ -83,6 +128,7 @@ pub struct VocabArgs {
 pub fn run(command: TrainCommand) -> Result<ExitCode> {
     match command {
         TrainCommand::Fm(args) => train_fm(args),
+        TrainCommand::Tokenizer(args) => train_tokenizer(args),
         TrainCommand::Vocab(args) => {
             let options = VocabOptions {
                 scenes: args.scenes,
@@ -247,6 +293,140 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
     }
     println!(
         "model: {}\nloss curve: {}",
+        args.out.join("model").display(),
+        args.out.join("loss.png").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
+    let domain = TokDomain::parse(&args.domain)?;
+    let mut config = match (&args.config, &args.preset) {
+        (Some(path), None) => {
+            let config = TokenizerTrainConfig::read(path)
+                .with_context(|| format!("reading the training config {}", path.display()))?;
+            if config.domain != domain {
+                bail!(
+                    "{} trains {}, not --domain {}",
+                    path.display(),
+                    config.domain.name(),
+                    domain.name()
+                );
+            }
+            config
+        }
+        (None, Some(preset)) => TokenizerTrainConfig::preset(preset, domain)?,
+        _ => bail!("give either --config or --preset"),
+    };
+    if let Some(steps) = args.steps {
+        config.steps = steps;
+    }
+    if let Some(every) = args.checkpoint_every {
+        config.checkpoint_every = every;
+    }
+    if let Some(batch) = args.batch_size {
+        config.batch_size = batch;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    let data = match (&args.data, args.scenes) {
+        (Some(dir), None) => ImageDataset::from_world_dir(dir, domain, config.image_size)
+            .with_context(|| format!("reading the world dataset {}", dir.display()))?,
+        (None, Some(count)) => {
+            ImageDataset::from_scenes(domain, config.image_size, args.first_seed, count)
+                .with_context(|| format!("rendering {count} shapes-world scenes"))?
+        }
+        _ => bail!("give either --data or --scenes"),
+    };
+    let device = candle_core::Device::Cpu;
+    let mut trainer = if args.resume {
+        let checkpoint = latest_checkpoint(&args.out).with_context(|| {
+            format!(
+                "--resume: no checkpoint under {}/checkpoints",
+                args.out.display()
+            )
+        })?;
+        eprintln!("resuming from {}", checkpoint.display());
+        TokenizerTrainer::resume(config.clone(), &data, &device, &checkpoint)
+            .with_context(|| format!("resuming from {}", checkpoint.display()))?
+    } else {
+        if let Some(existing) = latest_checkpoint(&args.out) {
+            bail!(
+                "{} already holds checkpoints ({}); pass --resume to continue, or choose another --out",
+                args.out.display(),
+                existing.display()
+            );
+        }
+        TokenizerTrainer::new(config.clone(), &data, &device).context("setting up training")?
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let config_path = args.out.join("train-config.json");
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+
+    eprintln!(
+        "training a {}-parameter {} tokenizer ({} codes) on {} images of {}x{} for {} steps",
+        trainer.parameters().element_count(),
+        domain.name(),
+        config.codebook_size,
+        data.len(),
+        config.image_size,
+        config.image_size,
+        config.steps
+    );
+    let plain = !std::io::stderr().is_terminal();
+    let bar = if plain {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(config.steps);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta}]")
+                .expect("valid template"),
+        );
+        bar
+    };
+    let first_step = trainer.state().step;
+    bar.set_position(first_step);
+    let started = Instant::now();
+    let (mut images, mut last) = (0usize, None::<TokenizerStepReport>);
+    trainer
+        .run(&args.out, u64::MAX, &mut |report| {
+            images += report.images;
+            let rate = images as f64 / started.elapsed().as_secs_f64();
+            let message = format!(
+                "loss {:.4} (rec {:.4})  perplexity {:.1}  {:.1} img/s  lr {:.2e}",
+                report.loss, report.reconstruction, report.perplexity, rate, report.lr
+            );
+            if plain {
+                if report.step % 10 == 0 || report.step == report.total_steps {
+                    eprintln!("step {}/{}  {message}", report.step, report.total_steps);
+                }
+            } else {
+                bar.set_position(report.step);
+                bar.set_message(message);
+            }
+            last = Some(report.clone());
+        })
+        .context("training")?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(report) = last {
+        println!(
+            "step {}: loss {:.4} (reconstruction {:.4}, commitment {:.4}); perplexity {:.1}, {} live codes; {:.2} steps/s, {:.1} images/s",
+            report.step,
+            report.loss,
+            report.reconstruction,
+            report.commitment,
+            report.perplexity,
+            report.live_codes,
+            (trainer.state().step - first_step) as f64 / seconds,
+            images as f64 / seconds
+        );
+    }
+    println!(
+        "tokenizer: {}\nloss curve: {}",
         args.out.join("model").display(),
         args.out.join("loss.png").display()
     );

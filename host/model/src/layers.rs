@@ -47,13 +47,7 @@ impl LayerNorm {
         // candle's fused kernel has no backward: while gradients are tracked, compose the same
         // computation (biased variance over the last dim) from differentiable ops.
         if x.track_op() || self.weight.track_op() || self.bias.track_op() {
-            let mean = x.mean_keepdim(D::Minus1)?;
-            let centred = x.broadcast_sub(&mean)?;
-            let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
-            let normed = centred.broadcast_div(&(variance + LAYER_NORM_EPS as f64)?.sqrt()?)?;
-            return Ok(normed
-                .broadcast_mul(&self.weight)?
-                .broadcast_add(&self.bias)?);
+            return layer_norm_differentiable(x, &self.weight, &self.bias, LAYER_NORM_EPS);
         }
         let x = if x.is_contiguous() {
             x.clone()
@@ -260,6 +254,22 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&AttentionMask>) -> R
         candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(scores.dtype())?
     };
     Ok(weights.matmul(v)?)
+}
+
+/// LayerNorm over the last dimension (biased variance, as the fused kernel) composed from
+/// differentiable ops: candle's fused `layer_norm` has no backward, so this form is used while
+/// gradients are tracked.
+pub fn layer_norm_differentiable(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred.broadcast_div(&(variance + eps as f64)?.sqrt()?)?;
+    Ok(normed.broadcast_mul(weight)?.broadcast_add(bias)?)
 }
 
 /// `softmax` over the last dimension from differentiable ops; the max is subtracted (detached:

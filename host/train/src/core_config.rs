@@ -119,16 +119,7 @@ impl CoreTrainConfig {
             return Err(invalid("steps", "must be at least 1".into()));
         }
         self.masking.validate()?;
-        let o = &self.optim;
-        if !(o.peak_lr > 0.0 && o.min_lr >= 0.0 && o.min_lr <= o.peak_lr) {
-            return Err(invalid(
-                "optim",
-                "needs 0 ≤ min_lr ≤ peak_lr, peak_lr > 0".into(),
-            ));
-        }
-        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
-            return Err(invalid("optim", "betas must lie in [0, 1)".into()));
-        }
+        self.optim.validate()?;
         let model = self.model_config()?;
         for domain in model.domains_in.iter().chain(&model.domains_out) {
             match self.vocab.get(domain) {
@@ -146,12 +137,20 @@ impl CoreTrainConfig {
 
     /// The top-level fields in which `other` differs from `self` (`steps` included).
     pub fn differences(&self, other: &Self) -> Vec<String> {
-        let a = serde_json::to_value(self).expect("config serialises");
-        let b = serde_json::to_value(other).expect("config serialises");
-        let (a, b) = (a.as_object().unwrap(), b.as_object().unwrap());
-        a.keys()
-            .filter(|k| a.get(*k) != b.get(*k))
-            .cloned()
-            .collect()
+        field_differences(self, other)
     }
+}
+
+/// Names of the top-level fields whose serialised values differ (why a checkpoint's config is not
+/// the run's).
+pub(crate) fn field_differences<T: Serialize>(a: &T, b: &T) -> Vec<String> {
+    let a = serde_json::to_value(a).expect("config serialises");
+    let b = serde_json::to_value(b).expect("config serialises");
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return Vec::new();
+    };
+    a.keys()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use candle_core::{Tensor, Var, backprop::GradStore};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 
 /// Optimiser and schedule settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +37,23 @@ impl Default for OptimConfig {
             eps: 1e-8,
             clip_grad: Some(3.0),
         }
+    }
+}
+
+impl OptimConfig {
+    /// Refuse settings AdamW or the schedule cannot use.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: &str| TrainError::InvalidConfig {
+            field: "optim".into(),
+            reason: reason.into(),
+        };
+        if !(self.peak_lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= self.peak_lr) {
+            return Err(invalid("needs 0 ≤ min_lr ≤ peak_lr, peak_lr > 0"));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return Err(invalid("betas must lie in [0, 1)"));
+        }
+        Ok(())
     }
 }
 

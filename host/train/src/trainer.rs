@@ -131,17 +131,7 @@ impl<'a> CoreTrainer<'a> {
         dir: &Path,
     ) -> Result<Self> {
         let plans = Self::check(&config, dataset)?;
-        let bad = |reason: String| TrainError::BadCheckpoint {
-            path: dir.to_owned(),
-            reason,
-        };
-        let state_path = dir.join("trainer.json");
-        let text = std::fs::read_to_string(&state_path).map_err(|source| TrainError::Io {
-            path: state_path.clone(),
-            source,
-        })?;
-        let state: TrainerState =
-            serde_json::from_str(&text).map_err(|e| bad(format!("trainer.json: {e}")))?;
+        let state: TrainerState = read_state(dir)?;
         let differences = state.config.differences(&config);
         if !differences.is_empty() {
             return Err(TrainError::ConfigMismatch {
@@ -156,16 +146,13 @@ impl<'a> CoreTrainer<'a> {
                 difference: "config.json differs from the training config's model".into(),
             });
         }
-        let mut optimizer = AdamW::new(config.optim.clone(), &parameters.vars)?;
-        let moments =
-            tessera_model::checkpoint::SafetensorsFile::open(&dir.join("optimizer.safetensors"))?;
-        for name in parameters.vars.keys() {
-            let m = moments.load(&format!("m.{name}"), DType::F32, device)?;
-            let v = moments.load(&format!("v.{name}"), DType::F32, device)?;
-            optimizer.m.insert(name.clone(), m);
-            optimizer.v.insert(name.clone(), v);
-        }
-        optimizer.steps = state.step;
+        let optimizer = load_optimizer(
+            dir,
+            config.optim.clone(),
+            &parameters.vars,
+            state.step,
+            device,
+        )?;
         let order = epoch_order(config.seed, state.epoch, dataset.len());
         Ok(Self {
             config,
@@ -281,21 +268,9 @@ impl<'a> CoreTrainer<'a> {
     /// loadable by `FourM::load`), `optimizer.safetensors` (moments) and `trainer.json`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         tessera_model::save_checkpoint(dir, self.model.config(), &self.parameters)?;
-        let mut moments = BTreeMap::new();
-        for (name, m) in &self.optimizer.m {
-            moments.insert(format!("m.{name}"), m.clone());
-            moments.insert(format!("v.{name}"), self.optimizer.v[name].clone());
-        }
-        save_tensors(&dir.join("optimizer.safetensors"), &moments, None)?;
-        let json = serde_json::to_string_pretty(&self.state).expect("state serialises");
-        let tmp = dir.join("trainer.json.tmp");
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| TrainError::Io { path, source }
-        };
-        std::fs::write(&tmp, json).map_err(io(&tmp))?;
+        save_optimizer(dir, &self.optimizer)?;
         // Written last: a directory with trainer.json is a complete checkpoint.
-        std::fs::rename(&tmp, dir.join("trainer.json")).map_err(io(dir))
+        write_state(dir, &self.state)
     }
 
     /// Train until `stop_at` steps (at most the configured total), checkpointing every
@@ -327,9 +302,67 @@ impl<'a> CoreTrainer<'a> {
     }
 }
 
+/// Write the AdamW moments of a checkpoint (`optimizer.safetensors`, `m.<name>` / `v.<name>`).
+pub(crate) fn save_optimizer(dir: &Path, optimizer: &AdamW) -> Result<()> {
+    let mut moments = BTreeMap::new();
+    for (name, m) in &optimizer.m {
+        moments.insert(format!("m.{name}"), m.clone());
+        moments.insert(format!("v.{name}"), optimizer.v[name].clone());
+    }
+    save_tensors(&dir.join("optimizer.safetensors"), &moments, None)?;
+    Ok(())
+}
+
+/// AdamW for `vars` with the moments saved by [`save_optimizer`], having taken `steps` updates.
+pub(crate) fn load_optimizer(
+    dir: &Path,
+    config: crate::optim::OptimConfig,
+    vars: &BTreeMap<String, candle_core::Var>,
+    steps: u64,
+    device: &Device,
+) -> Result<AdamW> {
+    let mut optimizer = AdamW::new(config, vars)?;
+    let moments =
+        tessera_model::checkpoint::SafetensorsFile::open(&dir.join("optimizer.safetensors"))?;
+    for name in vars.keys() {
+        let dtype = vars[name].dtype();
+        let m = moments.load(&format!("m.{name}"), dtype, device)?;
+        let v = moments.load(&format!("v.{name}"), dtype, device)?;
+        optimizer.m.insert(name.clone(), m);
+        optimizer.v.insert(name.clone(), v);
+    }
+    optimizer.steps = steps;
+    Ok(optimizer)
+}
+
+/// Write a trainer's resumable state as `trainer.json` (through a temporary name).
+pub(crate) fn write_state<S: Serialize>(dir: &Path, state: &S) -> Result<()> {
+    let json = serde_json::to_string_pretty(state).expect("state serialises");
+    let tmp = dir.join("trainer.json.tmp");
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TrainError::Io { path, source }
+    };
+    std::fs::write(&tmp, json).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, dir.join("trainer.json")).map_err(io(dir))
+}
+
+/// Read the `trainer.json` of a checkpoint directory.
+pub(crate) fn read_state<S: for<'de> Deserialize<'de>>(dir: &Path) -> Result<S> {
+    let path = dir.join("trainer.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::BadCheckpoint {
+        path: dir.to_owned(),
+        reason: format!("trainer.json: {e}"),
+    })
+}
+
 /// The sample order of an epoch: a permutation seeded by the run's seed and the epoch number, so
 /// a resumed run rebuilds it from the checkpoint's epoch alone.
-fn epoch_order(seed: u64, epoch: u64, len: usize) -> Vec<usize> {
+pub(crate) fn epoch_order(seed: u64, epoch: u64, len: usize) -> Vec<usize> {
     let mut rng =
         TrainRng::seeded(seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch) ^ 0x6f72_6465);
     let mut order: Vec<usize> = (0..len).collect();

@@ -99,3 +99,121 @@ fn train_fm_runs_resumes_and_refuses_bad_input() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("the dataset is empty"), "{stderr}");
 }
+
+/// `tessera train tokenizer`: a short run on rendered scenes and on a world dataset directory
+/// writes a tokenizer that `VqTokenizer::load` reads, resumes, and refuses bad input by name.
+#[test]
+fn train_tokenizer_runs_resumes_and_refuses_bad_input() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let dir_arg = dir.to_str().unwrap();
+    let common = [
+        "train",
+        "tokenizer",
+        "--domain",
+        "tok_semseg@224",
+        "--preset",
+        "tiny",
+        "--scenes",
+        "3",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--out",
+        dir_arg,
+    ];
+    let first = tessera(&[&common[..], &["--steps", "4"]].concat());
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        stdout.contains("step 4: loss") && stdout.contains("perplexity"),
+        "{stdout}"
+    );
+    assert!(dir.join("checkpoints/step-00000002/trainer.json").is_file());
+    assert!(dir.join("loss.png").is_file());
+    let tokenizer =
+        tessera_model::VqTokenizer::load(dir.join("model"), &Default::default()).unwrap();
+    assert_eq!(tokenizer.config().n_labels, Some(6));
+
+    let again = tessera(&[&common[..], &["--steps", "4"]].concat());
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    let resumed = tessera(&[&common[..], &["--steps", "4", "--resume"]].concat());
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming from"));
+
+    // From a dataset directory written by `tessera world dataset`.
+    let world = out.path().join("world");
+    let written = tessera(&[
+        "world",
+        "dataset",
+        "--count",
+        "2",
+        "--out",
+        world.to_str().unwrap(),
+    ]);
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let from_dir = tessera(&[
+        "train",
+        "tokenizer",
+        "--domain",
+        "tok_depth@224",
+        "--preset",
+        "tiny",
+        "--data",
+        world.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--out",
+        out.path().join("depth").to_str().unwrap(),
+    ]);
+    assert!(
+        from_dir.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_dir.stderr)
+    );
+
+    let unknown = tessera(&[
+        "train",
+        "tokenizer",
+        "--domain",
+        "tok_clip@224",
+        "--preset",
+        "tiny",
+        "--scenes",
+        "1",
+        "--out",
+        out.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("tok_clip@224"), "{stderr}");
+    let empty = tessera(&[
+        "train",
+        "tokenizer",
+        "--domain",
+        "tok_rgb@224",
+        "--preset",
+        "tiny",
+        "--scenes",
+        "0",
+        "--out",
+        out.path().join("y").to_str().unwrap(),
+    ]);
+    assert!(!empty.status.success());
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(stderr.contains("the dataset is empty"), "{stderr}");
+}

@@ -9,7 +9,8 @@ use crate::layers::Linear;
 use crate::vq::bottleneck::BottleneckMlp;
 use crate::vq::config::{NetworkArch, VqConfig};
 use crate::vq::nn::{
-    LayerNorm, PostMlp, VIT_NORM_EPS, VitBlock, VitSize, conv2d, map_to_tokens, resize_bicubic,
+    LayerNorm, PostMlp, VIT_NORM_EPS, VitBlock, VitSize, conv2d, load_pos_emb, map_to_tokens,
+    resize_bicubic,
 };
 
 /// ConvNeXt block on `(B, C, H, W)`: depthwise 7×7 conv (padding 3, bias), channels-last
@@ -78,7 +79,7 @@ impl VitDecoder {
         let stored_patch = config.decoder_patch_size();
         let grid = config.decoder_image_size() / stored_patch;
         let patch = if config.patch_proj { stored_patch } else { 1 };
-        let pos_emb = source.get(&format!("{prefix}.pos_emb"), &[1, d, grid, grid])?;
+        let pos_emb = load_pos_emb(source, &format!("{prefix}.pos_emb"), d, grid)?;
         let blocks = (0..size.depth)
             .map(|i| VitBlock::load(source, &format!("{prefix}.blocks.{i}"), &size))
             .collect::<Result<Vec<_>>>()?;

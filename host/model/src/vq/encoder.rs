@@ -8,7 +8,9 @@ use crate::error::{ModelError, Result};
 use crate::layers::Linear;
 use crate::vq::bottleneck::BottleneckMlp;
 use crate::vq::config::{NetworkArch, VqConfig};
-use crate::vq::nn::{PostMlp, VitBlock, VitSize, map_to_tokens, resize_bicubic, tokens_to_map};
+use crate::vq::nn::{
+    PostMlp, VitBlock, VitSize, load_pos_emb, map_to_tokens, resize_bicubic, tokens_to_map,
+};
 
 /// `ViTEncoder` of `fourm/vq/models/vit_models.py`: `(B, C, H, W)` → `(B, D, H/p, W/p)`, or with
 /// `patch_proj = false` a 1×1 projection of a feature map `(B, C, h, w)` → `(B, D, h, w)`.
@@ -40,7 +42,7 @@ impl VitEncoder {
         let bias = source.get(&format!("{prefix}.proj.bias"), &[d])?;
         let proj = Linear::from_parts(weight.reshape((d, c * kernel * kernel))?, Some(bias));
         let grid = config.encoder_image_size() / p;
-        let pos_emb = source.get(&format!("{prefix}.pos_emb"), &[1, d, grid, grid])?;
+        let pos_emb = load_pos_emb(source, &format!("{prefix}.pos_emb"), d, grid)?;
         let blocks = (0..size.depth)
             .map(|i| VitBlock::load(source, &format!("{prefix}.blocks.{i}"), &size))
             .collect::<Result<Vec<_>>>()?;

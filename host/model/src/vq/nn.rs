@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::TensorSource;
 use crate::error::Result;
-use crate::layers::Linear;
+use crate::layers::{Linear, layer_norm_differentiable, softmax_last_dim_differentiable};
 
 /// `nn.LayerNorm` over the last dimension (weight and bias), with the module's own epsilon.
 #[derive(Debug, Clone)]
@@ -36,6 +36,9 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.track_op() || self.weight.track_op() || self.bias.track_op() {
+            return layer_norm_differentiable(x, &self.weight, &self.bias, self.eps);
+        }
         let x = x.contiguous()?;
         Ok(candle_nn::ops::layer_norm(
             &x,
@@ -115,6 +118,30 @@ pub fn conv2d(
         return Ok(y.to_dtype(DType::BF16)?);
     }
     Ok(x.conv2d(weight, padding, stride, 1, groups)?)
+}
+
+/// The ViT encoder's or decoder's positional map `(1, D, grid, grid)`: a fixed buffer in the
+/// reference (`requires_grad = False`), so never trained; a fresh model gets the 2-D sin-cos table
+/// rearranged channels-first, as the reference builds it.
+pub fn load_pos_emb(
+    source: &mut TensorSource,
+    name: &str,
+    dim: usize,
+    grid: usize,
+) -> Result<Tensor> {
+    let dtype = source.dtype();
+    source.get_buffer(name, &[1, dim, grid, grid], dtype, || {
+        let table = crate::posemb::sincos_2d(grid, grid, dim);
+        let n = grid * grid;
+        // (n, D) row-major → (D, n).
+        let mut map = vec![0f32; n * dim];
+        for token in 0..n {
+            for channel in 0..dim {
+                map[channel * n + token] = table[token * dim + channel];
+            }
+        }
+        map
+    })
 }
 
 /// `(B, C, H, W)` → `(B, H·W, C)` (row-major tokens).
@@ -221,7 +248,10 @@ impl VitBlock {
             .contiguous()?;
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
-        let weights = if scores.dtype() == DType::F32 {
+        let weights = if scores.track_op() && matches!(scores.dtype(), DType::F32 | DType::F64) {
+            // The fused softmax has no backward; while training use the composed form.
+            softmax_last_dim_differentiable(&scores)?
+        } else if scores.dtype() == DType::F32 {
             candle_nn::ops::softmax_last_dim(&scores)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
@@ -243,17 +273,25 @@ impl VitBlock {
 pub struct PostMlp {
     norm: LayerNorm,
     mlp: Mlp,
+    /// Compute dtype: float32 (float64 for a float64 model).
+    dtype: DType,
 }
 
 impl PostMlp {
     pub fn load(source: &mut TensorSource, prefix: &str, size: &VitSize) -> Result<Self> {
+        // At least float32; a float64 model (gradient checks) keeps its precision.
+        let dtype = if source.dtype() == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
         Ok(Self {
             norm: LayerNorm::load_as(
                 source,
                 &format!("{prefix}.norm_mlp"),
                 size.dim,
                 VIT_NORM_EPS,
-                DType::F32,
+                dtype,
             )?,
             mlp: Mlp::load(
                 source,
@@ -261,14 +299,15 @@ impl PostMlp {
                 size.dim,
                 size.hidden(),
                 true,
-                DType::F32,
+                dtype,
             )?,
+            dtype,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
+        let x = x.to_dtype(self.dtype)?;
         let y = (&x + self.mlp.forward(&self.norm.forward(&x)?)?)?;
         Ok(y.to_dtype(dtype)?)
     }

@@ -54,10 +54,12 @@ pub struct Quantized {
 /// Lucid `VectorQuantize` with `CosineSimCodebook` (single head, `codebook_dim == latent_dim`).
 #[derive(Debug, Clone)]
 pub struct LucidQuantizer {
-    /// `(K, C)` raw rows in the model dtype (dequantisation).
+    /// `(K, C)` raw rows in the model dtype (dequantisation). While training, a `Var` that the
+    /// trainer's EMA update rewrites in place.
     embed: Tensor,
-    /// `(K, C)` L2-normalised rows in float32 (scoring).
-    embed_normalized: Tensor,
+    /// `(K, C)` L2-normalised rows in float32 (scoring); `None` while training, where the rows
+    /// change every step and are normalised at each look-up.
+    embed_normalized: Option<Tensor>,
 }
 
 impl LucidQuantizer {
@@ -67,14 +69,36 @@ impl LucidQuantizer {
         latent_dim: usize,
     ) -> Result<Self> {
         let name = "quantize._codebook.embed";
-        let embed32 = source.get_as(name, &[codebook_size, latent_dim], DType::F32)?;
-        // Training-only EMA state.
+        // Training-only EMA state (the trainer keeps and saves its own copy).
         source.skip("quantize._codebook.cluster_size", &[codebook_size])?;
         source.skip("quantize._codebook.initted", &[1])?;
+        if source.is_trainable() {
+            // One tensor in the model dtype, so that updating the `Var` updates the look-up.
+            return Ok(Self {
+                embed: source.get(name, &[codebook_size, latent_dim])?,
+                embed_normalized: None,
+            });
+        }
+        let embed32 = source.get_as(name, &[codebook_size, latent_dim], DType::F32)?;
         Ok(Self {
             embed: embed32.to_dtype(source.dtype())?,
-            embed_normalized: l2_normalize(&embed32)?,
+            embed_normalized: Some(l2_normalize(&embed32)?),
         })
+    }
+
+    /// The raw codebook rows `(K, C)`.
+    pub fn embed(&self) -> &Tensor {
+        &self.embed
+    }
+
+    /// Cosine scores `(N, K)` in float32 of latent rows `(N, C)` against the codebook (`N·Kᵀ`
+    /// of the L2-normalised rows); never differentiated (the look-up is an argmax).
+    pub fn scores(&self, rows: &Tensor) -> Result<Tensor> {
+        let normalized = match &self.embed_normalized {
+            Some(n) => n.clone(),
+            None => l2_normalize(&self.embed.detach().to_dtype(DType::F32)?)?,
+        };
+        Ok(l2_normalize(&rows.detach().to_dtype(DType::F32)?)?.matmul(&normalized.t()?)?)
     }
 
     pub fn codebook_size(&self) -> usize {
@@ -87,7 +111,7 @@ impl LucidQuantizer {
             .to_dtype(DType::F32)?
             .permute((0, 2, 3, 1))?
             .reshape((b * h * w, c))?;
-        let scores = l2_normalize(&flat)?.matmul(&self.embed_normalized.t()?)?;
+        let scores = self.scores(&flat)?;
         let (tokens, margins) = argmax_with_margin(&scores)?;
         let quant = self.embed.index_select(&tokens, 0)?;
         Ok(Quantized {

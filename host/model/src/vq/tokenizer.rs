@@ -7,7 +7,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::checkpoint::{CheckpointPaths, SafetensorsFile, TensorSource};
+use crate::checkpoint::{
+    CheckpointPaths, ParameterInit, Parameters, SafetensorsFile, TensorSource,
+};
 use crate::error::{ModelError, Result};
 use crate::model::LoadOptions;
 use crate::vq::config::{NetworkArch, QuantType, VqConfig};
@@ -129,6 +131,39 @@ impl VqTokenizer {
         let tokenizer = Self::from_source(&mut source, config)?;
         source.finish()?;
         Ok(tokenizer)
+    }
+
+    /// Load a tokenizer for training: its learned tensors as `Var`s (F32 or F64), the same
+    /// checks as [`Self::load`]. Only VQ-VAEs with a lucid quantizer train.
+    pub fn load_trainable(
+        path: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, Parameters)> {
+        check_training_dtype(dtype)?;
+        let paths = CheckpointPaths::resolve(path.as_ref())?;
+        let file = SafetensorsFile::open(&paths.weights)?;
+        let config = read_config(&paths, &file)?;
+        check_trainable(&config)?;
+        let mut source = TensorSource::trainable(&file, dtype, device.clone());
+        let tokenizer = Self::from_source(&mut source, config)?;
+        source.finish()?;
+        Ok((tokenizer, source.into_parameters()))
+    }
+
+    /// Create a tokenizer for training from `config`, its tensors made by `init`, through the
+    /// same construction code as [`Self::load`].
+    pub fn init_trainable(
+        config: VqConfig,
+        init: &mut dyn ParameterInit,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, Parameters)> {
+        check_training_dtype(dtype)?;
+        check_trainable(&config)?;
+        let mut source = TensorSource::fresh(init, dtype, device.clone());
+        let tokenizer = Self::from_source(&mut source, config)?;
+        Ok((tokenizer, source.into_parameters()))
     }
 
     /// Build from an open checkpoint (tensors are marked used in `source`).
@@ -349,6 +384,19 @@ impl VqTokenizer {
         self.quantizer.forward(&self.quant_proj.forward(enc_out)?)
     }
 
+    /// `quant_proj` of an encoder output: the latents `(B, latent, h, w)` the quantizer sees.
+    pub fn project_latents(&self, enc_out: &Tensor) -> Result<Tensor> {
+        self.quant_proj.forward(enc_out)
+    }
+
+    /// The lucid quantizer, if this tokenizer has one.
+    pub fn lucid_quantizer(&self) -> Option<&LucidQuantizer> {
+        match &self.quantizer {
+            Quantizer::Lucid(q) => Some(q),
+            Quantizer::Memcodes(_) => None,
+        }
+    }
+
     /// Codebook look-up of token ids (`tokens_to_embedding`): lucid gives the raw codebook rows,
     /// Memcodes the value projections, `(B, latent, h, w)` in the model dtype.
     pub fn tokens_to_embedding(&self, tokens: &Tensor) -> Result<Tensor> {
@@ -551,6 +599,36 @@ impl VqTokenizer {
             dec,
         })
     }
+}
+
+fn check_training_dtype(dtype: DType) -> Result<()> {
+    if matches!(dtype, DType::F32 | DType::F64) {
+        Ok(())
+    } else {
+        Err(ModelError::UnsupportedConfig {
+            feature: format!("training a tokenizer in {dtype:?} (F32 or F64 only)"),
+        })
+    }
+}
+
+/// What training supports: a VQ-VAE (deterministic decoder) with the lucid quantizer.
+fn check_trainable(config: &VqConfig) -> Result<()> {
+    if config.quant_type != QuantType::Lucid {
+        return Err(ModelError::UnsupportedConfig {
+            feature: "training a tokenizer with the memcodes quantizer".into(),
+        });
+    }
+    if config.is_diffusion() {
+        return Err(ModelError::UnsupportedConfig {
+            feature: format!("training the diffusion decoder `{}`", config.dec_type),
+        });
+    }
+    if config.undo_std {
+        return Err(ModelError::UnsupportedConfig {
+            feature: "training with undo_std".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Integer ids checked against `0..limit`, as U32 (the index type of `index_select`).
