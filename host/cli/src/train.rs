@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 use tessera_train::{
-    CoreTrainConfig, CoreTrainer, ImageDataset, InMemoryDataset, StepReport, TokDomain,
-    TokenizerStepReport, TokenizerTrainConfig, TokenizerTrainer, VocabOptions, latest_checkpoint,
-    train_vocab, world_corpus, world_dataset,
+    CoreTrainConfig, CoreTrainer, ImageDataset, ImageTokenizers, InMemoryDataset, StepReport,
+    TokDomain, TokenizerStepReport, TokenizerTrainConfig, TokenizerTrainer, VocabOptions,
+    latest_checkpoint, train_vocab, world_corpus, world_dataset_with_images,
 };
 
 #[derive(Subcommand)]
@@ -93,6 +93,10 @@ pub struct FmArgs {
     /// The text vocabulary for `world:` data and presets.
     #[arg(long, env = "TESSERA_VOCAB", default_value_os_t = default_vocab())]
     vocab: PathBuf,
+    /// A trained image tokenizer as DOMAIN=DIR (e.g. `tok_rgb@224=runs/tok-rgb/model`): `world:`
+    /// data then includes that domain's token grids, and a preset gains the domain. Repeatable.
+    #[arg(long = "tokenizer", value_name = "DOMAIN=DIR", value_parser = tessera_nn::parse_tokenizer_arg)]
+    tokenizers: Vec<(String, PathBuf)>,
     /// Device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -166,8 +170,13 @@ fn load_tokenizer(path: &Path) -> Result<tessera_text::TextTokenizer> {
         .with_context(|| format!("loading the vocabulary {}", path.display()))
 }
 
-/// `world:COUNT[@FIRST_SEED]` or a JSON-lines file.
-fn load_data(spec: &str, vocab: &Path) -> Result<InMemoryDataset> {
+/// `world:COUNT[@FIRST_SEED]` (with the image domains `images` has tokenizers for) or a
+/// JSON-lines file.
+fn load_data(
+    spec: &str,
+    vocab: &Path,
+    images: Option<&ImageTokenizers>,
+) -> Result<InMemoryDataset> {
     if let Some(rest) = spec.strip_prefix("world:") {
         let (count, first) = match rest.split_once('@') {
             Some((count, first)) => (count, first.parse::<u64>().ok()),
@@ -177,8 +186,11 @@ fn load_data(spec: &str, vocab: &Path) -> Result<InMemoryDataset> {
             bail!("--data {spec}: expected world:COUNT or world:COUNT@FIRST_SEED");
         };
         let tokenizer = load_tokenizer(vocab)?;
-        return world_dataset(&tokenizer, first, count)
+        return world_dataset_with_images(&tokenizer, first, count, images)
             .with_context(|| format!("building the shapes-world data {spec}"));
+    }
+    if images.is_some() {
+        bail!("--tokenizer encodes shapes-world images: it needs --data world:COUNT, not {spec}");
     }
     InMemoryDataset::read_jsonl(Path::new(spec)).with_context(|| format!("reading --data {spec}"))
 }
@@ -193,6 +205,16 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
         }
         _ => bail!("give either --config or --preset"),
     };
+    let images = if args.tokenizers.is_empty() {
+        None
+    } else {
+        let dirs = args.tokenizers.iter().cloned().collect();
+        let images = ImageTokenizers::load(&dirs).context("loading the image tokenizers")?;
+        if args.preset.is_some() {
+            config.add_image_domains(&images.vocab_sizes())?;
+        }
+        Some(images)
+    };
     if let Some(steps) = args.steps {
         config.steps = steps;
     }
@@ -205,7 +227,7 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
-    let data = load_data(&args.data, &args.vocab)?;
+    let data = load_data(&args.data, &args.vocab, images.as_ref())?;
     let device = tessera_model::select_device(&args.device)
         .with_context(|| format!("--device {}", args.device))?;
     let mut trainer = if args.resume {

@@ -90,6 +90,34 @@ impl CoreTrainConfig {
         })
     }
 
+    /// Adds image-token domains (name, vocabulary size) as inputs and outputs of the model, for a
+    /// preset trained with image tokenizers. A domain the config already has keeps its place; its
+    /// vocabulary must match.
+    pub fn add_image_domains(&mut self, domains: &[(String, usize)]) -> Result<()> {
+        for (domain, size) in domains {
+            match self.vocab.get(domain) {
+                Some(existing) if existing != size => {
+                    return Err(TrainError::InvalidConfig {
+                        field: "vocab".into(),
+                        reason: format!(
+                            "`{domain}` has {existing} tokens in the config but its tokenizer has {size}"
+                        ),
+                    });
+                }
+                Some(_) => continue,
+                None => {
+                    self.vocab.insert(domain.clone(), *size);
+                }
+            }
+            for key in ["domains_in", "domains_out"] {
+                if let Some(list) = self.model[key].as_array_mut() {
+                    list.push(domain.as_str().into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
             path: path.to_owned(),

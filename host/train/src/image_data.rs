@@ -29,7 +29,7 @@ pub struct ImageDataset {
     pub samples: Vec<ImageSample>,
 }
 
-fn modality(domain: TokDomain) -> ImageModality {
+pub(crate) fn modality(domain: TokDomain) -> ImageModality {
     match domain {
         TokDomain::Rgb => ImageModality::Rgb,
         TokDomain::Depth => ImageModality::Depth,

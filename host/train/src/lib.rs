@@ -2,12 +2,14 @@
 //! and the 4M core ([`trainer`]): the reference's masking objective ([`masking`],
 //! [`objective`]) on token datasets ([`data`], [`world_source`]), AdamW with a warm-up + cosine
 //! schedule ([`optim`]), exact resume, checkpoints in the released 4M layout; and the image
-//! tokenizers ([`tokenizer_trainer`]) on shapes-world images ([`image_data`]).
+//! tokenizers ([`tokenizer_trainer`]) on shapes-world images ([`image_data`]), whose token grids
+//! then join the core's data ([`image_tokens`]).
 
 pub mod core_config;
 pub mod data;
 pub mod error;
 pub mod image_data;
+pub mod image_tokens;
 pub mod init;
 pub mod masking;
 pub mod objective;
@@ -24,9 +26,12 @@ pub use core_config::CoreTrainConfig;
 pub use data::{DomainTokens, InMemoryDataset, TokenDataset, TokenSample};
 pub use error::TrainError;
 pub use image_data::{ImageDataset, ImageSample};
+pub use image_tokens::ImageTokenizers;
 pub use rng::TrainRng;
 pub use tokenizer_config::{QuantizerConfig, TokDomain, TokenizerTrainConfig, VitDims};
 pub use tokenizer_trainer::{TokenizerStepReport, TokenizerTrainer, TokenizerTrainerState};
 pub use trainer::{CoreTrainer, StepReport, TrainerState, checkpoint_dir, latest_checkpoint};
 pub use vocab::{TrainVocabError, VocabOptions, special_tokens, train_vocab, world_corpus};
-pub use world_source::{WORLD_SEQUENCE_DOMAINS, world_dataset, world_sample};
+pub use world_source::{
+    WORLD_SEQUENCE_DOMAINS, world_dataset, world_dataset_with_images, world_sample,
+};

@@ -1,13 +1,14 @@
 //! The shapes world as a token dataset for the sequence domains (`caption`, `det`, `metadata`,
 //! `color_palette`), serialised with the text plugins' own code (`tessera-text`) and vocabulary,
-//! so training sees exactly the ids the plugins produce at inference. Image-like domains are not
-//! offered until the image tokenizers are trained.
+//! so training sees exactly the ids the plugins produce at inference; image-token domains come from
+//! trained tokenizers ([`crate::image_tokens`]).
 
 use tessera_text::{DetOptions, DetectionBox, Rgb, TextTokenizer};
 use tessera_world::SceneModalities;
 
 use crate::data::{DomainTokens, InMemoryDataset, TokenSample};
 use crate::error::{Result, TrainError};
+use crate::image_tokens::ImageTokenizers;
 
 /// The domains [`world_sample`] provides.
 pub const WORLD_SEQUENCE_DOMAINS: [&str; 4] = ["caption", "det", "metadata", "color_palette"];
@@ -70,10 +71,24 @@ pub fn world_dataset(
     first_seed: u64,
     count: usize,
 ) -> Result<InMemoryDataset> {
-    let samples = (0..count as u64)
+    world_dataset_with_images(tokenizer, first_seed, count, None)
+}
+
+/// [`world_dataset`], plus the token grids of the image domains `images` has tokenizers for.
+pub fn world_dataset_with_images(
+    tokenizer: &TextTokenizer,
+    first_seed: u64,
+    count: usize,
+    images: Option<&ImageTokenizers>,
+) -> Result<InMemoryDataset> {
+    let samples = (0..count)
         .map(|i| {
-            let scene = tessera_world::generate_scene(first_seed + i)?;
-            world_sample(tokenizer, &scene)
+            let scene = tessera_world::generate_scene(first_seed + i as u64)?;
+            let mut sample = world_sample(tokenizer, &scene)?;
+            if let Some(images) = images {
+                sample.extend(images.encode_scene(i, &scene)?);
+            }
+            Ok(sample)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(InMemoryDataset { samples })

@@ -217,3 +217,129 @@ fn train_tokenizer_runs_resumes_and_refuses_bad_input() {
     let stderr = String::from_utf8_lossy(&empty.stderr);
     assert!(stderr.contains("the dataset is empty"), "{stderr}");
 }
+
+/// The whole recipe at toy scale, as a user runs it: a tokenizer trained here encodes the world's
+/// images for core training, and the trained core and tokenizer then serve a workflow through
+/// the real `rgb` plugin, which writes a PNG. (Quality is not the point at this size; every
+/// hand-over between the parts is.)
+#[test]
+fn a_tokenizer_and_core_trained_here_generate_an_image_through_the_plugins() {
+    if !super::repo_root()
+        .join("target/plugins/rgb/plugin.toml")
+        .is_file()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the rgb plugin is not built under CI (`cargo xtask plugins`)"
+        );
+        eprintln!("skipping: the rgb plugin is not built");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let path = |name: &str| out.path().join(name).to_str().unwrap().to_owned();
+    let check = |output: std::process::Output, what: &str| {
+        assert!(
+            output.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    // The tiny preset's patch 8 would not give tok_rgb@224's 14x14 grid at 224 pixels; patch 16
+    // on 32-pixel training images does.
+    let config = out.path().join("tok-config.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "domain": "Rgb", "image_size": 32, "patch_size": 16,
+            "encoder": {"dim": 32, "depth": 1, "heads": 2},
+            "decoder": {"dim": 32, "depth": 1, "heads": 2},
+            "codebook_size": 64, "latent_dim": 8, "batch_size": 4, "steps": 20,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    check(
+        tessera(&[
+            "train",
+            "tokenizer",
+            "--domain",
+            "tok_rgb@224",
+            "--config",
+            config.to_str().unwrap(),
+            "--scenes",
+            "8",
+            "--out",
+            &path("tok"),
+        ]),
+        "train tokenizer",
+    );
+    let tokenizer = format!("tok_rgb@224={}", path("tok/model"));
+    check(
+        tessera(&[
+            "train",
+            "fm",
+            "--preset",
+            "tiny",
+            "--data",
+            "world:4",
+            "--tokenizer",
+            &tokenizer,
+            "--batch-size",
+            "2",
+            "--steps",
+            "3",
+            "--checkpoint-every",
+            "0",
+            "--out",
+            &path("fm"),
+        ]),
+        "train fm",
+    );
+    let inspect = check(
+        tessera(&["model", "inspect", &path("fm/model")]),
+        "model inspect",
+    );
+    let summary = String::from_utf8_lossy(&inspect.stdout);
+    assert!(summary.contains("tok_rgb@224"), "{summary}");
+
+    let workflow = out.path().join("caption-to-rgb.toml");
+    std::fs::write(
+        &workflow,
+        r#"workflow_version = 1
+[workflow]
+name = "caption-to-rgb"
+[inputs.caption]
+domain = "caption"
+[[steps]]
+id = "rgb"
+generate = "tok_rgb@224"
+from = ["inputs.caption"]
+scheme = "roar"
+decoding_steps = 2
+[outputs]
+image = "steps.rgb"
+"#,
+    )
+    .unwrap();
+    check(
+        tessera(&[
+            "run",
+            workflow.to_str().unwrap(),
+            "--model",
+            &path("fm/model"),
+            "--tokenizer",
+            &tokenizer,
+            "--input",
+            "caption=a red cube",
+            "--out",
+            &path("run"),
+            "--no-cache",
+        ]),
+        "run",
+    );
+    let png = std::fs::read(out.path().join("run/rgb/image.png")).expect("the rgb plugin's PNG");
+    let decoder = png::Decoder::new(&png[..]);
+    let reader = decoder.read_info().expect("a valid PNG");
+    assert_eq!((reader.info().width, reader.info().height), (224, 224));
+}

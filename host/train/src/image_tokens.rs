@@ -1,0 +1,108 @@
+//! Image-token domains for core training: shapes-world images encoded by trained tokenizers at
+//! the domains' native 224-pixel size, pre-processed as the image plugins do at inference, so the
+//! core learns the token grids it will later be given and asked for.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use tessera_model::LoadOptions;
+use tessera_model::vq::VqTokenizer;
+use tessera_world::{IMAGE_SIZE, SceneModalities};
+
+use crate::data::DomainTokens;
+use crate::error::{Result, TrainError};
+use crate::image_data::{ImageSample, modality, preprocess};
+use crate::tokenizer_config::TokDomain;
+
+/// Side of the token grid of 4M's `@224` image domains (196 tokens).
+const DOMAIN_GRID: usize = 14;
+
+/// Trained tokenizers by image domain.
+pub struct ImageTokenizers {
+    entries: Vec<(TokDomain, VqTokenizer)>,
+}
+
+impl ImageTokenizers {
+    /// Loads a tokenizer (directory or `.safetensors`, as `VqTokenizer::load` reads) per domain;
+    /// domains other than the four image domains are refused.
+    pub fn load(dirs: &BTreeMap<String, PathBuf>) -> Result<Self> {
+        let mut entries = Vec::new();
+        for (name, dir) in dirs {
+            let domain = TokDomain::parse(name)?;
+            let tokenizer = VqTokenizer::load(dir, &LoadOptions::default()).map_err(|e| {
+                TrainError::InvalidConfig {
+                    field: format!("tokenizer {name}"),
+                    reason: format!("{}: {e}", dir.display()),
+                }
+            })?;
+            let patch = tokenizer.config().patch_size;
+            if patch * DOMAIN_GRID != IMAGE_SIZE {
+                return Err(TrainError::InvalidConfig {
+                    field: format!("tokenizer {name}"),
+                    reason: format!(
+                        "its patch size is {patch}, but {name} holds {DOMAIN_GRID}x{DOMAIN_GRID} \
+                         tokens of a {IMAGE_SIZE}-pixel image (patch {})",
+                        IMAGE_SIZE / DOMAIN_GRID
+                    ),
+                });
+            }
+            entries.push((domain, tokenizer));
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Each domain with its vocabulary (the tokenizer's codebook size).
+    pub fn vocab_sizes(&self) -> Vec<(String, usize)> {
+        self.entries
+            .iter()
+            .map(|(d, t)| (d.name().to_owned(), t.codebook_size()))
+            .collect()
+    }
+
+    /// The token grid of every domain for one scene (`index`: its place in the dataset, for
+    /// errors).
+    pub fn encode_scene(
+        &self,
+        index: usize,
+        scene: &SceneModalities,
+    ) -> Result<Vec<(String, DomainTokens)>> {
+        self.entries
+            .iter()
+            .map(|(domain, tokenizer)| {
+                let bytes = modality(*domain).scene_bytes(scene);
+                let sample = preprocess(*domain, &bytes, IMAGE_SIZE).map_err(|reason| {
+                    TrainError::InvalidSample {
+                        index,
+                        domain: domain.name().into(),
+                        reason,
+                    }
+                })?;
+                let n = IMAGE_SIZE;
+                let input = match sample {
+                    ImageSample::Image { channels, values } => {
+                        Tensor::from_vec(values, (1, channels, n, n), &Device::Cpu)?
+                    }
+                    ImageSample::Classes(ids) => Tensor::from_vec(
+                        ids.into_iter().map(i64::from).collect::<Vec<_>>(),
+                        (1, n, n),
+                        &Device::Cpu,
+                    )?,
+                };
+                let ids = tokenizer
+                    .encode(&input)?
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::I64)?
+                    .to_vec1::<i64>()?;
+                Ok((
+                    domain.name().to_owned(),
+                    DomainTokens::Grid(ids.into_iter().map(|v| v as u32).collect()),
+                ))
+            })
+            .collect()
+    }
+}
