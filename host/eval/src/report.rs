@@ -80,12 +80,11 @@ impl Report {
             }
         }
         let line = |cells: &[String]| {
-            let mut out: Vec<String> = cells
+            let out: Vec<String> = cells
                 .iter()
                 .zip(widths)
                 .map(|(c, w)| format!("{c:<w$}"))
                 .collect();
-            out.last_mut().map(|s| s.truncate(s.trim_end().len()));
             out.join("  ").trim_end().to_owned() + "\n"
         };
         let mut out = line(&headers.map(str::to_owned));

@@ -273,7 +273,7 @@ impl Tensor {
                 self.dtype
             )));
         }
-        if self.data.len() % 4 != 0 {
+        if !self.data.len().is_multiple_of(4) {
             return Err(PluginError::invalid(format!(
                 "{} bytes are not whole f32 values",
                 self.data.len()
