@@ -1,5 +1,6 @@
 //! `tessera`: the command line of the tessera any-to-any generation host.
 
+mod eval;
 mod model;
 mod plugins;
 mod run;
@@ -52,6 +53,9 @@ enum Command {
     /// Training on one machine: tessera's own text vocabulary, the 4M core.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Evaluate a model on unseen shapes-world scenes against trivial baselines.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// The procedural shapes world: render scenes, write datasets.
     #[command(subcommand)]
     World(world::WorldCommand),
@@ -86,6 +90,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Demo(args) => tokens::demo(args, &plugins_dir),
         Command::World(cmd) => world::run(cmd),
         Command::Train(cmd) => train::run(cmd),
+        Command::Eval(cmd) => eval::run(cmd, &plugins_dir),
         Command::Model(cmd) => model::run(cmd),
         Command::Validate(args) => workflows::validate(args, &plugins_dir),
         Command::Workflows(cmd) => workflows::run(cmd),

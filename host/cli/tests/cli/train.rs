@@ -342,4 +342,51 @@ image = "steps.rgb"
     let decoder = png::Decoder::new(&png[..]);
     let reader = decoder.read_info().expect("a valid PNG");
     assert_eq!((reader.info().width, reader.info().height), (224, 224));
+
+    // The evaluation runs every task this model serves on unseen scenes; its exit status is the
+    // report's verdict (a toy model is not expected to beat the baselines, and need not).
+    let eval = tessera(&[
+        "eval",
+        "shapes",
+        "--model",
+        &path("fm/model"),
+        "--tokenizer",
+        &tokenizer,
+        "--scenes",
+        "2",
+        "--baseline-scenes",
+        "4",
+        "--out",
+        &path("eval"),
+    ]);
+    let stderr = String::from_utf8_lossy(&eval.stderr);
+    assert!(stderr.contains("skipping rgb -> depth"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("eval/report.json"))
+            .unwrap_or_else(|e| panic!("no report ({e}): {stderr}")),
+    )
+    .unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let tasks: Vec<&str> = rows.iter().map(|r| r["task"].as_str().unwrap()).collect();
+    assert_eq!(
+        tasks,
+        ["rgb -> det", "caption -> det", "tok_rgb@224 reconstruction"]
+    );
+    let beats = |r: &serde_json::Value| {
+        let (value, baseline) = (
+            r["value"].as_f64().unwrap(),
+            r["baseline"].as_f64().unwrap(),
+        );
+        assert!(value.is_finite() && baseline.is_finite(), "{r}");
+        assert_eq!(r["scenes"], 2, "{r}");
+        if r["direction"] == "lower_is_better" {
+            value < baseline
+        } else {
+            value > baseline
+        }
+    };
+    let all_beat = rows.iter().all(beats);
+    assert_eq!(eval.status.success(), all_beat, "{stderr}");
+    let table = std::fs::read_to_string(out.path().join("eval/report.txt")).unwrap();
+    assert_eq!(table.lines().count(), 4, "{table}");
 }
