@@ -14,16 +14,18 @@
 //! per generation. So the tokens are those of running each generation alone with the same seed;
 //! the tests check it.
 //!
-//! What shares passes: MaskGIT / ROAR schedules with the same shape ([`lockstep_key`]: the same
-//! scheme and token count at every step, targets of the same token count). Autoregressive
-//! schedules, and generations whose schedules differ, run alone as before.
+//! What shares passes ([`lockstep_key`]): MaskGIT / ROAR schedules with the same shape (the same
+//! scheme and token count at every step, targets of the same token count), and single-step
+//! autoregressive schedules (any sequence targets: every row decodes token `i` at iteration `i`
+//! against one shared KV cache; a generation that reaches its end token stops sampling while the
+//! others go on). Other schedules, and generations whose schedules differ, run alone as before.
 
 use std::ops::ControlFlow;
 
 use tessera_model::{EncodedContext, QueryContent, QuerySet};
 use tessera_sampler::{
     DomainCatalog, GenerationState, GenerationStep, Guidance, RandomSource, Scheme, StepCommit,
-    maskgit_commit, roar_commit, roar_queries,
+    every_row_contains, maskgit_commit, roar_commit, roar_queries, sample_rows,
 };
 
 use crate::error::{GenerateError, Result};
@@ -62,6 +64,12 @@ pub fn lockstep_key(steps: &[GenerationStep], catalog: &DomainCatalog) -> Option
     if steps.is_empty() {
         return None;
     }
+    if let [step] = steps
+        && step.scheme == Scheme::Autoregressive
+    {
+        catalog.get(&step.target_domain)?;
+        return Some(AUTOREGRESSIVE_KEY.to_owned());
+    }
     let mut key = String::new();
     for step in steps {
         let scheme = match step.scheme {
@@ -74,6 +82,9 @@ pub fn lockstep_key(steps: &[GenerationStep], catalog: &DomainCatalog) -> Option
     }
     Some(key)
 }
+
+/// The [`lockstep_key`] of single-step autoregressive schedules.
+const AUTOREGRESSIVE_KEY: &str = "autoregressive";
 
 /// What one member needs for its part of a step.
 struct StepPlan {
@@ -120,9 +131,11 @@ impl Generator<'_> {
                     .map(Err)
             })
             .collect();
+        // Without the KV cache autoregressive decoding recomputes prefixes: left alone.
         let keys: Vec<Option<String>> = members
             .iter()
             .map(|member| lockstep_key(member.steps, self.catalog()))
+            .map(|key| key.filter(|k| self.options().kv_cache || k != AUTOREGRESSIVE_KEY))
             .collect();
         let mut passes = 0;
         let mut shared_passes = 0;
@@ -159,7 +172,11 @@ impl Generator<'_> {
                 .filter(|(i, _)| group.contains(i))
                 .map(|(_, member)| member)
                 .collect();
-            let outcome = self.lockstep_group(&mut selected);
+            let outcome = if keys[first].as_deref() == Some(AUTOREGRESSIVE_KEY) {
+                self.lockstep_autoregressive(&mut selected)
+            } else {
+                self.lockstep_group(&mut selected)
+            };
             passes += outcome.passes;
             shared_passes += outcome.shared_passes;
             for (&i, result) in group.iter().zip(outcome.members) {
@@ -377,30 +394,7 @@ impl Generator<'_> {
             counts.push(member_branches.len());
             branches.extend(member_branches);
         }
-        let context = match union_layout(&branches) {
-            Some(layout) => {
-                self.model()
-                    .encode(&stacked_encoder_inputs(self.model(), &branches, &layout)?)?
-            }
-            None => {
-                // No common layout: encode branch by branch, then stack the contexts.
-                let mut contexts = Vec::with_capacity(branches.len());
-                for branch in &branches {
-                    let layout: Vec<(String, usize)> = branch
-                        .layout()
-                        .into_iter()
-                        .map(|(domain, width)| (domain.to_owned(), width))
-                        .collect();
-                    let single = std::slice::from_ref(branch);
-                    contexts.push(self.model().encode(&stacked_encoder_inputs(
-                        self.model(),
-                        single,
-                        &layout,
-                    )?)?);
-                }
-                EncodedContext::concat_rows(&contexts.iter().collect::<Vec<_>>())?
-            }
-        };
+        let context = self.encode_together(&branches)?;
         let sets: Vec<QuerySet> = which
             .iter()
             .zip(&counts)
@@ -423,6 +417,34 @@ impl Generator<'_> {
             per_member.push(per_branch);
         }
         Ok(per_member)
+    }
+
+    /// One encoder pass over branches of several generations, in their [`union_layout`] (or,
+    /// without one, branch by branch with the contexts stacked).
+    fn encode_together(&self, branches: &[Branch<'_>]) -> Result<EncodedContext> {
+        Ok(match union_layout(branches) {
+            Some(layout) => {
+                self.model()
+                    .encode(&stacked_encoder_inputs(self.model(), branches, &layout)?)?
+            }
+            None => {
+                let mut contexts = Vec::with_capacity(branches.len());
+                for branch in branches {
+                    let layout: Vec<(String, usize)> = branch
+                        .layout()
+                        .into_iter()
+                        .map(|(domain, width)| (domain.to_owned(), width))
+                        .collect();
+                    let single = std::slice::from_ref(branch);
+                    contexts.push(self.model().encode(&stacked_encoder_inputs(
+                        self.model(),
+                        single,
+                        &layout,
+                    )?)?);
+                }
+                EncodedContext::concat_rows(&contexts.iter().collect::<Vec<_>>())?
+            }
+        })
     }
 
     /// Guidance, sampling and the commit of the member's step `k`, then its progress callback.
@@ -489,5 +511,319 @@ impl Generator<'_> {
             });
         }
         Ok(flow)
+    }
+}
+
+/// A member's single autoregressive step in progress.
+struct Decoding {
+    plan: StepPlan,
+    streams: Vec<Vec<u32>>,
+    end_token: u32,
+    max_iterations: usize,
+    /// Per branch, per decoded token, the raw logits (with `record_logits`).
+    recorded: Vec<Vec<Vec<f32>>>,
+    /// Still sampling.
+    active: bool,
+}
+
+impl Generator<'_> {
+    /// Members with one single-step autoregressive schedule each, validated: one encoder pass
+    /// for all, then token `i` of every member in decoder pass `i` against one KV cache. A shared
+    /// pass that fails sends every member still decoding to [`Generator::run_steps`] alone (it
+    /// restarts its random stream, so its tokens are still its own).
+    fn lockstep_autoregressive(&self, members: &mut [&mut LockstepMember<'_>]) -> LockstepReport {
+        let count = members.len();
+        let mut reports = vec![RunReport::default(); count];
+        let mut results: Vec<Option<Result<()>>> = (0..count).map(|_| None).collect();
+        let mut decoding: Vec<Option<Decoding>> = Vec::with_capacity(count);
+        for (i, member) in members.iter_mut().enumerate() {
+            match self.plan_autoregressive(member) {
+                Ok(plan) => decoding.push(Some(plan)),
+                Err(error) => {
+                    results[i] = Some(Err(error));
+                    decoding.push(None);
+                }
+            }
+        }
+        let mut passes = 0;
+        let mut shared_passes = 0;
+        // Rows of the members that decode at all, in member order, fixed for the whole loop.
+        let rows_of: Vec<usize> = (0..count)
+            .filter(|&i| decoding[i].as_ref().is_some_and(|d| d.active))
+            .collect();
+        let shared_result = (|| -> Result<()> {
+            if rows_of.is_empty() {
+                return Ok(());
+            }
+            let mut branches = Vec::new();
+            let mut copies = Vec::new();
+            for &i in &rows_of {
+                let plan = &decoding[i].as_ref().expect("decoding").plan;
+                let member_branches = plan.branches(members[i]);
+                copies.push(member_branches.len());
+                branches.extend(member_branches);
+            }
+            let context = self.encode_together(&branches)?;
+            drop(branches);
+            passes += 1;
+            if rows_of.len() > 1 {
+                shared_passes += 1;
+            }
+            for &i in &rows_of {
+                reports[i].encoder_runs += 1;
+                reports[i].shared_passes += usize::from(rows_of.len() > 1);
+            }
+            let domains: Vec<&str> = rows_of
+                .iter()
+                .map(|&i| members[i].steps[0].target_domain.as_str())
+                .collect();
+            let mut cache = self
+                .model()
+                .new_cache_rows(&domains, context.batch_size())?;
+            for token in 0.. {
+                let active: Vec<usize> = rows_of
+                    .iter()
+                    .copied()
+                    .filter(|&i| decoding[i].as_ref().is_some_and(|d| d.active))
+                    .collect();
+                if active.is_empty() {
+                    break;
+                }
+                let sets: Vec<QuerySet> = rows_of
+                    .iter()
+                    .zip(&copies)
+                    .map(|(&i, &copies)| {
+                        let d = decoding[i].as_ref().expect("decoding");
+                        // A member done sampling keeps its rows (the cache is shared) and
+                        // repeats its last token; what it gets back is not used.
+                        let tokens = d
+                            .streams
+                            .iter()
+                            .map(|s| vec![*s.get(token).unwrap_or(s.last().expect("start token"))]);
+                        let tokens: Vec<Vec<u32>> =
+                            (0..copies).flat_map(|_| tokens.clone()).collect();
+                        QuerySet {
+                            domain: members[i].steps[0].target_domain.clone(),
+                            positions: vec![vec![token]; tokens.len()],
+                            content: QueryContent::Tokens(tokens),
+                        }
+                    })
+                    .collect();
+                let outputs = self
+                    .model()
+                    .decode_causal_rows(&context, &mut cache, &sets)?;
+                passes += 1;
+                if active.len() > 1 {
+                    shared_passes += 1;
+                }
+                for ((&i, output), &copies) in rows_of.iter().zip(&outputs).zip(&copies) {
+                    if !active.contains(&i) {
+                        continue;
+                    }
+                    reports[i].decoder_runs += 1;
+                    reports[i].shared_passes += usize::from(active.len() > 1);
+                    let mut per_branch = Vec::with_capacity(copies);
+                    split_branches(&output.logits, copies, &mut per_branch)?;
+                    let member = &mut *members[i];
+                    let d = decoding[i].as_mut().expect("decoding");
+                    let step = &member.steps[0];
+                    let sampled = combine_logits(&d.plan.combine, &per_branch).and_then(|guided| {
+                        Ok(sample_rows(
+                            &guided,
+                            d.plan.vocab,
+                            step.temperature,
+                            &self.options().sampling,
+                            &mut *member.rng,
+                        )?)
+                    });
+                    let sampled = match sampled {
+                        Ok(sampled) => sampled,
+                        Err(error) => {
+                            d.active = false;
+                            results[i] = Some(Err(error));
+                            continue;
+                        }
+                    };
+                    for (stream, sample) in d.streams.iter_mut().zip(&sampled) {
+                        stream.push(sample.token);
+                    }
+                    if self.options().record_logits {
+                        for (slot, logits) in d.recorded.iter_mut().zip(per_branch) {
+                            slot.push(logits);
+                        }
+                    }
+                    let flow = (member.progress)(Progress::Token {
+                        step: 0,
+                        token,
+                        max_tokens: d.max_iterations,
+                    });
+                    if flow.is_break() {
+                        d.active = false;
+                        reports[i].cancelled = Some(Cancelled {
+                            step: 0,
+                            token: Some(token),
+                        });
+                        results[i] = Some(Ok(()));
+                        continue;
+                    }
+                    if every_row_contains(&d.streams, d.end_token) || token + 1 >= d.max_iterations
+                    {
+                        d.active = false;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if shared_result.is_err() {
+            // Members still owed a result start over alone.
+            for (i, member) in members.iter_mut().enumerate() {
+                if results[i].is_some() {
+                    continue;
+                }
+                let alone = self.run_steps(
+                    member.steps,
+                    member.state,
+                    member.dense,
+                    member.rng,
+                    member.progress,
+                );
+                results[i] = Some(alone.map(|report| {
+                    passes += report.encoder_runs + report.decoder_runs;
+                    reports[i] = report;
+                }));
+                decoding[i] = None;
+            }
+        }
+        for (i, member) in members.iter_mut().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
+            let d = decoding[i].take().expect("decoded");
+            results[i] = Some(self.finish_autoregressive(member, d, &mut reports[i]));
+        }
+        LockstepReport {
+            members: results
+                .into_iter()
+                .zip(reports)
+                .map(|(result, report)| match result {
+                    Some(Ok(())) => Ok(report),
+                    Some(Err(error)) => Err(error),
+                    None => Err(GenerateError::EmptyState),
+                })
+                .collect(),
+            passes,
+            shared_passes,
+        }
+    }
+
+    /// The member's autoregressive step before any compute, drawing from its random stream as
+    /// [`Generator::run_steps`] does (`begin_step(0)`).
+    fn plan_autoregressive(&self, member: &mut LockstepMember<'_>) -> Result<Decoding> {
+        let step = &member.steps[0];
+        member.rng.begin_step(0);
+        let state: &GenerationState = member.state;
+        let mut unconditional = None;
+        let mut zeroed = Vec::new();
+        let mut combine = Combine::Single;
+        if step.is_guided() {
+            let blanked = state.unconditional(&step.guidance_condition_domains, self.catalog())?;
+            let blanked_embeddings =
+                self.zeroed_embeddings(state, &step.guidance_condition_domains);
+            if &blanked != state || !blanked_embeddings.is_empty() {
+                unconditional = Some(blanked);
+                zeroed = blanked_embeddings;
+                combine = match &step.guidance {
+                    Guidance::Scale(scale) => Combine::Scale(*scale),
+                    Guidance::Weights(weights) => Combine::Weights(weights.clone()),
+                };
+            }
+        }
+        let domain = step.target_domain.as_str();
+        let target = state.require(domain)?;
+        let batch = target.batch_size();
+        let vocab = self.model().vocab_size(domain).ok_or_else(|| {
+            tessera_model::ModelError::NotADecoderDomain {
+                domain: domain.to_owned(),
+            }
+        })?;
+        let max_tokens = self
+            .catalog()
+            .get(domain)
+            .map_or(usize::MAX, |info| info.num_tokens);
+        let ar = target.autoregressive_target(domain, max_tokens)?;
+        let streams = vec![vec![ar.start_token]; batch];
+        let active = !every_row_contains(&streams, ar.end_token) && ar.max_iterations > 0;
+        let branches = 1 + usize::from(unconditional.is_some());
+        Ok(Decoding {
+            plan: StepPlan {
+                unconditional,
+                zeroed,
+                combine,
+                queries: Vec::new(),
+                batch,
+                vocab,
+                num_tokens: 0,
+            },
+            streams,
+            end_token: ar.end_token,
+            max_iterations: ar.max_iterations,
+            recorded: vec![Vec::new(); branches],
+            active,
+        })
+    }
+
+    /// The span merge of a decoded member, its step report and its progress callback.
+    fn finish_autoregressive(
+        &self,
+        member: &mut LockstepMember<'_>,
+        decoding: Decoding,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        let step = &member.steps[0];
+        let domain = step.target_domain.clone();
+        let batch = decoding.plan.batch;
+        let vocab = decoding.plan.vocab;
+        let branch_logits = if self.options().record_logits {
+            // Token-major (L, B, V) → (B, L, V), as run_steps reports them.
+            decoding
+                .recorded
+                .into_iter()
+                .map(|tokens| {
+                    let mut out = Vec::new();
+                    for row in 0..batch {
+                        for token in &tokens {
+                            out.extend_from_slice(&token[row * vocab..(row + 1) * vocab]);
+                        }
+                    }
+                    out
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let merged = member
+            .state
+            .require(&domain)?
+            .merged_after_autoregression(&decoding.streams)?;
+        member.state.insert(domain.clone(), merged)?;
+        report.steps.push(StepReport {
+            index: 0,
+            target_domain: domain,
+            scheme: Scheme::Autoregressive,
+            branches: 1 + usize::from(decoding.plan.unconditional.is_some()),
+            queries: Vec::new(),
+            commit: None,
+            stream: Some(decoding.streams),
+            branch_logits,
+            vocab_size: vocab,
+        });
+        // One step: nothing left to cancel after it.
+        let _ = (member.progress)(Progress::Step {
+            step: 0,
+            total: member.steps.len(),
+            report: report.steps.last().expect("just pushed"),
+            state: member.state,
+        });
+        Ok(())
     }
 }

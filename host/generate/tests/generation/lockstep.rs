@@ -25,6 +25,8 @@ struct Job {
     seed: u64,
     /// Cancel after this step (the progress callback breaks).
     stop_after: Option<usize>,
+    /// Cancel after this autoregressive token.
+    stop_at_token: Option<usize>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -67,6 +69,75 @@ fn job(
         steps: generator.prepare(&plan).unwrap(),
         seed,
         stop_after: None,
+        stop_at_token: None,
+    }
+}
+
+/// An autoregressive job: `target` decoded from `conditions` with up to `budget` tokens.
+fn job_ar(
+    generator: &Generator<'_>,
+    conditions: &[(&str, ModalityState)],
+    target: &str,
+    budget: usize,
+    guidance: f64,
+    seed: u64,
+) -> Job {
+    let mut state = GenerationState::new();
+    for (domain, modality) in conditions {
+        state.insert(*domain, modality.clone()).unwrap();
+    }
+    state
+        .insert(
+            target,
+            ModalityState::empty_sequence_target(1, budget).unwrap(),
+        )
+        .unwrap();
+    let plan = GenerationPlan {
+        condition_domains: conditions.iter().map(|(d, _)| d.to_string()).collect(),
+        targets: vec![TargetSpec {
+            domain: target.into(),
+            scheme: Scheme::Autoregressive,
+            num_tokens: budget,
+            decoding_steps: 1,
+            token_schedule: TokenScheduleKind::Linear,
+            temperature: 1.0,
+            temperature_schedule: TemperatureSchedule::Constant,
+            guidance: Guidance::Scale(guidance),
+        }],
+        grow_guidance_conditioning: false,
+    };
+    Job {
+        state,
+        steps: generator.prepare(&plan).unwrap(),
+        seed,
+        stop_after: None,
+        stop_at_token: None,
+    }
+}
+
+/// A progress callback recording the steps (and tokens, as `1000 + token`) it is told about and
+/// cancelling where the job says.
+fn watcher<'s>(
+    seen: &'s mut Vec<usize>,
+    job: &Job,
+) -> impl FnMut(Progress<'_>) -> ControlFlow<()> + 's {
+    let (stop_after, stop_at_token) = (job.stop_after, job.stop_at_token);
+    move |event: Progress<'_>| {
+        match event {
+            Progress::Step { step, .. } => {
+                seen.push(step);
+                if stop_after == Some(step) {
+                    return ControlFlow::Break(());
+                }
+            }
+            Progress::Token { token, .. } => {
+                seen.push(1000 + token);
+                if stop_at_token == Some(token) {
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
@@ -74,16 +145,7 @@ fn job(
 fn alone(generator: &Generator<'_>, job: &Job) -> (GenerationState, RunReport, Vec<usize>) {
     let mut state = job.state.clone();
     let mut seen = Vec::new();
-    let stop_after = job.stop_after;
-    let mut progress = |event: Progress<'_>| {
-        if let Progress::Step { step, .. } = event {
-            seen.push(step);
-            if stop_after == Some(step) {
-                return ControlFlow::Break(());
-            }
-        }
-        ControlFlow::Continue(())
-    };
+    let mut progress = watcher(&mut seen, job);
     let report = generator
         .run_steps(
             &job.steps,
@@ -93,6 +155,7 @@ fn alone(generator: &Generator<'_>, job: &Job) -> (GenerationState, RunReport, V
             &mut progress,
         )
         .unwrap();
+    drop(progress);
     (state, report, seen)
 }
 
@@ -113,16 +176,7 @@ fn together(generator: &Generator<'_>, jobs: &[Job]) -> (Vec<Outcome>, usize, us
         .iter_mut()
         .zip(jobs)
         .map(|(seen, job)| {
-            let stop_after = job.stop_after;
-            Box::new(move |event: Progress<'_>| {
-                if let Progress::Step { step, .. } = event {
-                    seen.push(step);
-                    if stop_after == Some(step) {
-                        return ControlFlow::Break(());
-                    }
-                }
-                ControlFlow::Continue(())
-            }) as Box<dyn FnMut(Progress<'_>) -> ControlFlow<()>>
+            Box::new(watcher(seen, job)) as Box<dyn FnMut(Progress<'_>) -> ControlFlow<()>>
         })
         .collect();
     let mut members: Vec<LockstepMember<'_>> = jobs
@@ -162,10 +216,18 @@ fn assert_same_as_alone(generator: &Generator<'_>, pairs: &[(&Job, &Outcome)]) {
         assert_eq!(seen, &alone_seen, "job {index}: progress");
         assert_eq!(report.cancelled, alone_report.cancelled, "job {index}");
         assert_eq!(report.steps.len(), alone_report.steps.len(), "job {index}");
+        assert_eq!(
+            report.decoder_runs, alone_report.decoder_runs,
+            "job {index}"
+        );
         for (k, (step, alone_step)) in report.steps.iter().zip(&alone_report.steps).enumerate() {
             assert_eq!(
                 step.commit, alone_step.commit,
                 "job {index} step {k}: commit"
+            );
+            assert_eq!(
+                step.stream, alone_step.stream,
+                "job {index} step {k}: stream"
             );
             assert_eq!(step.queries, alone_step.queries, "job {index} step {k}");
             assert_eq!(step.branches, alone_step.branches, "job {index} step {k}");
@@ -441,5 +503,75 @@ fn random_models_equal_running_alone() {
         let (outcomes, passes, shared) = together(&generator, &jobs);
         assert_same_as_alone(&generator, &jobs.iter().zip(&outcomes).collect::<Vec<_>>());
         assert_eq!((passes, shared), (8, 8), "seed {seed}");
+    }
+}
+
+#[test]
+fn autoregressive_members_share_one_kv_cache_and_equal_running_alone() {
+    for (name, model) in fixture_models() {
+        let generator = recording(&model);
+        let text = caption(&[101, 2023, 3185]);
+        let boxes = ModalityState::full_input_sequence(vec![vec![4, 101, 102, 103, 6, 0]]).unwrap();
+        let mut cancelled = job_ar(&generator, &[("caption", text.clone())], "det", 24, 2.0, 13);
+        cancelled.stop_at_token = Some(3);
+        let jobs = vec![
+            job_ar(&generator, &[("caption", text.clone())], "det", 24, 2.0, 11),
+            job_ar(&generator, &[("det", boxes)], "caption", 16, 1.0, 12),
+            cancelled,
+            job_ar(&generator, &[], "det", 12, 1.0, 14),
+        ];
+        assert_eq!(
+            lockstep_key(&jobs[0].steps, generator.catalog()),
+            lockstep_key(&jobs[1].steps, generator.catalog())
+        );
+        let (outcomes, passes, shared) = together(&generator, &jobs);
+        assert_same_as_alone(&generator, &jobs.iter().zip(&outcomes).collect::<Vec<_>>());
+        let longest = outcomes
+            .iter()
+            .map(|(_, r, _)| r.as_ref().unwrap().decoder_runs)
+            .max()
+            .unwrap();
+        // One encoder pass, then one decoder pass per token of the longest member.
+        assert_eq!(passes, 1 + longest, "{name}");
+        assert!(shared >= 1 + 4, "{name}: {shared} shared passes");
+        assert_eq!(
+            outcomes[2].1.as_ref().unwrap().cancelled.unwrap().token,
+            Some(3)
+        );
+    }
+}
+
+#[test]
+fn autoregressive_members_on_random_models_equal_running_alone() {
+    for seed in 0..3u64 {
+        let (_dir, model) = small_model(seed);
+        let generator = recording(&model);
+        let text =
+            ModalityState::full_input_sequence(vec![vec![7 + seed as u32, 40, text_ids::EOS]])
+                .unwrap();
+        let meta =
+            ModalityState::full_input_sequence(vec![vec![3, 9 + seed as u32, 12, 6]]).unwrap();
+        let jobs = vec![
+            job_ar(
+                &generator,
+                &[("caption", text.clone())],
+                "metadata",
+                20,
+                2.0,
+                seed,
+            ),
+            job_ar(
+                &generator,
+                &[("metadata", meta)],
+                "caption",
+                30,
+                1.5,
+                seed + 50,
+            ),
+            job_ar(&generator, &[], "metadata", 10, 1.0, seed + 70),
+        ];
+        let (outcomes, _, shared) = together(&generator, &jobs);
+        assert_same_as_alone(&generator, &jobs.iter().zip(&outcomes).collect::<Vec<_>>());
+        assert!(shared >= 2, "seed {seed}");
     }
 }
