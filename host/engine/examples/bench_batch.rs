@@ -1,5 +1,7 @@
-//! Cross-step batching benchmark: a two-branch workflow (depth and normals, each ROAR with CFG,
-//! from one caption) run through the engine and the workflow executor three ways, release build:
+//! Cross-step batching benchmark: two-branch workflows from one caption, run through the engine
+//! and the workflow executor three ways, release build. `dense`: depth and normals, each ROAR
+//! with CFG; `ar`: two box proposals (`det`), each autoregressive with CFG and a KV cache.
+//! Modes:
 //!
 //! * `batched`: both steps ready together, one lockstep generation (shared forward passes);
 //! * `one by one`: `max_concurrency = 1`, the branches one after the other;
@@ -7,11 +9,13 @@
 //!
 //! on the fixture model (`fm7_tiny_swiglu_shared`) and on a random-initialised model of the
 //! given size (default dim 384, 6 + 6 layers, 6 heads; `tok_depth@224` / `tok_normal@224` with
-//! 8192-token vocabularies). Every mode must produce the same tokens (asserted). No plugins are
+//! 8192-token vocabularies, `det` with 30000). Every mode must produce the same tokens (asserted). No plugins are
 //! needed: the caption is given as token ids and the outputs are raw token grids.
 //!
 //! Usage: `cargo run --release -p tessera-engine --example bench_batch -- [--steps 8]
-//! [--reps 3] [--dim 384] [--depth 6] [--heads 6] [--skip-random] [--skip-fixture]`.
+//! [--tokens 48] [--reps 3] [--dim 384] [--depth 6] [--heads 6] [--skip-random]
+//! [--skip-fixture] [--skip-dense] [--skip-ar]` (`--steps`: ROAR steps, `--tokens`: token budget of
+//! the autoregressive branches).
 //! Fixtures: `$TESSERA_FIXTURES`, else `../shared/fixtures` beside the repository. Threads:
 //! `RAYON_NUM_THREADS` (candle's CPU pool).
 
@@ -31,7 +35,23 @@ use random_model::{RandomModel, write_random_model};
 
 type Error = Box<dyn std::error::Error>;
 
-fn workflow(steps: usize) -> String {
+fn ar_workflow(tokens: usize) -> String {
+    let step = |id: &str, cfg: f64| {
+        format!(
+            "[[steps]]\nid = \"{id}\"\ngenerate = \"det\"\nfrom = [\"inputs.caption\"]\n\
+             scheme = \"autoregressive\"\ntemperature = 1.0\ncfg_scale = {cfg}\ntoken_budget = {tokens}\n\n"
+        )
+    };
+    format!(
+        "workflow_version = 1\n\n[workflow]\nname = \"bench-two-proposals\"\n\n\
+         [inputs.caption]\ndomain = \"caption\"\n\n{}{}\
+         [outputs]\nfirst = \"steps.boxes\"\nsecond = \"steps.more_boxes\"\n",
+        step("boxes", 2.0),
+        step("more_boxes", 3.0),
+    )
+}
+
+fn dense_workflow(steps: usize) -> String {
     let step = |id: &str, domain: &str, cfg: f64| {
         format!(
             "[[steps]]\nid = \"{id}\"\ngenerate = \"{domain}\"\nfrom = [\"inputs.caption\"]\n\
@@ -41,7 +61,7 @@ fn workflow(steps: usize) -> String {
     format!(
         "workflow_version = 1\n\n[workflow]\nname = \"bench-two-branches\"\n\n\
          [inputs.caption]\ndomain = \"caption\"\n\n{}{}\
-         [outputs]\ndepth = \"steps.depth\"\nnormal = \"steps.normal\"\n",
+         [outputs]\nfirst = \"steps.depth\"\nsecond = \"steps.normal\"\n",
         step("depth", "tok_depth@224", 2.0),
         step("normal", "tok_normal@224", 3.0),
     )
@@ -94,7 +114,7 @@ fn measure(
         }
         let after = engine.forward_passes();
         passes = (after.total - before.total, after.shared - before.shared);
-        tokens = ["depth", "normal"]
+        tokens = ["first", "second"]
             .iter()
             .map(|name| {
                 report.outputs[*name]
@@ -113,7 +133,12 @@ fn median(times: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-fn bench(label: &str, model: &Path, steps: usize, reps: usize) -> Result<(), Error> {
+fn bench(
+    label: &str,
+    model: &Path,
+    workflows: &[(String, String)],
+    reps: usize,
+) -> Result<(), Error> {
     let scratch = tempfile::tempdir()?;
     let plugins = scratch.path().join("no-plugins");
     std::fs::create_dir_all(&plugins)?;
@@ -125,11 +150,20 @@ fn bench(label: &str, model: &Path, steps: usize, reps: usize) -> Result<(), Err
         asset_overrides: BTreeMap::new(),
     })?;
     println!(
-        "{label}: {} parameters, loaded in {:.1} s; two ROAR branches x {steps} steps, CFG, 196 tokens each",
+        "{label}: {} parameters, loaded in {:.1} s",
         engine.model().parameter_count(),
         start.elapsed().as_secs_f64()
     );
-    let execution = planned(&engine, &workflow(steps))?;
+    for (title, text) in workflows {
+        println!(" {title}");
+        bench_workflow(&engine, text, reps)?;
+    }
+    Ok(())
+}
+
+fn bench_workflow(engine: &Engine, text: &str, reps: usize) -> Result<(), Error> {
+    let engine = engine;
+    let execution = planned(engine, text)?;
     let inputs = BTreeMap::from([(
         "caption".to_owned(),
         StepValue::input(
@@ -138,7 +172,7 @@ fn bench(label: &str, model: &Path, steps: usize, reps: usize) -> Result<(), Err
         ),
     )]);
     // Warm-up (allocator, thread pool).
-    measure(&engine, &execution, &inputs, true, 2, 1)?;
+    measure(engine, &execution, &inputs, true, 2, 1)?;
     let modes = [
         ("batched (2 at once, shared passes)", true, 2),
         ("one by one (max_concurrency 1)", true, 1),
@@ -147,7 +181,7 @@ fn bench(label: &str, model: &Path, steps: usize, reps: usize) -> Result<(), Err
     let mut results = Vec::new();
     for (name, batching, concurrency) in modes {
         let (times, tokens, passes) =
-            measure(&engine, &execution, &inputs, batching, concurrency, reps)?;
+            measure(engine, &execution, &inputs, batching, concurrency, reps)?;
         println!(
             "  {name:<38} median {:>7.3} s  (runs: {})  forward passes {} ({} shared)",
             median(&times),
@@ -195,6 +229,20 @@ fn main() -> Result<(), Error> {
     };
     let flag = |name: &str| args.iter().any(|a| a == name);
     let steps = value("--steps", 8);
+    let tokens = value("--tokens", 48);
+    let mut workflows = Vec::new();
+    if !flag("--skip-dense") {
+        workflows.push((
+            format!("dense: depth + normals, ROAR {steps} steps, CFG, 196 tokens each"),
+            dense_workflow(steps),
+        ));
+    }
+    if !flag("--skip-ar") {
+        workflows.push((
+            format!("ar: two det proposals, autoregressive with CFG, up to {tokens} tokens each"),
+            ar_workflow(tokens),
+        ));
+    }
     let reps = value("--reps", 3).max(1);
     println!(
         "threads: RAYON_NUM_THREADS={}",
@@ -209,7 +257,7 @@ fn main() -> Result<(), Error> {
         bench(
             "fixture model fm7_tiny_swiglu_shared",
             &fixtures.join("fm/fm7_tiny_swiglu_shared"),
-            steps,
+            &workflows,
             reps,
         )?;
     }
@@ -225,7 +273,7 @@ fn main() -> Result<(), Error> {
                 dim,
                 depth,
                 heads,
-                domains: &["caption", "tok_depth@224", "tok_normal@224"],
+                domains: &["caption", "det", "tok_depth@224", "tok_normal@224"],
                 output_only: &[],
                 vocab: &vocab,
                 seed: 42,
@@ -237,7 +285,7 @@ fn main() -> Result<(), Error> {
         bench(
             &format!("random model dim {dim}, {depth} + {depth} layers, {heads} heads"),
             dir.path(),
-            steps,
+            &workflows,
             reps,
         )?;
     }

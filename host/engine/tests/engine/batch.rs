@@ -253,3 +253,69 @@ fn a_batched_run_is_served_from_the_cache_the_second_time() {
         (&produced[1].0, &produced[1].1)
     );
 }
+
+/// Two box proposals from one caption: autoregressive, decoded in lockstep.
+const TWO_PROPOSALS: &str = r#"
+workflow_version = 1
+
+[workflow]
+name = "test-two-proposals"
+
+[inputs.caption]
+domain = "caption"
+
+[[steps]]
+id = "boxes"
+generate = "det"
+from = ["inputs.caption"]
+scheme = "autoregressive"
+temperature = 1.0
+cfg_scale = 2.0
+token_budget = 24
+
+[[steps]]
+id = "more_boxes"
+generate = "det"
+from = ["inputs.caption"]
+scheme = "autoregressive"
+temperature = 0.7
+token_budget = 16
+
+[outputs]
+boxes = "steps.boxes"
+more_boxes = "steps.more_boxes"
+"#;
+
+#[test]
+fn autoregressive_branches_share_passes_and_equal_running_one_by_one() {
+    let Some((fixtures, plugins)) = setup() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let run = |out: &str, max_concurrency: usize| {
+        let out = root.path().join(out);
+        let engine = engine(&fixtures, &plugins, &out);
+        let (workflow, execution) = planned(&engine, TWO_PROPOSALS);
+        let inputs = text_inputs(&workflow, &[("caption", "a photo of a cat")]);
+        let options = ExecuteOptions {
+            max_concurrency,
+            cache_context: engine.cache_context(&inputs, 21, false),
+            ..ExecuteOptions::default()
+        };
+        let before = engine.forward_passes();
+        let report = execute(&execution, &engine, &inputs, &NoCache, &options, &|_| {}).unwrap();
+        assert!(report.succeeded(), "{:?}", report.outcomes);
+        (report, passes_of(&engine, before), files(&out))
+    };
+    let (batched, (total, shared), batched_files) = run("batched", 2);
+    let (sequential, (sequential_total, none), sequential_files) = run("sequential", 1);
+    assert_eq!(none, 0);
+    assert!(shared >= 2, "{shared} shared passes");
+    // Every pass the two steps run while both decode is shared: one encoder pass, and a decoder
+    // pass per token of the shorter stream.
+    assert_eq!(total + shared, sequential_total);
+    for output in ["boxes", "more_boxes"] {
+        assert_eq!(ids(&batched, output), ids(&sequential, output), "{output}");
+    }
+    assert_eq!(batched_files, sequential_files);
+}
