@@ -85,7 +85,7 @@ fn planned(engine: &Engine, text: &str) -> Result<ExecutionPlan, Error> {
     Ok(plan(&workflow, None)?)
 }
 
-/// One mode, `reps` times: the wall times, the tokens and the forward passes of the last run.
+/// One mode, `reps` times in a row: the wall times, the tokens and the forward passes of the last run.
 #[allow(clippy::type_complexity)]
 fn measure(
     engine: &Engine,
@@ -178,10 +178,21 @@ fn bench_workflow(engine: &Engine, text: &str, reps: usize) -> Result<(), Error>
         ("one by one (max_concurrency 1)", true, 1),
         ("concurrent, batching off (2 threads)", false, 2),
     ];
+    // Modes take turns within each repetition, so load from other processes on the machine
+    // drifts over all of them alike.
+    let mut runs: Vec<(Vec<f64>, Vec<Vec<u32>>, (usize, usize))> =
+        vec![(Vec::new(), Vec::new(), (0, 0)); modes.len()];
+    for _ in 0..reps {
+        for ((_, batching, concurrency), slot) in modes.iter().zip(runs.iter_mut()) {
+            let (times, tokens, passes) =
+                measure(engine, &execution, &inputs, *batching, *concurrency, 1)?;
+            slot.0.extend(times);
+            slot.1 = tokens;
+            slot.2 = passes;
+        }
+    }
     let mut results = Vec::new();
-    for (name, batching, concurrency) in modes {
-        let (times, tokens, passes) =
-            measure(engine, &execution, &inputs, batching, concurrency, reps)?;
+    for ((name, _, _), (times, tokens, passes)) in modes.iter().zip(runs) {
         println!(
             "  {name:<38} median {:>7.3} s  (runs: {})  forward passes {} ({} shared)",
             median(&times),
