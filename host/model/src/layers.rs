@@ -40,8 +40,73 @@ impl LayerNorm {
     }
 }
 
-/// Row counts up to which [`Linear::forward`] multiplies row by row on CPU.
-const SMALL_ROW_COUNT: usize = 4;
+/// Row counts up to which [`Linear::forward`] uses [`few_rows_product`] on CPU.
+const SMALL_ROW_COUNT: usize = 8;
+
+/// `x Wᵀ` for an f32 CPU `x` of at most [`SMALL_ROW_COUNT`] rows and a contiguous f32 `(out, in)`
+/// weight, `None` otherwise. Memory-bound at these sizes, so each weight row is read once and
+/// dotted with every input row while it is in cache: the weight streams once per product rather
+/// than once per row (what a matrix-vector product per row costs), or packed (what the general
+/// kernel does). Every dot product has the same summation order whatever the row count, so a
+/// row's result does not depend on the rows batched with it.
+fn few_rows_product(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
+    use candle_core::Storage;
+    use rayon::prelude::*;
+    let (rows, in_dim) = x.dims2()?;
+    if !x.device().is_cpu()
+        || !(1..=SMALL_ROW_COUNT).contains(&rows)
+        || x.dtype() != DType::F32
+        || weight.dtype() != DType::F32
+        || !weight.is_contiguous()
+    {
+        return Ok(None);
+    }
+    let out_dim = weight.dims()[0];
+    let inputs: Vec<f32> = x.flatten_all()?.to_vec1::<f32>()?;
+    let (storage, layout) = weight.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    let start = layout.start_offset();
+    let weights = &cpu.as_slice::<f32>()?[start..start + out_dim * in_dim];
+    // Output-major: each task owns a run of output columns for every row.
+    let mut transposed = vec![0f32; out_dim * rows];
+    const CHUNK: usize = 64;
+    transposed
+        .par_chunks_mut(CHUNK * rows)
+        .enumerate()
+        .for_each(|(chunk, out)| {
+            for (k, slots) in out.chunks_mut(rows).enumerate() {
+                let j = chunk * CHUNK + k;
+                let w = &weights[j * in_dim..(j + 1) * in_dim];
+                for (r, slot) in slots.iter_mut().enumerate() {
+                    *slot = dot(w, &inputs[r * in_dim..(r + 1) * in_dim]);
+                }
+            }
+        });
+    let y = Tensor::from_vec(transposed, (out_dim, rows), x.device())?
+        .t()?
+        .contiguous()?;
+    Ok(Some(y))
+}
+
+/// A dot product in 8 interleaved partial sums (vectorizable; a fixed order).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a_body, a_tail) = a.split_at(a.len() / 8 * 8);
+    let (b_body, b_tail) = b.split_at(a_body.len());
+    for (a8, b8) in a_body.chunks_exact(8).zip(b_body.chunks_exact(8)) {
+        for lane in 0..8 {
+            lanes[lane] += a8[lane] * b8[lane];
+        }
+    }
+    let mut sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (x, y) in a_tail.iter().zip(b_tail) {
+        sum += x * y;
+    }
+    sum
+}
 
 /// `y = x Wᵀ (+ b)` with the weight kept in the PyTorch `(out, in)` layout; the transpose is a
 /// stride change that the matmul kernel consumes directly (no copy).
@@ -87,16 +152,12 @@ impl Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
         let weight_t = self.weight.t()?;
-        // On CPU, a product with a handful of rows (KV-cached decoding of CFG rows) packs the
-        // whole weight; one matrix-vector product per row streams it instead (~3x faster at
-        // 2 rows, D = 768).
-        let mut y = if x2.device().is_cpu() && (2..=SMALL_ROW_COUNT).contains(&rows) {
-            let parts = (0..rows)
-                .map(|r| x2.narrow(0, r, 1)?.matmul(&weight_t))
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            Tensor::cat(&parts, 0)?
-        } else {
-            x2.matmul(&weight_t)?
+        // On CPU, a product with a handful of rows (KV-cached decoding of CFG rows, or of several
+        // generations batched together) packs the whole weight; `few_rows_product` streams it
+        // once for all rows instead.
+        let mut y = match few_rows_product(&x2, &self.weight)? {
+            Some(y) => y,
+            None => x2.matmul(&weight_t)?,
         };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
