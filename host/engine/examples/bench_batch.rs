@@ -85,8 +85,10 @@ fn planned(engine: &Engine, text: &str) -> Result<ExecutionPlan, Error> {
     Ok(plan(&workflow, None)?)
 }
 
+/// Wall times, the tokens and the forward passes (total, shared) of the last run.
+type Measured = (Vec<f64>, Vec<Vec<u32>>, (usize, usize));
+
 /// One mode, `reps` times in a row: the wall times, the tokens and the forward passes of the last run.
-#[allow(clippy::type_complexity)]
 fn measure(
     engine: &Engine,
     execution: &ExecutionPlan,
@@ -94,7 +96,7 @@ fn measure(
     batching: bool,
     max_concurrency: usize,
     reps: usize,
-) -> Result<(Vec<f64>, Vec<Vec<u32>>, (usize, usize)), Error> {
+) -> Result<Measured, Error> {
     engine.set_batching(batching);
     let mut times = Vec::new();
     let mut tokens = Vec::new();
@@ -162,7 +164,6 @@ fn bench(
 }
 
 fn bench_workflow(engine: &Engine, text: &str, reps: usize) -> Result<(), Error> {
-    let engine = engine;
     let execution = planned(engine, text)?;
     let inputs = BTreeMap::from([(
         "caption".to_owned(),
@@ -180,8 +181,7 @@ fn bench_workflow(engine: &Engine, text: &str, reps: usize) -> Result<(), Error>
     ];
     // Modes take turns within each repetition, so load from other processes on the machine
     // drifts over all of them alike.
-    let mut runs: Vec<(Vec<f64>, Vec<Vec<u32>>, (usize, usize))> =
-        vec![(Vec::new(), Vec::new(), (0, 0)); modes.len()];
+    let mut runs: Vec<Measured> = vec![(Vec::new(), Vec::new(), (0, 0)); modes.len()];
     for _ in 0..reps {
         for ((_, batching, concurrency), slot) in modes.iter().zip(runs.iter_mut()) {
             let (times, tokens, passes) =

@@ -320,7 +320,7 @@ pub fn execute<R: StepRunner>(
                     waiting_on: &mut waiting_on,
                     ready: &mut ready,
                 };
-                if served.from_cache(index) {
+                if served.serve_cached(index) {
                     continue;
                 }
                 let mut group = vec![index];
@@ -339,7 +339,7 @@ pub fn execute<R: StepRunner>(
                             break;
                         }
                         served.ready.remove(&other);
-                        if !served.from_cache(other) {
+                        if !served.serve_cached(other) {
                             group.push(other);
                         }
                     }
@@ -551,7 +551,7 @@ struct Served<'p, 'r, V> {
 
 impl<V> Served<'_, '_, V> {
     /// Serves step `index` from the cache when it may and can, releasing its dependents.
-    fn from_cache(&mut self, index: usize) -> bool {
+    fn serve_cached(&mut self, index: usize) -> bool {
         let planned = &self.plan.steps[index];
         let id = planned.step.id.as_str();
         let key = &self.keys[id];

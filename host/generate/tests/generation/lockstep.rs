@@ -115,6 +115,8 @@ fn job_ar(
     }
 }
 
+type Callback<'a> = dyn FnMut(Progress<'_>) -> ControlFlow<()> + 'a;
+
 /// A progress callback recording the steps (and tokens, as `1000 + token`) it is told about and
 /// cancelling where the job says.
 fn watcher<'s>(
@@ -172,12 +174,10 @@ fn together(generator: &Generator<'_>, jobs: &[Job]) -> (Vec<Outcome>, usize, us
     let mut states: Vec<GenerationState> = jobs.iter().map(|j| j.state.clone()).collect();
     let mut rngs: Vec<SeededRandom> = jobs.iter().map(|j| SeededRandom::new(j.seed)).collect();
     let mut seen: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
-    let mut callbacks: Vec<Box<dyn FnMut(Progress<'_>) -> ControlFlow<()> + '_>> = seen
+    let mut callbacks: Vec<Box<Callback<'_>>> = seen
         .iter_mut()
         .zip(jobs)
-        .map(|(seen, job)| {
-            Box::new(watcher(seen, job)) as Box<dyn FnMut(Progress<'_>) -> ControlFlow<()>>
-        })
+        .map(|(seen, job)| Box::new(watcher(seen, job)) as Box<Callback<'_>>)
         .collect();
     let mut members: Vec<LockstepMember<'_>> = jobs
         .iter()
@@ -533,7 +533,7 @@ fn autoregressive_members_share_one_kv_cache_and_equal_running_alone() {
             .unwrap();
         // One encoder pass, then one decoder pass per token of the longest member.
         assert_eq!(passes, 1 + longest, "{name}");
-        assert!(shared >= 1 + 4, "{name}: {shared} shared passes");
+        assert!(shared > 4, "{name}: {shared} shared passes");
         assert_eq!(
             outcomes[2].1.as_ref().unwrap().cancelled.unwrap().token,
             Some(3)
