@@ -6,19 +6,24 @@ use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
-use tessera_generate::{DenseInputs, Generator, GeneratorOptions, Progress, domain_catalog};
+use tessera_generate::{
+    DenseInputs, GenerationPlan, GenerationStep, Generator, GeneratorOptions, LockstepMember,
+    Progress, domain_catalog, lockstep_key,
+};
 use tessera_model::FourM;
 use tessera_nn::TokenizerGraphs;
 use tessera_runtime::types::Tokens;
 use tessera_runtime::{LoadOptions, Plugin, Runtime, RuntimeConfig};
 use tessera_sampler::{
-    DomainCatalog, DomainKind, DomainRole, GenerationState, ModalityState, SeededRandom, text_ids,
+    DomainCatalog, DomainInfo, DomainKind, DomainRole, GenerationState, ModalityState,
+    SeededRandom, text_ids,
 };
 use tessera_workflow::{
-    CacheContext, PlannedStep, Reference, StepContext, StepError, StepGuidance, StepInputs,
-    StepRunner,
+    BatchedStep, CacheContext, PlannedStep, Reference, StepContext, StepError, StepGuidance,
+    StepInputs, StepRunner,
 };
 
 use crate::artifacts::{encode_detokenized, encode_raw_tokens, write_files};
@@ -59,8 +64,40 @@ pub struct Engine {
     /// Things to tell the user about the loaded parts (e.g. a vocabulary that does not fit).
     warnings: Vec<String>,
     out_dir: PathBuf,
+    /// Whether same-shaped ready steps share forward passes (see [`Engine::set_batching`]).
+    batching: AtomicBool,
+    /// Encoder and decoder passes run on the model, and those that served several steps.
+    passes: AtomicUsize,
+    shared_passes: AtomicUsize,
     // Keeps the epoch ticker alive while plugins are used; dropped last.
     _runtime: Runtime,
+}
+
+/// Forward passes the engine has run on its model since it was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ForwardPasses {
+    /// Encoder and decoder passes, a pass shared by several steps counted once.
+    pub total: usize,
+    /// Of those, the passes whose batch held the rows of more than one step.
+    pub shared: usize,
+}
+
+/// A step ready to generate: its target's description, schedule and generation state(s).
+struct Prepared {
+    info: DomainInfo,
+    schedule: Vec<GenerationStep>,
+    job: Job,
+}
+
+enum Job {
+    /// One state (with classifier-free guidance on its conditions, or none).
+    Single { state: GenerationState },
+    /// Multi-condition guidance: the unconditional state holds the target.
+    Multi {
+        unconditional: GenerationState,
+        conditional: Vec<GenerationState>,
+        plan: GenerationPlan,
+    },
 }
 
 /// How a step ended inside the engine.
@@ -193,6 +230,9 @@ impl Engine {
             unavailable,
             warnings,
             out_dir: config.out_dir.clone(),
+            batching: AtomicBool::new(true),
+            passes: AtomicUsize::new(0),
+            shared_passes: AtomicUsize::new(0),
             _runtime: runtime,
         })
     }
@@ -234,6 +274,64 @@ impl Engine {
 
     pub fn out_dir(&self) -> &Path {
         &self.out_dir
+    }
+
+    /// Turns cross-step batching on (the default) or off. On, steps of a run that are ready at
+    /// the same time and generate with the same shape (MaskGIT / ROAR with the same token
+    /// schedule, targets of the same token count, the same top-k / top-p, classifier-free or no
+    /// guidance) run in lockstep, their rows in the same encoder and decoder passes; the tokens
+    /// are those of running them one by one. Off, every step runs alone (for comparisons).
+    pub fn set_batching(&self, on: bool) {
+        self.batching.store(on, Ordering::Relaxed);
+    }
+
+    /// Forward passes run so far (shared ones counted once).
+    pub fn forward_passes(&self) -> ForwardPasses {
+        ForwardPasses {
+            total: self.passes.load(Ordering::Relaxed),
+            shared: self.shared_passes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The batch key of a step: its lockstep shape and sampling options, or `None` when it always
+    /// runs alone (autoregressive, multi-condition guidance, batching off, an invalid schedule).
+    fn batch_key_of(&self, planned: &PlannedStep) -> Option<String> {
+        if !self.batching.load(Ordering::Relaxed) {
+            return None;
+        }
+        let step = &planned.step;
+        if !matches!(step.parameters.guidance, StepGuidance::Scale(_)) {
+            return None;
+        }
+        let schedule = step.prepare(&self.catalog).ok()?;
+        let shape = lockstep_key(&schedule, &self.catalog)?;
+        Some(format!("{shape}|{:?}", step.parameters.sampling_options()))
+    }
+
+    /// Runs steps of one batch key: each prepared on its own (a bad input fails only its step),
+    /// generated together, detokenized and written on its own.
+    fn run_batch_in(
+        &self,
+        out_dir: &Path,
+        steps: &[BatchedStep<'_, StepValue>],
+    ) -> Vec<Result<StepValue, StepError>> {
+        let planned: Vec<&PlannedStep> = steps.iter().map(|s| s.step).collect();
+        let contexts: Vec<&StepContext> = steps.iter().map(|s| s.context).collect();
+        let mut prepared: Vec<Result<Prepared, Halt>> = steps
+            .iter()
+            .map(|s| self.prepare(s.step, s.inputs, s.context))
+            .collect();
+        self.generate_together(&planned, &mut prepared, &contexts);
+        prepared
+            .into_iter()
+            .zip(steps)
+            .map(|(prepared, s)| {
+                run_halting(
+                    prepared
+                        .and_then(|prepared| self.finish(out_dir, s.step, &prepared, s.context)),
+                )
+            })
+            .collect()
     }
 
     /// The cache context of a run: model digest, plugin digests per domain, input digests.
@@ -385,6 +483,18 @@ impl Engine {
         inputs: &StepInputs<StepValue>,
         context: &StepContext,
     ) -> Result<StepValue, Halt> {
+        let mut prepared = self.prepare(planned, inputs, context)?;
+        self.generate_alone(planned, &mut prepared, context)?;
+        self.finish(out_dir, planned, &prepared, context)
+    }
+
+    /// Tokenizes a step's conditions and builds its generation state(s) and schedule.
+    fn prepare(
+        &self,
+        planned: &PlannedStep,
+        inputs: &StepInputs<StepValue>,
+        context: &StepContext,
+    ) -> Result<Prepared, Halt> {
         let step = &planned.step;
         let target = step.generate.as_str();
         let info = self
@@ -441,41 +551,11 @@ impl Engine {
             }
             Ok(state)
         };
-
-        let generator = Generator::with_options(
-            &self.model,
-            GeneratorOptions {
-                sampling: step.parameters.sampling_options(),
-                ..GeneratorOptions::default()
-            },
-        );
-        let mut rng = SeededRandom::new(context.seed());
-        let total = schedule.len().max(1) as f64;
-        let mut progress = |event: Progress<'_>| {
-            let fraction = match event {
-                Progress::Token {
-                    step,
-                    token,
-                    max_tokens,
-                } => (step as f64 + (token + 1) as f64 / max_tokens.max(1) as f64) / total,
-                Progress::Step { step, .. } => (step + 1) as f64 / total,
-            };
-            context.report_progress(fraction);
-            if context.is_cancelled() {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        };
-        let dense = DenseInputs::new();
-        let (report, state) = match &step.parameters.guidance {
+        let job = match &step.parameters.guidance {
             StepGuidance::Scale(_) => {
                 let mut state = state_of(&step.from)?;
                 state.insert(target.to_owned(), target_state)?;
-                let report = generator
-                    .run_steps(&schedule, &mut state, &dense, &mut rng, &mut progress)
-                    .map_err(EngineError::from)?;
-                (report, state)
+                Job::Single { state }
             }
             StepGuidance::Weighted(sets) => {
                 let mut unconditional = GenerationState::new();
@@ -486,24 +566,173 @@ impl Engine {
                     state.insert(target.to_owned(), target_state.clone())?;
                     conditional.push(state);
                 }
-                let plan = step.generation_plan(num_tokens);
-                let report = generator
-                    .generate_multi_guided(
-                        &plan,
-                        &mut unconditional,
-                        conditional,
-                        &dense,
-                        &mut rng,
-                        &mut progress,
-                    )
-                    .map_err(EngineError::from)?;
-                (report, unconditional)
+                Job::Multi {
+                    unconditional,
+                    conditional,
+                    plan: step.generation_plan(num_tokens),
+                }
             }
         };
+        Ok(Prepared {
+            info,
+            schedule,
+            job,
+        })
+    }
+
+    /// Generates one prepared step on its own.
+    fn generate_alone(
+        &self,
+        planned: &PlannedStep,
+        prepared: &mut Prepared,
+        context: &StepContext,
+    ) -> Result<(), Halt> {
+        let generator = Generator::with_options(
+            &self.model,
+            GeneratorOptions {
+                sampling: planned.step.parameters.sampling_options(),
+                ..GeneratorOptions::default()
+            },
+        );
+        let mut rng = SeededRandom::new(context.seed());
+        let mut progress = progress_reporter(context, prepared.schedule.len());
+        let dense = DenseInputs::new();
+        let report = match &mut prepared.job {
+            Job::Single { state } => generator
+                .run_steps(&prepared.schedule, state, &dense, &mut rng, &mut progress)
+                .map_err(EngineError::from)?,
+            Job::Multi {
+                unconditional,
+                conditional,
+                plan,
+            } => generator
+                .generate_multi_guided(
+                    plan,
+                    unconditional,
+                    std::mem::take(conditional),
+                    &dense,
+                    &mut rng,
+                    &mut progress,
+                )
+                .map_err(EngineError::from)?,
+        };
+        self.passes
+            .fetch_add(report.encoder_runs + report.decoder_runs, Ordering::Relaxed);
         if report.cancelled.is_some() || context.is_cancelled() {
             return Err(Halt::Cancelled);
         }
+        Ok(())
+    }
 
+    /// Generates prepared steps of one batch key in lockstep ([`Generator::run_lockstep`]): their
+    /// rows share every encoder and decoder pass; each keeps its own seed, progress and result.
+    fn generate_together(
+        &self,
+        planned: &[&PlannedStep],
+        prepared: &mut [Result<Prepared, Halt>],
+        contexts: &[&StepContext],
+    ) {
+        let Some(first) = planned.first() else {
+            return;
+        };
+        // The batch key includes the sampling options, so they are the same for every member.
+        let generator = Generator::with_options(
+            &self.model,
+            GeneratorOptions {
+                sampling: first.step.parameters.sampling_options(),
+                ..GeneratorOptions::default()
+            },
+        );
+        let dense = DenseInputs::new();
+        let mut rngs: Vec<SeededRandom> = contexts
+            .iter()
+            .map(|context| SeededRandom::new(context.seed()))
+            .collect();
+        let mut reporters: Vec<_> = contexts
+            .iter()
+            .zip(prepared.iter())
+            .map(|(context, prepared)| {
+                let steps = prepared.as_ref().map_or(1, |p| p.schedule.len());
+                progress_reporter(context, steps)
+            })
+            .collect();
+        let mut which = Vec::new();
+        let mut members = Vec::new();
+        for (index, ((slot, rng), progress)) in prepared
+            .iter_mut()
+            .zip(rngs.iter_mut())
+            .zip(reporters.iter_mut())
+            .enumerate()
+        {
+            if let Ok(Prepared {
+                schedule,
+                job: Job::Single { state },
+                ..
+            }) = slot
+            {
+                which.push(index);
+                members.push(LockstepMember {
+                    steps: schedule,
+                    state,
+                    dense: &dense,
+                    rng,
+                    progress,
+                });
+            }
+        }
+        let report = generator.run_lockstep(&mut members);
+        drop(members);
+        drop(reporters);
+        self.passes.fetch_add(report.passes, Ordering::Relaxed);
+        self.shared_passes
+            .fetch_add(report.shared_passes, Ordering::Relaxed);
+        if report.shared_passes > 0 {
+            tracing::info!(
+                steps = ?which.iter().map(|&i| planned[i].step.id.as_str()).collect::<Vec<_>>(),
+                shared_passes = report.shared_passes,
+                "steps generated in shared forward passes"
+            );
+        }
+        for (&index, result) in which.iter().zip(report.members) {
+            let halt = match result {
+                Err(error) => Some(Halt::Failed(error.into())),
+                Ok(run) if run.cancelled.is_some() || contexts[index].is_cancelled() => {
+                    Some(Halt::Cancelled)
+                }
+                Ok(_) => None,
+            };
+            if let Some(halt) = halt {
+                prepared[index] = Err(halt);
+            }
+        }
+        // Anything else (multi-condition guidance never gets a batch key) runs alone.
+        for (index, slot) in prepared.iter_mut().enumerate() {
+            if which.contains(&index) {
+                continue;
+            }
+            if let Ok(member) = slot
+                && let Err(halt) = self.generate_alone(planned[index], member, contexts[index])
+            {
+                *slot = Err(halt);
+            }
+        }
+    }
+
+    /// Detokenizes a generated step and writes its artifacts.
+    fn finish(
+        &self,
+        out_dir: &Path,
+        planned: &PlannedStep,
+        prepared: &Prepared,
+        context: &StepContext,
+    ) -> Result<StepValue, Halt> {
+        let step = &planned.step;
+        let target = step.generate.as_str();
+        let info = &prepared.info;
+        let state = match &prepared.job {
+            Job::Single { state } => state,
+            Job::Multi { unconditional, .. } => unconditional,
+        };
         let modality = state.require(target).map_err(EngineError::from)?;
         let row = &modality.rows()[0];
         let (ids, shape) = match info.kind {
@@ -575,6 +804,14 @@ impl StepRunner for Engine {
     ) -> Result<StepValue, StepError> {
         run_halting(self.run(&self.out_dir, step, inputs, context))
     }
+
+    fn batch_key(&self, step: &PlannedStep) -> Option<String> {
+        self.batch_key_of(step)
+    }
+
+    fn run_batch(&self, steps: &[BatchedStep<'_, StepValue>]) -> Vec<Result<StepValue, StepError>> {
+        self.run_batch_in(&self.out_dir, steps)
+    }
 }
 
 /// The engine writing a run's artifacts into a directory of its own (a server shares one loaded
@@ -604,6 +841,39 @@ impl StepRunner for EngineRun<'_> {
         context: &StepContext,
     ) -> Result<StepValue, StepError> {
         run_halting(self.engine.run(&self.out_dir, step, inputs, context))
+    }
+
+    fn batch_key(&self, step: &PlannedStep) -> Option<String> {
+        self.engine.batch_key_of(step)
+    }
+
+    fn run_batch(&self, steps: &[BatchedStep<'_, StepValue>]) -> Vec<Result<StepValue, StepError>> {
+        self.engine.run_batch_in(&self.out_dir, steps)
+    }
+}
+
+/// A progress callback reporting a step's fraction done (`steps` decoding steps) and stopping it
+/// when the run is cancelled.
+fn progress_reporter<'c>(
+    context: &'c StepContext<'_>,
+    steps: usize,
+) -> impl FnMut(Progress<'_>) -> ControlFlow<()> + 'c {
+    let total = steps.max(1) as f64;
+    move |event: Progress<'_>| {
+        let fraction = match event {
+            Progress::Token {
+                step,
+                token,
+                max_tokens,
+            } => (step as f64 + (token + 1) as f64 / max_tokens.max(1) as f64) / total,
+            Progress::Step { step, .. } => (step + 1) as f64 / total,
+        };
+        context.report_progress(fraction);
+        if context.is_cancelled() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
 }
 

@@ -15,6 +15,6 @@ pub mod value;
 
 pub use artifacts::{ArtifactKind, WrittenArtifact};
 pub use cache::DiskCache;
-pub use engine::{Engine, EngineConfig, EngineRun};
+pub use engine::{Engine, EngineConfig, EngineRun, ForwardPasses};
 pub use error::EngineError;
 pub use value::{InputValue, Produced, StepValue};

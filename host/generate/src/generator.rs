@@ -120,6 +120,11 @@ pub struct RunReport {
     /// Encoder passes run, and passes saved because the inputs were unchanged.
     pub encoder_runs: usize,
     pub encoder_reuses: usize,
+    /// Decoder passes run.
+    pub decoder_runs: usize,
+    /// Of the encoder and decoder passes above, those whose batch also held the rows of other
+    /// generations ([`Generator::run_lockstep`]); 0 for a generation run alone.
+    pub shared_passes: usize,
 }
 
 /// A progress callback that never cancels.
@@ -129,7 +134,7 @@ pub fn no_progress(_: Progress<'_>) -> ControlFlow<()> {
 
 /// How the logits of a step's branches are combined.
 #[derive(Debug, Clone)]
-enum Combine {
+pub(crate) enum Combine {
     Single,
     Scale(f64),
     Weights(Vec<f64>),
@@ -142,6 +147,8 @@ struct EncoderCache {
     contexts: Vec<EncodedContext>,
     runs: usize,
     reuses: usize,
+    /// Decoder passes run (one per context per MaskGIT / ROAR step or autoregressive token).
+    decoder_runs: usize,
 }
 
 /// Runs generation schedules on one model.
@@ -379,6 +386,7 @@ impl<'m> Generator<'m> {
             let mut branches = vec![Branch {
                 state,
                 zeroed: Vec::new(),
+                dense,
             }];
             let mut combine = Combine::Single;
             if let Some(unconditional) = &unconditional
@@ -387,15 +395,15 @@ impl<'m> Generator<'m> {
                 branches.push(Branch {
                     state: unconditional,
                     zeroed,
+                    dense,
                 });
                 combine = match &step.guidance {
                     Guidance::Scale(scale) => Combine::Scale(*scale),
                     Guidance::Weights(w) => Combine::Weights(w.clone()),
                 };
             }
-            let (step_report, update) = self.run_step(
-                k, step, &branches, &combine, dense, rng, &mut cache, progress,
-            )?;
+            let (step_report, update) =
+                self.run_step(k, step, &branches, &combine, rng, &mut cache, progress)?;
             drop(branches);
             match update {
                 Update::Commit(commit) => commit.apply(target_mut(state, k, step)?)?,
@@ -427,6 +435,7 @@ impl<'m> Generator<'m> {
         }
         report.encoder_runs = cache.runs;
         report.encoder_reuses = cache.reuses;
+        report.decoder_runs = cache.decoder_runs;
         Ok(report)
     }
 
@@ -520,19 +529,20 @@ impl<'m> Generator<'m> {
                 .map(|state| Branch {
                     state,
                     zeroed: Vec::new(),
+                    dense,
                 })
                 .collect();
             branches.push(Branch {
                 state: unconditional,
                 zeroed: Vec::new(),
+                dense,
             });
             let combine = match &step.guidance {
                 Guidance::Weights(w) => Combine::Weights(w.clone()),
                 Guidance::Scale(s) => Combine::Weights(vec![*s; conditions.len()]),
             };
-            let (step_report, update) = self.run_step(
-                k, step, &branches, &combine, dense, rng, &mut cache, progress,
-            )?;
+            let (step_report, update) =
+                self.run_step(k, step, &branches, &combine, rng, &mut cache, progress)?;
             drop(branches);
             match update {
                 Update::Commit(commit) => commit.apply(target_mut(unconditional, k, step)?)?,
@@ -567,12 +577,17 @@ impl<'m> Generator<'m> {
         }
         report.encoder_runs = cache.runs;
         report.encoder_reuses = cache.reuses;
+        report.decoder_runs = cache.decoder_runs;
         Ok(report)
     }
 
     /// Embedding domains among `conditions` present in `state`: the unconditional pass feeds them
     /// as zeros.
-    fn zeroed_embeddings(&self, state: &GenerationState, conditions: &[String]) -> Vec<String> {
+    pub(crate) fn zeroed_embeddings(
+        &self,
+        state: &GenerationState,
+        conditions: &[String],
+    ) -> Vec<String> {
         conditions
             .iter()
             .filter(|d| state.get(d).is_some())
@@ -590,7 +605,6 @@ impl<'m> Generator<'m> {
     fn encode(
         &self,
         branches: &[Branch<'_>],
-        dense: &DenseInputs,
         cache: &mut EncoderCache,
     ) -> Result<Vec<(EncodedContext, usize)>> {
         let layout = branches[0].layout();
@@ -617,7 +631,12 @@ impl<'m> Generator<'m> {
             cache.contexts.clear();
             for group in &groups {
                 let members: Vec<Branch<'_>> = group.iter().map(|&i| branches[i].clone()).collect();
-                let inputs = stacked_encoder_inputs(self.model, &members, dense)?;
+                let layout: Vec<(String, usize)> = members[0]
+                    .layout()
+                    .into_iter()
+                    .map(|(domain, width)| (domain.to_owned(), width))
+                    .collect();
+                let inputs = stacked_encoder_inputs(self.model, &members, &layout)?;
                 cache.contexts.push(self.model.encode(&inputs)?);
                 cache.runs += 1;
             }
@@ -637,7 +656,6 @@ impl<'m> Generator<'m> {
         step: &GenerationStep,
         branches: &[Branch<'_>],
         combine: &Combine,
-        dense: &DenseInputs,
         rng: &mut dyn RandomSource,
         cache: &mut EncoderCache,
         progress: &mut dyn FnMut(Progress<'_>) -> ControlFlow<()>,
@@ -679,12 +697,13 @@ impl<'m> Generator<'m> {
                 let logits = if n == 0 {
                     vec![Vec::new(); branches.len()]
                 } else {
-                    let contexts = self.encode(branches, dense, cache)?;
+                    let contexts = self.encode(branches, cache)?;
                     let mut per_branch = Vec::with_capacity(branches.len());
                     for (context, rows) in &contexts {
                         let positions: Vec<Vec<usize>> = (0..rows / batch)
                             .flat_map(|_| queries.iter().cloned())
                             .collect();
+                        cache.decoder_runs += 1;
                         let out = self.model.decode(
                             context,
                             &QuerySet {
@@ -735,7 +754,7 @@ impl<'m> Generator<'m> {
                 let mut streams = vec![vec![ar.start_token]; batch];
                 let mut recorded: Vec<Vec<Vec<f32>>> = vec![Vec::new(); branches.len()];
                 if !every_row_contains(&streams, ar.end_token) {
-                    let contexts = self.encode(branches, dense, cache)?;
+                    let contexts = self.encode(branches, cache)?;
                     let mut caches = contexts
                         .iter()
                         .map(|(_, rows)| self.model.new_cache(domain, *rows))
@@ -744,6 +763,7 @@ impl<'m> Generator<'m> {
                         let mut per_branch = Vec::with_capacity(branches.len());
                         for ((context, rows), decoder_cache) in contexts.iter().zip(&mut caches) {
                             let copies = rows / batch;
+                            cache.decoder_runs += 1;
                             let mode = self.options.autoregressive;
                             let logits = if mode == AutoregressiveMode::KvCache {
                                 let tokens = (0..copies)
@@ -837,11 +857,11 @@ enum Update {
     CancelledAt(usize),
 }
 
-fn candle(e: candle_core::Error) -> GenerateError {
+pub(crate) fn candle(e: candle_core::Error) -> GenerateError {
     GenerateError::Model(e.into())
 }
 
-fn target_mut<'s>(
+pub(crate) fn target_mut<'s>(
     state: &'s mut GenerationState,
     k: usize,
     step: &GenerationStep,
@@ -855,7 +875,11 @@ fn target_mut<'s>(
 }
 
 /// Splits `(copies·B, n, V)` logits into `copies` flat branch vectors.
-fn split_branches(logits: &Tensor, copies: usize, out: &mut Vec<Vec<f32>>) -> Result<()> {
+pub(crate) fn split_branches(
+    logits: &Tensor,
+    copies: usize,
+    out: &mut Vec<Vec<f32>>,
+) -> Result<()> {
     let flat = logits
         .to_dtype(DType::F32)
         .map_err(candle)?
@@ -870,7 +894,7 @@ fn split_branches(logits: &Tensor, copies: usize, out: &mut Vec<Vec<f32>>) -> Re
     Ok(())
 }
 
-fn combine_logits(combine: &Combine, branches: &[Vec<f32>]) -> Result<Vec<f32>> {
+pub(crate) fn combine_logits(combine: &Combine, branches: &[Vec<f32>]) -> Result<Vec<f32>> {
     Ok(match combine {
         Combine::Single => branches[0].clone(),
         Combine::Scale(scale) => guide(&branches[0], &branches[1], *scale)?,

@@ -55,11 +55,14 @@ pub(crate) fn value_kind(domain: &str) -> ValueKind {
     }
 }
 
-/// One branch of a guided step: a state, and the embedding domains that are blanked to zeros.
+/// One branch of a guided step: a state, the embedding domains that are blanked to zeros, and
+/// the dense values of its generation (branches of different generations batched together each
+/// bring their own).
 #[derive(Debug, Clone)]
 pub(crate) struct Branch<'a> {
     pub state: &'a GenerationState,
     pub zeroed: Vec<String>,
+    pub dense: &'a DenseInputs,
 }
 
 /// What the encoder sees of a branch: per domain its input mask and the tokens at input positions.
@@ -100,6 +103,38 @@ impl Branch<'_> {
     pub fn layout(&self) -> Vec<(&str, usize)> {
         self.state.iter().map(|(d, m)| (d, m.width())).collect()
     }
+
+    fn rows(&self) -> usize {
+        self.state.batch_size().unwrap_or(0)
+    }
+}
+
+/// One encoder layout for branches whose layouts differ (e.g. the branches of a depth and of a
+/// normal generation: `caption, tok_depth@224` and `caption, tok_normal@224`): every domain of
+/// every branch once, in an order that keeps each branch's own order, so a branch's rows see their
+/// valid tokens in the order they would alone and the domains they lack are fully masked (no
+/// encoder token). `None` when no such order exists or a domain's width differs between branches.
+pub(crate) fn union_layout(branches: &[Branch<'_>]) -> Option<Vec<(String, usize)>> {
+    let layouts: Vec<Vec<(&str, usize)>> = branches.iter().map(Branch::layout).collect();
+    let mut union: Vec<(String, usize)> = Vec::new();
+    for layout in &layouts {
+        for &(domain, width) in layout {
+            match union.iter().find(|(d, _)| d == domain) {
+                Some((_, known)) if *known != width => return None,
+                Some(_) => {}
+                None => union.push((domain.to_owned(), width)),
+            }
+        }
+    }
+    // First appearance can still contradict a later branch (`a, b` then `b, a`).
+    let position = |domain: &str| union.iter().position(|(d, _)| d == domain);
+    for layout in &layouts {
+        let order: Vec<Option<usize>> = layout.iter().map(|(d, _)| position(d)).collect();
+        if order.windows(2).any(|pair| pair[0] >= pair[1]) {
+            return None;
+        }
+    }
+    Some(union)
 }
 
 fn dense_tensor<'v>(dense: &'v DenseInputs, domain: &str, kind: ValueKind) -> Result<&'v Tensor> {
@@ -153,27 +188,36 @@ pub(crate) fn check_dense(state: &GenerationState, dense: &DenseInputs) -> Resul
     Ok(())
 }
 
-/// The encoder inputs of several branches with the same layout, stacked row-wise (branch-major):
-/// token domains from the states, dense domains from `dense` (zeros where a branch blanks them).
-/// Domains without any input in any row are left out (they contribute no encoder token).
+/// The encoder inputs of several branches, stacked row-wise (branch-major) in `layout` (their
+/// common layout, or a [`union_layout`]): token domains from the states, dense domains from each
+/// branch's dense values (zeros where a branch blanks them). A domain a branch lacks is fully
+/// masked in its rows. Domains without any input in any row are left out (they contribute no
+/// encoder token).
 pub(crate) fn stacked_encoder_inputs(
     model: &FourM,
     branches: &[Branch<'_>],
-    dense: &DenseInputs,
+    layout: &[(String, usize)],
 ) -> Result<Vec<EncoderInput>> {
-    let first = branches.first().ok_or(GenerateError::EmptyState)?;
+    if branches.is_empty() {
+        return Err(GenerateError::EmptyState);
+    }
     let device = model.device();
-    let mut inputs = Vec::new();
-    let mut fallback = None;
-    for (domain, first_modality) in first.state.iter() {
-        let width = first_modality.width();
+    let masks = |domain: &str, width: usize| -> (Vec<bool>, usize) {
         let mut mask = Vec::new();
         let mut rows = 0;
         for branch in branches {
-            let modality = branch.state.require(domain)?;
-            mask.extend(modality.flat_input_mask());
-            rows += modality.batch_size();
+            match branch.state.get(domain) {
+                Some(modality) => mask.extend(modality.flat_input_mask()),
+                None => mask.extend(std::iter::repeat_n(true, branch.rows() * width)),
+            }
+            rows += branch.rows();
         }
+        (mask, rows)
+    };
+    let mut inputs = Vec::new();
+    let mut fallback = None;
+    for (domain, width) in layout {
+        let (mask, rows) = masks(domain, *width);
         let any_input = mask.iter().any(|&m| !m);
         if model.encoder_embedding(domain).is_none() {
             // Like the reference, the encoder only reads the domains it has embeddings for (e.g.
@@ -183,32 +227,25 @@ pub(crate) fn stacked_encoder_inputs(
         let kind = value_kind(domain);
         if !any_input {
             if fallback.is_none() && kind == ValueKind::Tokens {
-                fallback = Some(domain.to_owned());
+                fallback = Some((domain.clone(), *width));
             }
             continue;
         }
-        let values = build_values(branches, domain, kind, dense, device)?;
+        let values = build_values(branches, domain, *width, kind, device)?;
         inputs.push(EncoderInput {
-            domain: domain.to_owned(),
+            domain: domain.clone(),
             values,
-            input_mask: Mask::new(rows, width, mask)?,
+            input_mask: Mask::new(rows, *width, mask)?,
         });
     }
     if inputs.is_empty() {
         // Every branch is empty: the encoder still needs one (fully masked) domain for the batch.
-        let Some(domain) = fallback else {
+        let Some((domain, width)) = fallback else {
             return Err(GenerateError::EmptyState);
         };
-        let mut mask = Vec::new();
-        let mut rows = 0;
-        for branch in branches {
-            let modality = branch.state.require(&domain)?;
-            mask.extend(modality.flat_input_mask());
-            rows += modality.batch_size();
-        }
-        let width = first.state.require(&domain)?.width();
+        let (mask, rows) = masks(&domain, width);
         inputs.push(EncoderInput {
-            values: build_values(branches, &domain, ValueKind::Tokens, dense, device)?,
+            values: build_values(branches, &domain, width, ValueKind::Tokens, device)?,
             domain,
             input_mask: Mask::new(rows, width, mask)?,
         });
@@ -219,8 +256,8 @@ pub(crate) fn stacked_encoder_inputs(
 fn build_values(
     branches: &[Branch<'_>],
     domain: &str,
+    width: usize,
     kind: ValueKind,
-    dense: &DenseInputs,
     device: &Device,
 ) -> Result<DomainValues> {
     let candle = |e: candle_core::Error| GenerateError::Model(e.into());
@@ -228,21 +265,25 @@ fn build_values(
         ValueKind::Tokens => {
             let mut tokens = Vec::new();
             let mut rows = 0;
-            let mut width = 0;
             for branch in branches {
-                let modality = branch.state.require(domain)?;
-                tokens.extend(modality.flat_tokens());
-                rows += modality.batch_size();
-                width = modality.width();
+                match branch.state.get(domain) {
+                    Some(modality) => tokens.extend(modality.flat_tokens()),
+                    // Masked rows are never read; 0 is in every vocabulary.
+                    None => tokens.extend(std::iter::repeat_n(0, branch.rows() * width)),
+                }
+                rows += branch.rows();
             }
             Ok(DomainValues::Tokens(
                 Tensor::from_vec(tokens, (rows, width), device).map_err(candle)?,
             ))
         }
         ValueKind::Pixels | ValueKind::Embeddings { .. } => {
-            let mut parts = Vec::with_capacity(branches.len());
+            let mut parts: Vec<Option<Tensor>> = Vec::with_capacity(branches.len());
             for branch in branches {
-                let modality = branch.state.require(domain)?;
+                let Some(modality) = branch.state.get(domain) else {
+                    parts.push(None);
+                    continue;
+                };
                 let zeroed = branch.zeroed.iter().any(|z| z == domain);
                 let all_masked = modality.flat_input_mask().iter().all(|&m| m);
                 let part = match (kind, zeroed || all_masked) {
@@ -252,21 +293,43 @@ fn build_values(
                         device,
                     )
                     .map_err(candle)?,
-                    _ if all_masked && dense.get(domain).is_none() => {
+                    _ if all_masked && branch.dense.get(domain).is_none() => {
                         // Masked pixels are never read; borrow any branch's shape.
                         return Err(GenerateError::MissingDenseValues {
                             domain: domain.to_owned(),
                             kind: "pixel",
                         });
                     }
-                    _ => dense_tensor(dense, domain, kind)?
+                    _ => dense_tensor(branch.dense, domain, kind)?
                         .to_device(device)
                         .map_err(candle)?
                         .to_dtype(DType::F32)
                         .map_err(candle)?,
                 };
-                parts.push(part);
+                parts.push(Some(part));
             }
+            // Rows of branches without the domain are masked: zeros shaped like the others'.
+            let template = parts
+                .iter()
+                .flatten()
+                .next()
+                .map(|t| t.dims().to_vec())
+                .ok_or_else(|| GenerateError::MissingDenseValues {
+                    domain: domain.to_owned(),
+                    kind: "pixel",
+                })?;
+            let parts = parts
+                .into_iter()
+                .zip(branches)
+                .map(|(part, branch)| match part {
+                    Some(part) => Ok(part),
+                    None => {
+                        let mut shape = template.clone();
+                        shape[0] = branch.rows();
+                        Tensor::zeros(shape, DType::F32, device).map_err(candle)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
             let stacked = Tensor::cat(&parts, 0).map_err(candle)?;
             Ok(match kind {
                 ValueKind::Pixels => DomainValues::Pixels(stacked),

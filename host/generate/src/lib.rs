@@ -7,11 +7,14 @@
 //! unconditional rows in one batch, multi-condition guidance, reuse of the encoder output when its
 //! inputs did not change, and a per-step / per-token progress callback that can cancel.
 //! Pixel and embedding inputs, which the state does not hold, come in [`DenseInputs`].
+//! [`Generator::run_lockstep`] runs independent generations of the same shape together, their
+//! rows sharing every encoder and decoder pass (cross-branch batching of workflows).
 
 pub mod catalog;
 pub mod error;
 pub mod generator;
 pub mod inputs;
+pub mod lockstep;
 
 pub use catalog::domain_catalog;
 pub use error::{GenerateError, Result};
@@ -20,4 +23,5 @@ pub use generator::{
     no_progress,
 };
 pub use inputs::DenseInputs;
+pub use lockstep::{LockstepMember, LockstepReport, lockstep_key};
 pub use tessera_sampler::{GenerationPlan, GenerationState, GenerationStep};

@@ -21,3 +21,6 @@ mod recompute;
 
 #[path = "generation/refusals.rs"]
 mod refusals;
+
+#[path = "generation/lockstep.rs"]
+mod lockstep;

@@ -831,9 +831,26 @@ impl FourM {
         context: &EncodedContext,
         queries: &QuerySet,
         self_mask: Option<&AttentionMask>,
-        mut cache: Option<&mut DecoderCache>,
+        cache: Option<&mut DecoderCache>,
     ) -> Result<DecoderOutput> {
         let input = self.embed_queries(queries)?;
+        let hidden = self.decoder_blocks(context, &input, self_mask, cache)?;
+        let logits = self.decoder_for(&queries.domain)?.head.forward(&hidden)?;
+        Ok(DecoderOutput {
+            queries: input,
+            hidden,
+            logits,
+        })
+    }
+
+    /// The decoder blocks and the final norm over embedded queries `(B, n, D)`.
+    fn decoder_blocks(
+        &self,
+        context: &EncodedContext,
+        input: &Tensor,
+        self_mask: Option<&AttentionMask>,
+        mut cache: Option<&mut DecoderCache>,
+    ) -> Result<Tensor> {
         let mut hidden = input.clone();
         for (i, block) in self.decoder.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
@@ -846,13 +863,7 @@ impl FourM {
                 context.rows_with_keys.as_ref(),
             )?;
         }
-        let hidden = self.decoder_norm.forward(&hidden)?;
-        let logits = self.decoder_for(&queries.domain)?.head.forward(&hidden)?;
-        Ok(DecoderOutput {
-            queries: input,
-            hidden,
-            logits,
-        })
+        self.decoder_norm.forward(&hidden)
     }
 
     /// Decode a query set with unmasked (bidirectional) self-attention among the queries: the
@@ -860,6 +871,59 @@ impl FourM {
     pub fn decode(&self, context: &EncodedContext, queries: &QuerySet) -> Result<DecoderOutput> {
         self.check_rows(context, queries)?;
         self.run_decoder(context, queries, None, None)
+    }
+
+    /// One bidirectional decoder pass for several query sets whose rows follow each other in
+    /// `context` (the first set's rows first), each set with its own target domain: the decoder
+    /// blocks are shared by every domain, so rows generating `tok_depth@224` and rows generating
+    /// `tok_normal@224` go through them together and only the query embeddings and the heads are
+    /// per set. Every row needs the same number of queries. Returns one output per set.
+    pub fn decode_rows(
+        &self,
+        context: &EncodedContext,
+        sets: &[QuerySet],
+    ) -> Result<Vec<DecoderOutput>> {
+        let rows: usize = sets.iter().map(|set| set.positions.len()).sum();
+        if rows != context.batch_size() {
+            return Err(ModelError::BatchMismatch {
+                what: "query sets".into(),
+                expected: context.batch_size(),
+                found: rows,
+            });
+        }
+        let n = sets
+            .first()
+            .and_then(|set| set.positions.first())
+            .map_or(0, Vec::len);
+        if let Some(set) = sets
+            .iter()
+            .find(|set| set.positions.iter().any(|row| row.len() != n))
+        {
+            return Err(ModelError::InvalidInput {
+                domain: set.domain.clone(),
+                reason: format!("every row of a shared decoder pass needs {n} queries"),
+            });
+        }
+        let inputs = sets
+            .iter()
+            .map(|set| self.embed_queries(set))
+            .collect::<Result<Vec<_>>>()?;
+        let input = Tensor::cat(&inputs, 0)?;
+        let hidden = self.decoder_blocks(context, &input, None, None)?;
+        let mut outputs = Vec::with_capacity(sets.len());
+        let mut start = 0;
+        for (set, queries) in sets.iter().zip(inputs) {
+            let len = set.positions.len();
+            let hidden = hidden.narrow(0, start, len)?;
+            let logits = self.decoder_for(&set.domain)?.head.forward(&hidden)?;
+            outputs.push(DecoderOutput {
+                queries,
+                hidden,
+                logits,
+            });
+            start += len;
+        }
+        Ok(outputs)
     }
 
     /// An empty self-attention cache for causal decoding of `domain` with `rows` rows.
@@ -871,6 +935,93 @@ impl FourM {
             layers: vec![None; self.decoder.len()],
             len: 0,
         })
+    }
+
+    /// An empty self-attention cache for causal decoding of several query sets at once
+    /// ([`FourM::decode_causal_rows`]): `domains` in row order, `rows` in all.
+    pub fn new_cache_rows(&self, domains: &[&str], rows: usize) -> Result<DecoderCache> {
+        for domain in domains {
+            self.decoder_for(domain)?;
+        }
+        Ok(DecoderCache {
+            domain: domains.join("+"),
+            rows,
+            layers: vec![None; self.decoder.len()],
+            len: 0,
+        })
+    }
+
+    /// [`FourM::decode_causal`] for several query sets whose rows follow each other in `context`,
+    /// each with its own domain (e.g. two sequence targets decoded in lockstep): the blocks and
+    /// the cache are shared, the query embeddings and heads are per set. `cache` comes from
+    /// [`FourM::new_cache_rows`] with the sets' domains.
+    pub fn decode_causal_rows(
+        &self,
+        context: &EncodedContext,
+        cache: &mut DecoderCache,
+        sets: &[QuerySet],
+    ) -> Result<Vec<DecoderOutput>> {
+        let domains: Vec<&str> = sets.iter().map(|set| set.domain.as_str()).collect();
+        let rows: usize = sets.iter().map(|set| set.positions.len()).sum();
+        if cache.domain != domains.join("+")
+            || cache.rows != context.batch_size()
+            || rows != cache.rows
+        {
+            return Err(ModelError::InvalidInput {
+                domain: domains.join("+"),
+                reason: format!(
+                    "cache was made for `{}` with {} rows; {rows} query rows, a context of {}",
+                    cache.domain,
+                    cache.rows,
+                    context.batch_size()
+                ),
+            });
+        }
+        let n = sets
+            .first()
+            .and_then(|set| set.positions.first())
+            .map_or(0, Vec::len);
+        if let Some(set) = sets
+            .iter()
+            .find(|set| set.positions.iter().any(|row| row.len() != n))
+        {
+            return Err(ModelError::InvalidInput {
+                domain: set.domain.clone(),
+                reason: format!("every row of a shared decoder pass needs {n} queries"),
+            });
+        }
+        let past = cache.len;
+        let mask = if n > 1 {
+            let blocked: Vec<u8> = (0..n)
+                .flat_map(|i| (0..past + n).map(move |j| u8::from(j > past + i)))
+                .collect();
+            Some(AttentionMask {
+                blocked: Tensor::from_vec(blocked, (1, 1, n, past + n), &self.device)?,
+            })
+        } else {
+            None
+        };
+        let inputs = sets
+            .iter()
+            .map(|set| self.embed_queries(set))
+            .collect::<Result<Vec<_>>>()?;
+        let input = Tensor::cat(&inputs, 0)?;
+        let hidden = self.decoder_blocks(context, &input, mask.as_ref(), Some(cache))?;
+        cache.len += n;
+        let mut outputs = Vec::with_capacity(sets.len());
+        let mut start = 0;
+        for (set, queries) in sets.iter().zip(inputs) {
+            let len = set.positions.len();
+            let hidden = hidden.narrow(0, start, len)?;
+            let logits = self.decoder_for(&set.domain)?.head.forward(&hidden)?;
+            outputs.push(DecoderOutput {
+                queries,
+                hidden,
+                logits,
+            });
+            start += len;
+        }
+        Ok(outputs)
     }
 
     /// Causal decoding step: the new queries attend to every cached token and causally among

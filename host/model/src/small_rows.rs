@@ -1,17 +1,20 @@
 //! `x Wᵀ` for a handful of f32 rows on CPU (KV-cached decoding: one token per row, a few rows for
-//! classifier-free guidance), reading the weight once for all rows.
+//! classifier-free guidance and batched generations), reading the weight once for all rows.
 //!
 //! Such a product is bound by memory bandwidth: every weight element is used once per row. A
 //! general matrix-multiply kernel packs the whole weight first, and one matrix-vector product per
 //! row streams it once per row; here each weight row is read once and dotted with every input
 //! row while it is in cache. The dot products sum in a different order than the gemm kernels,
-//! so results agree with them to float rounding, not bit for bit.
+//! so results agree with them to float rounding, not bit for bit; a row's result does not depend
+//! on the other rows of the product (each row's sums run in the same order whatever their count).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
 
-/// Largest row count the kernel handles (its accumulators live in registers).
-pub const MAX_ROWS: usize = 4;
+/// Largest row count the kernel handles: two CFG rows for each of up to four generations
+/// batched together (from 5 rows its accumulators no longer all fit in registers, which costs
+/// far less than reading the weight again).
+pub const MAX_ROWS: usize = 8;
 
 /// Output features per parallel task: large enough to amortise scheduling, small enough to
 /// spread a 768-wide layer over a few threads.
@@ -53,7 +56,11 @@ impl CustomOp2 for SmallRowsMatmul {
             1 => products::<1>(x, w, in_dim, out_dim),
             2 => products::<2>(x, w, in_dim, out_dim),
             3 => products::<3>(x, w, in_dim, out_dim),
-            _ => products::<4>(x, w, in_dim, out_dim),
+            4 => products::<4>(x, w, in_dim, out_dim),
+            5 => products::<5>(x, w, in_dim, out_dim),
+            6 => products::<6>(x, w, in_dim, out_dim),
+            7 => products::<7>(x, w, in_dim, out_dim),
+            _ => products::<8>(x, w, in_dim, out_dim),
         };
         Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))))
     }

@@ -2,6 +2,12 @@
 //! concurrency limit; serves unchanged steps from a cache; a failed step skips its dependents
 //! while independent branches finish; cancellation stops launching at once and is visible to
 //! running steps between their decoding steps. What a step does is the [`StepRunner`]'s business.
+//!
+//! Steps that are ready at the same moment and that the runner gives the same
+//! [`StepRunner::batch_key`] are handed to [`StepRunner::run_batch`] together (one thread, each
+//! step still with its own events, progress, seed, result and cache entry), so a runner can put
+//! their work into shared passes (the engine batches the forward passes of same-shaped
+//! generations). Each batched step counts towards the concurrency limit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -98,6 +104,31 @@ pub trait StepRunner: Sync {
         inputs: &StepInputs<Self::Value>,
         context: &StepContext,
     ) -> Result<Self::Value, StepError>;
+
+    /// Steps with equal keys that are ready at the same time may be run together by
+    /// [`StepRunner::run_batch`]; `None` (the default) runs the step alone.
+    fn batch_key(&self, _step: &PlannedStep) -> Option<String> {
+        None
+    }
+
+    /// Runs steps that share a batch key; one result per step, in order. A failure of one step
+    /// must not fail the others. The default runs them one after the other.
+    fn run_batch(
+        &self,
+        steps: &[BatchedStep<'_, Self::Value>],
+    ) -> Vec<Result<Self::Value, StepError>> {
+        steps
+            .iter()
+            .map(|batched| self.run_step(batched.step, batched.inputs, batched.context))
+            .collect()
+    }
+}
+
+/// One step of a batch handed to [`StepRunner::run_batch`].
+pub struct BatchedStep<'a, V> {
+    pub step: &'a PlannedStep,
+    pub inputs: &'a StepInputs<V>,
+    pub context: &'a StepContext<'a>,
 }
 
 /// The step cache, keyed by [`CacheKey::digest`]; `step` scopes the last key stored for a step
@@ -277,53 +308,99 @@ pub fn execute<R: StepRunner>(
                 let Some(index) = ready.pop_first() else {
                     break;
                 };
-                let planned = &plan.steps[index];
-                let id = planned.step.id.as_str();
-                let key = &keys[id];
-                let cache_enabled =
-                    NotCachedReason::cache_enabled(&planned.step, &options.cache_context);
-                if cache_enabled.is_ok()
-                    && let Some(value) = cache.get(key)
-                {
-                    values.insert(id.to_owned(), value);
-                    outcomes.insert(id.to_owned(), StepOutcome::Cached);
-                    events.emit(RunEvent::Cached {
-                        step: id.to_owned(),
-                        key: key.digest.clone(),
-                    });
-                    release_dependents(index, &dependents, &mut waiting_on, &mut ready);
+                let mut served = Served {
+                    plan,
+                    keys: &keys,
+                    options,
+                    cache,
+                    events,
+                    dependents: &dependents,
+                    values: &mut values,
+                    outcomes: &mut outcomes,
+                    waiting_on: &mut waiting_on,
+                    ready: &mut ready,
+                };
+                if served.serve_cached(index) {
                     continue;
                 }
-                let step_inputs = StepInputs {
-                    values: planned
-                        .step
-                        .from
+                let mut group = vec![index];
+                if let Some(key) = runner.batch_key(&plan.steps[index]) {
+                    // Plan order among the partners, like among ready steps.
+                    let partners: Vec<usize> = served
+                        .ready
                         .iter()
-                        .filter_map(|reference| {
-                            let value = match reference {
-                                Reference::Input(name) => inputs.get(name),
-                                Reference::Step(step) => values.get(step),
-                            };
-                            value.map(|value| (reference.clone(), value.clone()))
+                        .copied()
+                        .filter(|&other| {
+                            runner.batch_key(&plan.steps[other]).as_ref() == Some(&key)
                         })
-                        .collect(),
-                };
+                        .collect();
+                    for other in partners {
+                        if running + group.len() >= max_concurrency {
+                            break;
+                        }
+                        served.ready.remove(&other);
+                        if !served.serve_cached(other) {
+                            group.push(other);
+                        }
+                    }
+                }
+                let members: Vec<(usize, StepInputs<R::Value>)> = group
+                    .iter()
+                    .map(|&member| {
+                        let step_inputs = StepInputs {
+                            values: plan.steps[member]
+                                .step
+                                .from
+                                .iter()
+                                .filter_map(|reference| {
+                                    let value = match reference {
+                                        Reference::Input(name) => inputs.get(name),
+                                        Reference::Step(step) => values.get(step),
+                                    };
+                                    value.map(|value| (reference.clone(), value.clone()))
+                                })
+                                .collect(),
+                        };
+                        (member, step_inputs)
+                    })
+                    .collect();
                 let sender = done_sender.clone();
-                let seed = key.seed;
-                running += 1;
+                let keys = &keys;
+                running += members.len();
                 scope.spawn(move || {
-                    events.emit(RunEvent::Started {
-                        step: planned.step.id.clone(),
-                    });
-                    let context = StepContext {
-                        step: &planned.step.id,
-                        seed,
-                        cancel,
-                        events,
-                    };
+                    for (member, _) in &members {
+                        events.emit(RunEvent::Started {
+                            step: plan.steps[*member].step.id.clone(),
+                        });
+                    }
+                    let contexts: Vec<StepContext> = members
+                        .iter()
+                        .map(|(member, _)| {
+                            let planned = &plan.steps[*member];
+                            StepContext {
+                                step: &planned.step.id,
+                                seed: keys[planned.step.id.as_str()].seed,
+                                cancel,
+                                events,
+                            }
+                        })
+                        .collect();
                     let started = Instant::now();
-                    let result = catch_unwind(AssertUnwindSafe(|| {
-                        runner.run_step(planned, &step_inputs, &context)
+                    let results = catch_unwind(AssertUnwindSafe(|| {
+                        if let [(member, step_inputs)] = members.as_slice() {
+                            vec![runner.run_step(&plan.steps[*member], step_inputs, &contexts[0])]
+                        } else {
+                            let batch: Vec<BatchedStep<'_, R::Value>> = members
+                                .iter()
+                                .zip(&contexts)
+                                .map(|((member, step_inputs), context)| BatchedStep {
+                                    step: &plan.steps[*member],
+                                    inputs: step_inputs,
+                                    context,
+                                })
+                                .collect();
+                            runner.run_batch(&batch)
+                        }
                     }))
                     .unwrap_or_else(|panic| {
                         let message = panic
@@ -331,11 +408,26 @@ pub fn execute<R: StepRunner>(
                             .map(|text| text.to_string())
                             .or_else(|| panic.downcast_ref::<String>().cloned())
                             .unwrap_or_else(|| "unknown panic".to_owned());
-                        Err(StepError::Failed {
-                            message: format!("step runner panicked: {message}"),
-                        })
+                        members
+                            .iter()
+                            .map(|_| {
+                                Err(StepError::Failed {
+                                    message: format!("step runner panicked: {message}"),
+                                })
+                            })
+                            .collect()
                     });
-                    let _ = sender.send((index, result, started.elapsed()));
+                    let elapsed = started.elapsed();
+                    let mut results = results.into_iter();
+                    for (member, _) in &members {
+                        let result = results.next().unwrap_or_else(|| {
+                            Err(StepError::Failed {
+                                message: "the step runner returned no result for this step"
+                                    .to_owned(),
+                            })
+                        });
+                        let _ = sender.send((*member, result, elapsed));
+                    }
                 });
             }
             if running == 0 {
@@ -441,6 +533,43 @@ pub fn execute<R: StepRunner>(
         outputs,
         cancelled,
     })
+}
+
+/// The run's bookkeeping that serving a step from the cache updates.
+struct Served<'p, 'r, V> {
+    plan: &'p ExecutionPlan,
+    keys: &'r BTreeMap<String, CacheKey>,
+    options: &'r ExecuteOptions,
+    cache: &'r dyn StepCache<V>,
+    events: &'r dyn EventSink,
+    dependents: &'r [Vec<usize>],
+    values: &'r mut BTreeMap<String, V>,
+    outcomes: &'r mut BTreeMap<String, StepOutcome>,
+    waiting_on: &'r mut [usize],
+    ready: &'r mut BTreeSet<usize>,
+}
+
+impl<V> Served<'_, '_, V> {
+    /// Serves step `index` from the cache when it may and can, releasing its dependents.
+    fn serve_cached(&mut self, index: usize) -> bool {
+        let planned = &self.plan.steps[index];
+        let id = planned.step.id.as_str();
+        let key = &self.keys[id];
+        if NotCachedReason::cache_enabled(&planned.step, &self.options.cache_context).is_err() {
+            return false;
+        }
+        let Some(value) = self.cache.get(key) else {
+            return false;
+        };
+        self.values.insert(id.to_owned(), value);
+        self.outcomes.insert(id.to_owned(), StepOutcome::Cached);
+        self.events.emit(RunEvent::Cached {
+            step: id.to_owned(),
+            key: key.digest.clone(),
+        });
+        release_dependents(index, self.dependents, self.waiting_on, self.ready);
+        true
+    }
 }
 
 fn release_dependents(

@@ -25,6 +25,6 @@ pub mod events;
 pub mod executor;
 pub use events::{EventSink, RunEvent, SkipReason};
 pub use executor::{
-    CancellationToken, ExecuteError, ExecuteOptions, MemoryCache, NoCache, RunReport, StepCache,
-    StepContext, StepError, StepInputs, StepOutcome, StepRunner, execute,
+    BatchedStep, CancellationToken, ExecuteError, ExecuteOptions, MemoryCache, NoCache, RunReport,
+    StepCache, StepContext, StepError, StepInputs, StepOutcome, StepRunner, execute,
 };

@@ -1,6 +1,8 @@
 //! Integration tests of tessera-workflow, one module per feature (in `tests/workflow/`). Golden
 //! files are regenerated with `TESSERA_BLESS=1`.
 
+#[path = "workflow/batching.rs"]
+mod batching;
 #[path = "workflow/builtin.rs"]
 mod builtin;
 #[path = "workflow/common.rs"]

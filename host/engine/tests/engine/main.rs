@@ -3,6 +3,7 @@
 
 mod common;
 
+mod batch;
 mod cache;
 mod cancel;
 mod chain;

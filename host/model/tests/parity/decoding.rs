@@ -402,3 +402,103 @@ fn first_generation_steps_match_the_recorded_decoder_outputs() {
     }
     assert!(checked > 0, "no generation step replayed");
 }
+
+/// Rows generating different target domains share one decoder pass (`decode_rows`,
+/// `decode_causal_rows`): each set's logits equal decoding it alone.
+#[test]
+fn several_target_domains_share_one_decoder_pass() {
+    let Some(root) = fixtures_root() else { return };
+    for dir in model_dirs(&root) {
+        let fixture = ModelFixture::open(&dir);
+        let model = FourM::load(&dir, &LoadOptions::default()).unwrap();
+        let case = &fixture.forward_cases()[0];
+        let single = model
+            .encode(&encoder_inputs(&model, &fixture.states(case)))
+            .unwrap();
+        let rows = single.batch_size();
+        let context = EncodedContext::concat_rows(&[&single, &single]).unwrap();
+        let decodable = |sequence: bool| -> Vec<String> {
+            model
+                .config()
+                .domains_out
+                .iter()
+                .filter(|d| {
+                    model
+                        .decoder_embedding(d)
+                        .is_some_and(|e| e.info.is_sequence() == sequence)
+                })
+                .take(2)
+                .cloned()
+                .collect()
+        };
+        let images = decodable(false);
+        let sets: Vec<QuerySet> = images
+            .iter()
+            .enumerate()
+            .map(|(k, domain)| QuerySet {
+                domain: domain.clone(),
+                positions: vec![(k..k + 5).collect(); rows],
+                content: QueryContent::MaskToken,
+            })
+            .collect();
+        let shared = model.decode_rows(&context, &sets).unwrap();
+        for (set, output) in sets.iter().zip(&shared) {
+            let alone = model.decode(&single, set).unwrap();
+            let diff = max_abs_diff(&output.logits, &alone.logits, "decode_rows");
+            assert!(
+                diff <= SAME,
+                "{}: {} differs by {diff}",
+                dir.display(),
+                set.domain
+            );
+        }
+
+        let sequences = decodable(true);
+        let names: Vec<&str> = sequences.iter().map(String::as_str).collect();
+        let mut cache = model.new_cache_rows(&names, 2 * rows).unwrap();
+        let mut alone_caches: Vec<_> = names
+            .iter()
+            .map(|d| model.new_cache(d, rows).unwrap())
+            .collect();
+        for i in 0..3 {
+            let sets: Vec<QuerySet> = names
+                .iter()
+                .map(|d| QuerySet {
+                    domain: d.to_string(),
+                    positions: vec![vec![i]; rows],
+                    content: QueryContent::Tokens(vec![vec![5 + i as u32]; rows]),
+                })
+                .collect();
+            let shared = model
+                .decode_causal_rows(&context, &mut cache, &sets)
+                .unwrap();
+            for ((set, output), alone_cache) in sets.iter().zip(&shared).zip(&mut alone_caches) {
+                let alone = model.decode_causal(&single, alone_cache, set).unwrap();
+                let diff = max_abs_diff(&output.logits, &alone.logits, "decode_causal_rows");
+                assert!(
+                    diff <= SAME,
+                    "{}: {} token {i}: {diff}",
+                    dir.display(),
+                    set.domain
+                );
+            }
+        }
+        // A cache made for other domains is refused.
+        let mut wrong = model
+            .new_cache_rows(&[names[1], names[0]], 2 * rows)
+            .unwrap();
+        let sets: Vec<QuerySet> = names
+            .iter()
+            .map(|d| QuerySet {
+                domain: d.to_string(),
+                positions: vec![vec![0]; rows],
+                content: QueryContent::Tokens(vec![vec![5]; rows]),
+            })
+            .collect();
+        assert!(
+            model
+                .decode_causal_rows(&context, &mut wrong, &sets)
+                .is_err()
+        );
+    }
+}
