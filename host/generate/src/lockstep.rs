@@ -30,8 +30,8 @@ use tessera_sampler::{
 
 use crate::error::{GenerateError, Result};
 use crate::generator::{
-    Cancelled, Combine, Generator, Progress, RunReport, StepReport, combine_logits, split_branches,
-    target_mut,
+    AutoregressiveMode, Cancelled, Combine, Generator, Progress, RunReport, StepReport,
+    combine_logits, split_branches, target_mut,
 };
 use crate::inputs::{Branch, DenseInputs, stacked_encoder_inputs, union_layout};
 
