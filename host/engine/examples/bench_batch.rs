@@ -150,6 +150,7 @@ fn bench(
         plugins_dir: plugins,
         out_dir: scratch.path().join("out"),
         asset_overrides: BTreeMap::new(),
+        tokenizers: BTreeMap::new(),
     })?;
     println!(
         "{label}: {} parameters, loaded in {:.1} s",
