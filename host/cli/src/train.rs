@@ -230,31 +230,12 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
     let data = load_data(&args.data, &args.vocab, images.as_ref())?;
     let device = tessera_model::select_device(&args.device)
         .with_context(|| format!("--device {}", args.device))?;
-    let mut trainer = if args.resume {
-        let checkpoint = latest_checkpoint(&args.out).with_context(|| {
-            format!(
-                "--resume: no checkpoint under {}/checkpoints",
-                args.out.display()
-            )
-        })?;
-        eprintln!("resuming from {}", checkpoint.display());
-        CoreTrainer::resume(config.clone(), &data, &device, &checkpoint)
-            .with_context(|| format!("resuming from {}", checkpoint.display()))?
-    } else {
-        if let Some(existing) = latest_checkpoint(&args.out) {
-            bail!(
-                "{} already holds checkpoints ({}); pass --resume to continue, or choose another --out",
-                args.out.display(),
-                existing.display()
-            );
-        }
-        CoreTrainer::new(config.clone(), &data, &device).context("setting up training")?
+    let mut trainer = match resume_point(&args.out, args.resume)? {
+        Some(checkpoint) => CoreTrainer::resume(config.clone(), &data, &device, &checkpoint)
+            .with_context(|| format!("resuming from {}", checkpoint.display()))?,
+        None => CoreTrainer::new(config.clone(), &data, &device).context("setting up training")?,
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let config_path = args.out.join("train-config.json");
-    std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)
-        .with_context(|| format!("writing {}", config_path.display()))?;
+    write_run_config(&args.out, &serde_json::to_string_pretty(&config)?)?;
 
     eprintln!(
         "training a {}-parameter core on {} samples for {} steps",
@@ -262,19 +243,8 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
         data.samples.len(),
         config.steps
     );
-    let plain = !std::io::stderr().is_terminal();
-    let bar = if plain {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(config.steps);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta}]")
-                .expect("valid template"),
-        );
-        bar
-    };
     let first_step = trainer.state().step;
-    bar.set_position(first_step);
+    let progress = Progress::new(config.steps, first_step);
     let started = Instant::now();
     let (mut tokens, mut last) = (0usize, None::<StepReport>);
     trainer
@@ -285,18 +255,11 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
                 "loss {:.4}  {:.0} tok/s  lr {:.2e}",
                 report.loss, rate, report.lr
             );
-            if plain {
-                if report.step % 10 == 0 || report.step == report.total_steps {
-                    eprintln!("step {}/{}  {message}", report.step, report.total_steps);
-                }
-            } else {
-                bar.set_position(report.step);
-                bar.set_message(message);
-            }
+            progress.step(report.step, report.total_steps, message);
             last = Some(report.clone());
         })
         .context("training")?;
-    bar.finish_and_clear();
+    progress.bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(report) = last {
         let domains: Vec<String> = report
@@ -362,31 +325,14 @@ fn train_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
         _ => bail!("give either --data or --scenes"),
     };
     let device = candle_core::Device::Cpu;
-    let mut trainer = if args.resume {
-        let checkpoint = latest_checkpoint(&args.out).with_context(|| {
-            format!(
-                "--resume: no checkpoint under {}/checkpoints",
-                args.out.display()
-            )
-        })?;
-        eprintln!("resuming from {}", checkpoint.display());
-        TokenizerTrainer::resume(config.clone(), &data, &device, &checkpoint)
-            .with_context(|| format!("resuming from {}", checkpoint.display()))?
-    } else {
-        if let Some(existing) = latest_checkpoint(&args.out) {
-            bail!(
-                "{} already holds checkpoints ({}); pass --resume to continue, or choose another --out",
-                args.out.display(),
-                existing.display()
-            );
+    let mut trainer = match resume_point(&args.out, args.resume)? {
+        Some(checkpoint) => TokenizerTrainer::resume(config.clone(), &data, &device, &checkpoint)
+            .with_context(|| format!("resuming from {}", checkpoint.display()))?,
+        None => {
+            TokenizerTrainer::new(config.clone(), &data, &device).context("setting up training")?
         }
-        TokenizerTrainer::new(config.clone(), &data, &device).context("setting up training")?
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let config_path = args.out.join("train-config.json");
-    std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)
-        .with_context(|| format!("writing {}", config_path.display()))?;
+    write_run_config(&args.out, &serde_json::to_string_pretty(&config)?)?;
 
     eprintln!(
         "training a {}-parameter {} tokenizer ({} codes) on {} images of {}x{} for {} steps",
@@ -398,19 +344,8 @@ fn train_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
         config.image_size,
         config.steps
     );
-    let plain = !std::io::stderr().is_terminal();
-    let bar = if plain {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(config.steps);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta}]")
-                .expect("valid template"),
-        );
-        bar
-    };
     let first_step = trainer.state().step;
-    bar.set_position(first_step);
+    let progress = Progress::new(config.steps, first_step);
     let started = Instant::now();
     let (mut images, mut last) = (0usize, None::<TokenizerStepReport>);
     trainer
@@ -421,18 +356,11 @@ fn train_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
                 "loss {:.4} (rec {:.4})  perplexity {:.1}  {:.1} img/s  lr {:.2e}",
                 report.loss, report.reconstruction, report.perplexity, rate, report.lr
             );
-            if plain {
-                if report.step % 10 == 0 || report.step == report.total_steps {
-                    eprintln!("step {}/{}  {message}", report.step, report.total_steps);
-                }
-            } else {
-                bar.set_position(report.step);
-                bar.set_message(message);
-            }
+            progress.step(report.step, report.total_steps, message);
             last = Some(report.clone());
         })
         .context("training")?;
-    bar.finish_and_clear();
+    progress.bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(report) = last {
         println!(
@@ -453,4 +381,71 @@ fn train_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
         args.out.join("loss.png").display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The checkpoint to resume from (with `--resume`), or `None` for a new run; a new run refuses an
+/// `--out` that already holds checkpoints.
+fn resume_point(out: &Path, resume: bool) -> Result<Option<PathBuf>> {
+    if resume {
+        let checkpoint = latest_checkpoint(out).with_context(|| {
+            format!(
+                "--resume: no checkpoint under {}/checkpoints",
+                out.display()
+            )
+        })?;
+        eprintln!("resuming from {}", checkpoint.display());
+        return Ok(Some(checkpoint));
+    }
+    if let Some(existing) = latest_checkpoint(out) {
+        bail!(
+            "{} already holds checkpoints ({}); pass --resume to continue, or choose another --out",
+            out.display(),
+            existing.display()
+        );
+    }
+    Ok(None)
+}
+
+/// Creates `out` and records the run's config (JSON) as `train-config.json`.
+fn write_run_config(out: &Path, config_json: &str) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join("train-config.json");
+    std::fs::write(&path, config_json).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Training progress: a bar on a terminal, otherwise a plain line every 10 steps and at the end.
+struct Progress {
+    bar: ProgressBar,
+    plain: bool,
+}
+
+impl Progress {
+    fn new(total: u64, first: u64) -> Self {
+        let plain = !std::io::stderr().is_terminal();
+        let bar = if plain {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta}]",
+                )
+                .expect("valid template"),
+            );
+            bar
+        };
+        bar.set_position(first);
+        Self { bar, plain }
+    }
+
+    fn step(&self, step: u64, total: u64, message: String) {
+        if self.plain {
+            if step.is_multiple_of(10) || step == total {
+                eprintln!("step {step}/{total}  {message}");
+            }
+        } else {
+            self.bar.set_position(step);
+            self.bar.set_message(message);
+        }
+    }
 }
