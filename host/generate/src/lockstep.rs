@@ -317,28 +317,35 @@ impl Generator<'_> {
         }
     }
 
+    /// A guided step's unconditional state, the conditions given as zero embeddings, and how the
+    /// logits combine; nothing when the step is unguided or blanking changes nothing.
+    fn guidance_rows(
+        &self,
+        state: &GenerationState,
+        step: &GenerationStep,
+    ) -> Result<(Option<GenerationState>, Vec<String>, Combine)> {
+        if !step.is_guided() {
+            return Ok((None, Vec::new(), Combine::Single));
+        }
+        let blanked = state.unconditional(&step.guidance_condition_domains, self.catalog())?;
+        let zeroed = self.zeroed_embeddings(state, &step.guidance_condition_domains);
+        if &blanked == state && zeroed.is_empty() {
+            return Ok((None, Vec::new(), Combine::Single));
+        }
+        let combine = match &step.guidance {
+            Guidance::Scale(scale) => Combine::Scale(*scale),
+            Guidance::Weights(weights) => Combine::Weights(weights.clone()),
+        };
+        Ok((Some(blanked), zeroed, combine))
+    }
+
     /// The member's part of step `k` before any compute, in the order [`Generator::run_steps`]
     /// draws from its random stream: `begin_step(k)`, then the ROAR order.
     fn plan_step(&self, k: usize, member: &mut LockstepMember<'_>) -> Result<StepPlan> {
         let step = &member.steps[k];
         member.rng.begin_step(k);
         let state: &GenerationState = member.state;
-        let mut unconditional = None;
-        let mut zeroed = Vec::new();
-        let mut combine = Combine::Single;
-        if step.is_guided() {
-            let blanked = state.unconditional(&step.guidance_condition_domains, self.catalog())?;
-            let blanked_embeddings =
-                self.zeroed_embeddings(state, &step.guidance_condition_domains);
-            if &blanked != state || !blanked_embeddings.is_empty() {
-                unconditional = Some(blanked);
-                zeroed = blanked_embeddings;
-                combine = match &step.guidance {
-                    Guidance::Scale(scale) => Combine::Scale(*scale),
-                    Guidance::Weights(weights) => Combine::Weights(weights.clone()),
-                };
-            }
-        }
+        let (unconditional, zeroed, combine) = self.guidance_rows(state, step)?;
         let domain = step.target_domain.as_str();
         let target = state.require(domain)?;
         let batch = target.batch_size();
@@ -727,22 +734,7 @@ impl Generator<'_> {
         let step = &member.steps[0];
         member.rng.begin_step(0);
         let state: &GenerationState = member.state;
-        let mut unconditional = None;
-        let mut zeroed = Vec::new();
-        let mut combine = Combine::Single;
-        if step.is_guided() {
-            let blanked = state.unconditional(&step.guidance_condition_domains, self.catalog())?;
-            let blanked_embeddings =
-                self.zeroed_embeddings(state, &step.guidance_condition_domains);
-            if &blanked != state || !blanked_embeddings.is_empty() {
-                unconditional = Some(blanked);
-                zeroed = blanked_embeddings;
-                combine = match &step.guidance {
-                    Guidance::Scale(scale) => Combine::Scale(*scale),
-                    Guidance::Weights(weights) => Combine::Weights(weights.clone()),
-                };
-            }
-        }
+        let (unconditional, zeroed, combine) = self.guidance_rows(state, step)?;
         let domain = step.target_domain.as_str();
         let target = state.require(domain)?;
         let batch = target.batch_size();
