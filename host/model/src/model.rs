@@ -910,6 +910,17 @@ impl FourM {
             .collect::<Result<Vec<_>>>()?;
         let input = Tensor::cat(&inputs, 0)?;
         let hidden = self.decoder_blocks(context, &input, None, None)?;
+        self.outputs_by_set(sets, inputs, &hidden)
+    }
+
+    /// Splits the rows of a shared decoder pass back into one output per query set, each through
+    /// its own domain's head.
+    fn outputs_by_set(
+        &self,
+        sets: &[QuerySet],
+        inputs: Vec<Tensor>,
+        hidden: &Tensor,
+    ) -> Result<Vec<DecoderOutput>> {
         let mut outputs = Vec::with_capacity(sets.len());
         let mut start = 0;
         for (set, queries) in sets.iter().zip(inputs) {
@@ -1008,20 +1019,7 @@ impl FourM {
         let input = Tensor::cat(&inputs, 0)?;
         let hidden = self.decoder_blocks(context, &input, mask.as_ref(), Some(cache))?;
         cache.len += n;
-        let mut outputs = Vec::with_capacity(sets.len());
-        let mut start = 0;
-        for (set, queries) in sets.iter().zip(inputs) {
-            let len = set.positions.len();
-            let hidden = hidden.narrow(0, start, len)?;
-            let logits = self.decoder_for(&set.domain)?.head.forward(&hidden)?;
-            outputs.push(DecoderOutput {
-                queries,
-                hidden,
-                logits,
-            });
-            start += len;
-        }
-        Ok(outputs)
+        self.outputs_by_set(sets, inputs, &hidden)
     }
 
     /// Causal decoding step: the new queries attend to every cached token and causally among
