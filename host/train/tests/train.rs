@@ -993,3 +993,49 @@ mod tok_loop {
         assert!(TokenizerTrainer::resume(cfg, &rgb, &device, &core_checkpoint).is_err());
     }
 }
+
+mod image_tokens {
+    use std::collections::BTreeMap;
+
+    use candle_core::Device;
+    use tessera_train::{DomainTokens, ImageTokenizers, TokDomain, TokenizerTrainer};
+
+    use crate::tok_support::{config, images};
+
+    /// A tokenizer saved by the trainer encodes a world scene at 224 pixels into the domain's
+    /// 14x14 grid with its own codebook, and one whose patch gives another grid is refused.
+    #[test]
+    fn trained_tokenizers_give_the_domain_grid_and_wrong_patches_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = images(TokDomain::Rgb, 4);
+        for (patch, name) in [(16, "patch16"), (8, "patch8")] {
+            let mut cfg = config(TokDomain::Rgb, 1);
+            cfg.patch_size = patch;
+            let trainer = TokenizerTrainer::new(cfg, &data, &Device::Cpu).unwrap();
+            trainer.save_tokenizer(&dir.path().join(name)).unwrap();
+        }
+        let dirs = BTreeMap::from([("tok_rgb@224".to_owned(), dir.path().join("patch16"))]);
+        let tokenizers = ImageTokenizers::load(&dirs).unwrap();
+        assert_eq!(tokenizers.vocab_sizes(), [("tok_rgb@224".to_owned(), 64)]);
+        let scene = tessera_world::generate_scene(7).unwrap();
+        let encoded = tokenizers.encode_scene(0, &scene).unwrap();
+        let [(domain, DomainTokens::Grid(ids))] = &encoded[..] else {
+            panic!("expected one grid, got {encoded:?}");
+        };
+        assert_eq!(domain, "tok_rgb@224");
+        assert_eq!(ids.len(), 196);
+        assert!(ids.iter().all(|&id| id < 64));
+
+        let dirs = BTreeMap::from([("tok_rgb@224".to_owned(), dir.path().join("patch8"))]);
+        let err = ImageTokenizers::load(&dirs)
+            .err()
+            .expect("patch 8 is refused")
+            .to_string();
+        assert!(
+            err.contains("patch size is 8") && err.contains("14x14"),
+            "{err}"
+        );
+        let dirs = BTreeMap::from([("caption".to_owned(), dir.path().join("patch16"))]);
+        assert!(ImageTokenizers::load(&dirs).is_err());
+    }
+}
