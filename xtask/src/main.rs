@@ -8,7 +8,10 @@
 //! * `test` — `plugins` (and Chromium for the browser test, with apt-get when missing), then the
 //!   whole test suite (host workspace and plugin crates' native tests).
 //! * `demo` — `plugins`, a release build of the `tessera` CLI, then the main job.
+//! * `default-model` — `plugins`, the release CLI, then the recipe of tessera's own model
+//!   (`recipes/default-model/`) into `assets/model/`.
 
+mod default_model;
 mod toolchain;
 
 use anyhow::{Context, Result, bail};
@@ -28,8 +31,13 @@ fn main() -> Result<()> {
         Some("plugins") => build_plugins(&root).map(|_| ()),
         Some("test") => test(&root, &args[1..]),
         Some("demo") => demo(&root),
+        Some("default-model") => {
+            let options = default_model::Options::parse(&root, &args[1..])?;
+            let tessera = build_release_cli(&root)?;
+            default_model::run(&root, &tessera, &options)
+        }
         _ => {
-            eprintln!("usage: cargo xtask <toolchain|plugins|test|demo>");
+            eprintln!("usage: cargo xtask <toolchain|plugins|test|demo|default-model>");
             bail!("unknown or missing task {:?}", args.first())
         }
     }
@@ -179,13 +187,18 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .args(extra))
 }
 
-fn demo(root: &Path) -> Result<()> {
+/// The plugins and a release build of the `tessera` binary; its path.
+fn build_release_cli(root: &Path) -> Result<PathBuf> {
     build_plugins(root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(&cargo)
         .current_dir(root)
         .args(["build", "--release", "-p", "tessera-cli"]))?;
-    let tessera = root.join("target/release/tessera");
+    Ok(root.join("target/release/tessera"))
+}
+
+fn demo(root: &Path) -> Result<()> {
+    let tessera = build_release_cli(root)?;
     run(Command::new(&tessera)
         .current_dir(root)
         .args(["plugins", "list"]))?;

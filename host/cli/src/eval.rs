@@ -6,9 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::model_choice::ModelChoice;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use tessera_engine::{Engine, EngineConfig, InputValue, StepValue};
+use tessera_eval::caption_checks::{
+    colour_recall, relation_accuracy, shape_recall, stated_objects,
+};
 use tessera_eval::metrics::{
     LabelledBox, depth_abs_rel, matched_boxes, mean_iou, normal_angle_degrees, normals_from_rgb,
     psnr,
@@ -17,6 +21,7 @@ use tessera_eval::{Direction, Priors, Report, Row, baseline::labelled_boxes};
 use tessera_runtime::types::{Tokens, Value};
 use tessera_workflow::{ExecuteOptions, NoCache, RunEvent, execute, plan, validate_source};
 use tessera_world::SceneModalities;
+use tessera_world::sheet::{SheetRow, write_sheet};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -26,12 +31,8 @@ pub enum EvalCommand {
 
 #[derive(Args)]
 pub struct ShapesArgs {
-    /// The 4M checkpoint (directory with config.json + model.safetensors).
-    #[arg(long)]
-    model: PathBuf,
-    /// An image tokenizer as DOMAIN=DIR, offered to its plugin. Repeatable.
-    #[arg(long = "tokenizer", value_name = "DOMAIN=DIR", value_parser = tessera_nn::parse_tokenizer_arg)]
-    tokenizers: Vec<(String, PathBuf)>,
+    #[command(flatten)]
+    model: ModelChoice,
     /// The text vocabulary for the text plugins (defaults to their manifests').
     #[arg(long)]
     vocab: Option<PathBuf>,
@@ -45,7 +46,10 @@ pub struct ShapesArgs {
     /// Training scenes (seeds 0..N) the baselines' statistics come from.
     #[arg(long, default_value_t = 200)]
     baseline_scenes: u64,
-    /// Where the report (report.txt, report.json) and each scene's outputs go.
+    /// Scenes shown in the contact sheet (contact-sheet.png): the input and what each task made.
+    #[arg(long, default_value_t = 6)]
+    sheet_scenes: u64,
+    /// Where the report (report.txt, report.json, contact-sheet.png) and each scene's outputs go.
     #[arg(long)]
     out: PathBuf,
 }
@@ -56,58 +60,126 @@ pub fn run(command: EvalCommand, plugins_dir: &Path) -> Result<ExitCode> {
     }
 }
 
-/// One evaluated task: its name, the step that runs it, the metric and its baseline.
+/// One evaluated task: its name, the step that runs it, and what is measured on its output.
 struct Task {
     name: &'static str,
     input: &'static str,
     target: &'static str,
+    metrics: &'static [Metric],
+}
+
+/// One row of the report: a metric of a task beside its baseline.
+struct Metric {
+    /// Shown after the task's name (empty for the task's main metric).
+    aspect: &'static str,
     metric: &'static str,
     baseline: &'static str,
     direction: Direction,
 }
 
-const TASKS: [Task; 5] = [
+const fn metric(
+    aspect: &'static str,
+    metric: &'static str,
+    baseline: &'static str,
+    direction: Direction,
+) -> Metric {
+    Metric {
+        aspect,
+        metric,
+        baseline,
+        direction,
+    }
+}
+
+const BOX_RECALL: Metric = metric(
+    "",
+    "box recall at IoU 0.5",
+    "each class at its mean box",
+    Direction::HigherIsBetter,
+);
+
+const TASKS: [Task; 6] = [
     Task {
         name: "rgb -> depth",
         input: "image",
         target: "tok_depth@224",
-        metric: "abs rel (scale and shift aligned)",
-        baseline: "mean training depth",
-        direction: Direction::LowerIsBetter,
+        metrics: &[metric(
+            "",
+            "abs rel (scale and shift aligned)",
+            "mean training depth",
+            Direction::LowerIsBetter,
+        )],
     },
     Task {
         name: "rgb -> normal",
         input: "image",
         target: "tok_normal@224",
-        metric: "mean angle (degrees)",
-        baseline: "mean training normal",
-        direction: Direction::LowerIsBetter,
+        metrics: &[metric(
+            "",
+            "mean angle (degrees)",
+            "mean training normal",
+            Direction::LowerIsBetter,
+        )],
     },
     Task {
         name: "rgb -> semseg",
         input: "image",
         target: "tok_semseg@224",
-        metric: "mIoU",
-        baseline: "per-pixel majority class",
-        direction: Direction::HigherIsBetter,
+        metrics: &[metric(
+            "",
+            "mIoU",
+            "per-pixel majority class",
+            Direction::HigherIsBetter,
+        )],
     },
     Task {
         name: "rgb -> det",
         input: "image",
         target: "det",
-        metric: "box recall at IoU 0.5",
-        baseline: "each class at its mean box",
-        direction: Direction::HigherIsBetter,
+        metrics: &[BOX_RECALL],
     },
     Task {
         name: "caption -> det",
         input: "caption",
         target: "det",
-        metric: "box recall at IoU 0.5",
-        baseline: "each class at its mean box",
-        direction: Direction::HigherIsBetter,
+        metrics: &[
+            BOX_RECALL,
+            metric(
+                "stated shapes",
+                "stated objects with a box of their shape",
+                "one box per class",
+                Direction::HigherIsBetter,
+            ),
+            metric(
+                "relations",
+                "stated left/right relations that hold",
+                "one box per class",
+                Direction::HigherIsBetter,
+            ),
+        ],
+    },
+    Task {
+        name: "caption -> rgb",
+        input: "caption",
+        target: "tok_rgb@224",
+        metrics: &[metric(
+            "stated colours",
+            "stated colours present (>= 20 px of their hue)",
+            "mean training image",
+            Direction::HigherIsBetter,
+        )],
     },
 ];
+
+impl Metric {
+    fn row(&self, task: &Task) -> String {
+        if self.aspect.is_empty() {
+            task.name.to_owned()
+        } else {
+            format!("{}: {}", task.name, self.aspect)
+        }
+    }
+}
 
 fn step_id(task: &Task) -> String {
     format!(
@@ -127,8 +199,12 @@ fn workflow_toml(tasks: &[&Task]) -> String {
          [inputs.image]\ndomain = \"tok_rgb@224\"\n[inputs.caption]\ndomain = \"caption\"\n",
     );
     for task in tasks {
+        // An image from a caption is drawn in several steps, each seeing the tokens before it;
+        // dense maps of an image are nearly determined by it and take one.
         let scheme = if task.target == "det" {
             "scheme = \"autoregressive\"\n"
+        } else if task.input == "caption" {
+            "scheme = \"roar\"\ndecoding_steps = 8\n"
         } else {
             "scheme = \"roar\"\ndecoding_steps = 1\n"
         };
@@ -186,13 +262,14 @@ fn predicted_boxes(json: &str) -> Result<Vec<LabelledBox>> {
         .collect())
 }
 
-/// The model's value and the baseline's for one task on one scene.
+/// The model's value and the baseline's for each of a task's metrics on one scene (`None`: the
+/// metric does not apply to this scene, e.g. relations in a scene that states none).
 fn score(
     task: &Task,
     scene: &SceneModalities,
     priors: &Priors,
     files: &[PathBuf],
-) -> Result<(f64, f64)> {
+) -> Result<Vec<Option<(f64, f64)>>> {
     let file = |name: &str| {
         files
             .iter()
@@ -200,28 +277,39 @@ fn score(
             .with_context(|| format!("{}: no `{name}` artifact among {files:?}", task.name))
     };
     let images = &scene.images;
+    let stated = stated_objects(scene);
     Ok(match task.target {
+        "tok_rgb@224" => {
+            let (colour, _, samples) = read_png(file("image")?)?;
+            if colour != png::ColorType::Rgb || samples.len() != images.rgb.len() {
+                bail!(
+                    "{}: the generated image is not a 224 x 224 RGB PNG",
+                    task.name
+                );
+            }
+            vec![colour_recall(&stated, &samples).zip(colour_recall(&stated, &priors.mean_rgb))]
+        }
         "tok_depth@224" => {
             let (_, _, samples) = read_png(file("depth")?)?;
-            (
+            vec![Some((
                 depth_abs_rel(&png_bytes_to_depth(&samples), &images.depth_metres)?,
                 depth_abs_rel(&priors.mean_depth, &images.depth_metres)?,
-            )
+            ))]
         }
         "tok_normal@224" => {
             let (_, _, samples) = read_png(file("normal")?)?;
             let truth = truth_normals(scene);
-            (
+            vec![Some((
                 normal_angle_degrees(&normals_from_rgb(&samples), &truth)?,
                 normal_angle_degrees(&priors.mean_normal, &truth)?,
-            )
+            ))]
         }
         "tok_semseg@224" => {
             let (_, _, ids) = read_png(file("segmentation")?)?;
-            (
+            vec![Some((
                 mean_iou(&ids, &images.semseg)?,
                 mean_iou(&priors.majority_class, &images.semseg)?,
-            )
+            ))]
         }
         "det" => {
             let json = std::fs::read_to_string(file("boxes")?)?;
@@ -233,10 +321,61 @@ fn score(
                     matched_boxes(predicted, &truth, 0.5) as f64 / truth.len() as f64
                 }
             };
-            (recall(&predicted_boxes(&json)?), recall(&priors.mean_boxes))
+            let predicted = predicted_boxes(&json)?;
+            let mut scores = vec![Some((recall(&predicted), recall(&priors.mean_boxes)))];
+            if task.input == "caption" {
+                scores.push(Some((
+                    shape_recall(&stated, &predicted),
+                    shape_recall(&stated, &priors.mean_boxes),
+                )));
+                scores.push(
+                    relation_accuracy(&stated, &predicted)
+                        .zip(relation_accuracy(&stated, &priors.mean_boxes)),
+                );
+            }
+            scores
         }
         other => bail!("no metric for {other}"),
     })
+}
+
+/// The image a task made, as an RGB tile for the contact sheet (boxes have none).
+fn sheet_tile(task: &Task, files: &[PathBuf]) -> Result<Option<(String, Vec<u8>)>> {
+    let shown = match task.target {
+        "tok_rgb@224" => "image",
+        "tok_depth@224" => "depth-turbo",
+        "tok_normal@224" => "normal",
+        "tok_semseg@224" => "segmentation",
+        _ => return Ok(None),
+    };
+    let Some(path) = files
+        .iter()
+        .find(|p| p.file_stem().is_some_and(|s| s == shown))
+    else {
+        return Ok(None);
+    };
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder
+        .read_info()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let frame = reader
+        .next_frame(&mut buf)
+        .with_context(|| format!("decoding {}", path.display()))?;
+    buf.truncate(frame.buffer_size());
+    let rgb = match frame.color_type {
+        png::ColorType::Rgb => buf,
+        png::ColorType::Rgba => buf
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
+        png::ColorType::Grayscale => buf.iter().flat_map(|&g| [g, g, g]).collect(),
+        png::ColorType::GrayscaleAlpha => buf.chunks_exact(2).flat_map(|p| [p[0]; 3]).collect(),
+        png::ColorType::Indexed => bail!("{} was not expanded to RGB", path.display()),
+    };
+    Ok(Some((task.name.to_owned(), rgb)))
 }
 
 /// Tokenizer reconstruction through the plugin: tokenize the true image, detokenize, compare.
@@ -310,6 +449,7 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
             args.baseline_scenes
         );
     }
+    let model = args.model.resolve()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut asset_overrides = BTreeMap::new();
@@ -317,11 +457,11 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
         asset_overrides.insert("vocab".to_owned(), vocab.clone());
     }
     let engine = Engine::load(&EngineConfig {
-        model: args.model.clone(),
+        model: model.dir.clone(),
         plugins_dir: plugins_dir.to_path_buf(),
         out_dir: args.out.clone(),
         asset_overrides,
-        tokenizers: args.tokenizers.iter().cloned().collect(),
+        tokenizers: model.tokenizers.clone(),
     })
     .context("loading the model and plugins")?;
     let config = engine.model().config();
@@ -355,7 +495,7 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
         "tok_semseg@224",
     ]
     .into_iter()
-    .filter(|d| served.contains(*d) && args.tokenizers.iter().any(|(t, _)| t == d))
+    .filter(|d| served.contains(*d) && model.tokenizers.contains_key(*d))
     .collect();
     if tasks.is_empty() && reconstructed.is_empty() {
         bail!("the model and plugins serve none of the evaluated tasks");
@@ -378,6 +518,7 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
         entry.1 += baseline;
         entry.2 += 1;
     };
+    let mut sheet = Vec::new();
     for index in 0..args.scenes {
         let seed = args.first_seed + index;
         let scene_dir = args.out.join(format!("scene-{seed}"));
@@ -410,6 +551,7 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
             &|_: RunEvent| {},
         )
         .with_context(|| format!("scene {seed}"))?;
+        let mut tiles = vec![("rgb (input)".to_owned(), scene.images.rgb.clone())];
         for task in &tasks {
             let Some(produced) = run.outputs.get(&step_id(task)).and_then(|v| v.produced()) else {
                 bail!(
@@ -419,28 +561,47 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
                 );
             };
             let files: Vec<PathBuf> = produced.artifacts.iter().map(|a| a.path.clone()).collect();
-            add(task.name.to_owned(), score(task, &scene, &priors, &files)?);
+            if index < args.sheet_scenes {
+                tiles.extend(sheet_tile(task, &files)?);
+            }
+            let scores = score(task, &scene, &priors, &files)?;
+            for (metric, pair) in task.metrics.iter().zip(scores) {
+                if let Some(pair) = pair {
+                    add(metric.row(task), pair);
+                }
+            }
         }
         for domain in &reconstructed {
             if let Some(pair) = reconstruction(&engine, domain, &scene_dir, &scene, &priors)? {
                 add(format!("{domain} reconstruction"), pair);
             }
         }
+        if index < args.sheet_scenes {
+            sheet.push(SheetRow {
+                title: format!("seed {seed}: {}", scene.caption),
+                tiles,
+            });
+        }
         eprintln!("scene {}/{} (seed {seed}) done", index + 1, args.scenes);
     }
 
     let mut table = Report::default();
     for task in &tasks {
-        let (value, baseline, n) = sums[task.name];
-        table.push(Row {
-            task: task.name.into(),
-            metric: task.metric.into(),
-            value: value / n as f64,
-            baseline_name: task.baseline.into(),
-            baseline: baseline / n as f64,
-            direction: task.direction,
-            scenes: n,
-        });
+        for metric in task.metrics {
+            let Some(&(value, baseline, n)) = sums.get(&metric.row(task)) else {
+                eprintln!("{}: no scene to measure it on", metric.row(task));
+                continue;
+            };
+            table.push(Row {
+                task: metric.row(task),
+                metric: metric.metric.into(),
+                value: value / n as f64,
+                baseline_name: metric.baseline.into(),
+                baseline: baseline / n as f64,
+                direction: metric.direction,
+                scenes: n,
+            });
+        }
     }
     for domain in &reconstructed {
         let key = format!("{domain} reconstruction");
@@ -475,8 +636,11 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
             scenes: n,
         });
     }
+    let sheet_path = args.out.join("contact-sheet.png");
+    write_sheet(&sheet, &sheet_path).context("writing the contact sheet")?;
     let text = table.render_table();
     print!("{text}");
+    println!("contact sheet: {}", sheet_path.display());
     std::fs::write(args.out.join("report.txt"), &text)?;
     std::fs::write(
         args.out.join("report.json"),

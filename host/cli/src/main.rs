@@ -2,6 +2,7 @@
 
 mod eval;
 mod model;
+mod model_choice;
 mod plugins;
 mod run;
 mod serve;

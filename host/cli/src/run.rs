@@ -16,15 +16,15 @@ use tessera_workflow::{
     ValidationContext, execute, plan, validate_file,
 };
 
+use crate::model_choice::ModelChoice;
 use crate::workflows::{catalog, default_workflows_dir, served_domains};
 
 #[derive(Args)]
 pub struct RunArgs {
     /// A workflow file, or the name of a built-in workflow (see `tessera workflows list`).
     workflow: String,
-    /// The 4M checkpoint (directory with config.json + model.safetensors).
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelChoice,
     /// An input value, NAME=VALUE: text, or @FILE (.png/.jpg image, .json document, else text).
     /// For a domain without a plugin, give its tokens as a JSON list (NAME=@tokens.json).
     #[arg(long = "input", value_name = "NAME=VALUE")]
@@ -44,10 +44,6 @@ pub struct RunArgs {
     /// The text vocabulary (tokenizer JSON) for the text plugins; defaults to their manifests'.
     #[arg(long)]
     vocab: Option<PathBuf>,
-    /// A 4M tokenizer for a domain's plugin, as DOMAIN=DIR (e.g. `tok_rgb@224=path/to/tokenizer`);
-    /// offered to plugins as the host-nn graphs `DOMAIN/encode` and `DOMAIN/decode`. Repeatable.
-    #[arg(long = "tokenizer", value_name = "DOMAIN=DIR", value_parser = tessera_nn::parse_tokenizer_arg)]
-    tokenizers: Vec<(String, PathBuf)>,
     /// Steps running at once.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -88,7 +84,8 @@ fn resolve_workflow(spec: &str) -> Result<PathBuf> {
 
 pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
     let path = resolve_workflow(&args.workflow)?;
-    let catalog = catalog(&args.model)?;
+    let model = args.model.resolve()?;
+    let catalog = catalog(&model.dir)?;
     let mut served = served_domains(plugins_dir);
     // Inputs given as JSON token lists need no plugin: their domains count as served.
     let text =
@@ -179,11 +176,11 @@ pub fn run(args: RunArgs, plugins_dir: &Path) -> Result<ExitCode> {
         asset_overrides.insert("vocab".to_owned(), vocab.clone());
     }
     let engine = Engine::load(&EngineConfig {
-        model: args.model.clone(),
+        model: model.dir.clone(),
         plugins_dir: plugins_dir.to_path_buf(),
         out_dir: args.out.clone(),
         asset_overrides,
-        tokenizers: args.tokenizers.iter().cloned().collect(),
+        tokenizers: model.tokenizers.clone(),
     })
     .context("loading the model and plugins")?;
     for warning in engine.warnings() {

@@ -9,13 +9,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tessera_server::{Server, ServerConfig, shutdown_signal};
 
+use crate::model_choice::ModelChoice;
 use crate::workflows::default_workflows_dir;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// The 4M checkpoint (directory with config.json + model.safetensors).
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelChoice,
     /// Address to listen on. Anything but loopback needs TESSERA_API_TOKEN set.
     #[arg(long, default_value = "127.0.0.1:7860")]
     bind: SocketAddr,
@@ -44,10 +44,6 @@ pub struct ServeArgs {
     /// The text vocabulary (tokenizer JSON) for the text plugins; defaults to their manifests'.
     #[arg(long)]
     vocab: Option<PathBuf>,
-    /// A 4M tokenizer for a domain's plugin, as DOMAIN=DIR (e.g. `tok_rgb@224=path/to/tokenizer`);
-    /// offered to plugins as the host-nn graphs `DOMAIN/encode` and `DOMAIN/decode`. Repeatable.
-    #[arg(long = "tokenizer", value_name = "DOMAIN=DIR", value_parser = tessera_nn::parse_tokenizer_arg)]
-    tokenizers: Vec<(String, PathBuf)>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -61,7 +57,8 @@ fn default_data_dir() -> PathBuf {
 }
 
 pub fn serve(args: ServeArgs, plugins_dir: &Path) -> Result<ExitCode> {
-    let mut config = ServerConfig::new(&args.model, plugins_dir);
+    let model = args.model.resolve()?;
+    let mut config = ServerConfig::new(&model.dir, plugins_dir);
     config.workflows_dir = default_workflows_dir();
     config.data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     config.bind = args.bind;
@@ -77,7 +74,7 @@ pub fn serve(args: ServeArgs, plugins_dir: &Path) -> Result<ExitCode> {
             .asset_overrides
             .insert("vocab".to_owned(), vocab.clone());
     }
-    config.tokenizers = args.tokenizers.iter().cloned().collect();
+    config.tokenizers = model.tokenizers.clone();
     let data_dir = config.data_dir.clone();
     let server = Server::load(config).context("starting the server")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -90,7 +87,7 @@ pub fn serve(args: ServeArgs, plugins_dir: &Path) -> Result<ExitCode> {
         let state = server.state();
         println!(
             "tessera serving http://{address}/ (model {}, {} plugins, {} stored runs in {})",
-            args.model.display(),
+            model.dir.display(),
             state.plugins.len(),
             state.runs.list().len(),
             data_dir.display()

@@ -4,6 +4,7 @@
 //! metric beats its baseline.
 
 pub mod baseline;
+pub mod caption_checks;
 pub mod metrics;
 pub mod report;
 

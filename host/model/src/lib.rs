@@ -28,5 +28,5 @@ pub use model::{
     DecoderCache, DecoderOutput, DomainState, DomainValues, EncodedContext, EncoderInput, FourM,
     LoadOptions, Mask, MaskedTargetOutput, QueryContent, QuerySet, select_device,
 };
-pub use save::save_checkpoint;
+pub use save::{StoredDtype, convert_checkpoint, save_checkpoint};
 pub use vq::{VqConfig, VqTokenizer};

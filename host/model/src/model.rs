@@ -1174,6 +1174,119 @@ impl FourM {
         Ok(logits)
     }
 
+    /// [`Self::decode_joint`] without the padding: in set `s`, row `r` has `valid[s][r]` real
+    /// queries (its first ones), and only those are decoded. Each row's sequence is its real
+    /// queries, set after set (the reference's valid-first gather of the decoder tokens), padded to
+    /// the longest row; `self_mask` is `(B, 1, T, T)` in that packed layout (1 = blocked). Returns
+    /// each set's logits for its real queries, row after row: `(Σ_r valid[s][r], V)`.
+    ///
+    /// Per-set padding makes a batch's decoder as long as the sum of every set's longest row,
+    /// several times the target budget when the Dirichlet draw gives different rows different
+    /// domains; packing keeps it at the largest budget.
+    pub fn decode_packed(
+        &self,
+        context: &EncodedContext,
+        query_sets: &[QuerySet],
+        valid: &[Vec<usize>],
+        self_mask: &Tensor,
+    ) -> Result<Vec<Tensor>> {
+        let batch = context.batch_size();
+        let d = self.config.dim;
+        if valid.len() != query_sets.len() {
+            return Err(ModelError::InvalidInput {
+                domain: "decoder".into(),
+                reason: format!(
+                    "{} valid-count lists for {} query sets",
+                    valid.len(),
+                    query_sets.len()
+                ),
+            });
+        }
+        let mut inputs = Vec::with_capacity(query_sets.len());
+        let mut lengths = Vec::with_capacity(query_sets.len());
+        for (queries, counts) in query_sets.iter().zip(valid) {
+            self.check_rows(context, queries)?;
+            let embedded = self.embed_queries(queries)?;
+            let n = embedded.dims()[1];
+            if counts.len() != batch || counts.iter().any(|&c| c > n) {
+                return Err(ModelError::InvalidInput {
+                    domain: queries.domain.clone(),
+                    reason: format!("valid counts {counts:?} for {batch} rows of {n} queries"),
+                });
+            }
+            lengths.push(n);
+            inputs.push(embedded);
+        }
+        let padded: usize = lengths.iter().sum();
+        let per_row: Vec<usize> = (0..batch)
+            .map(|r| valid.iter().map(|counts| counts[r]).sum())
+            .collect();
+        let packed = per_row.iter().copied().max().unwrap_or(0);
+        let expected = [batch, 1, packed, packed];
+        if self_mask.dims() != expected {
+            return Err(ModelError::InvalidInput {
+                domain: "decoder".into(),
+                reason: format!(
+                    "self-attention mask {:?}, expected {expected:?}",
+                    self_mask.dims()
+                ),
+            });
+        }
+        // Row r of the packed batch reads its real queries from the padded concatenation;
+        // padding slots read an appended zero row.
+        let zero_row = (batch * padded) as u32;
+        let mut index = Vec::with_capacity(batch * packed);
+        // Where set s's real queries of row r start in the packed batch (flattened).
+        let mut starts = vec![vec![0usize; batch]; query_sets.len()];
+        for r in 0..batch {
+            let mut set_offset = 0;
+            let mut filled = 0;
+            for (s, &n) in lengths.iter().enumerate() {
+                starts[s][r] = r * packed + filled;
+                for q in 0..valid[s][r] {
+                    index.push((r * padded + set_offset + q) as u32);
+                }
+                filled += valid[s][r];
+                set_offset += n;
+            }
+            index.extend(std::iter::repeat_n(zero_row, packed - filled));
+        }
+        let all = Tensor::cat(&inputs, 1)?.reshape((batch * padded, d))?;
+        let all = Tensor::cat(
+            &[&all, &Tensor::zeros((1, d), self.dtype, &self.device)?],
+            0,
+        )?;
+        let mut hidden = gather_rows(&all, &index, batch, packed, &self.device)?;
+        let mask = AttentionMask {
+            blocked: self_mask.clone(),
+        };
+        for (i, block) in self.decoder.iter().enumerate() {
+            hidden = block.forward(
+                &hidden,
+                Some(&mask),
+                None,
+                &context.cross_kv[i],
+                context.key_padding.as_ref(),
+                context.rows_with_keys.as_ref(),
+            )?;
+        }
+        let hidden = self
+            .decoder_norm
+            .forward(&hidden)?
+            .reshape((batch * packed, d))?;
+        let mut logits = Vec::with_capacity(query_sets.len());
+        for (s, queries) in query_sets.iter().enumerate() {
+            let set_starts = &starts[s];
+            let rows: Vec<u32> = (0..batch)
+                .flat_map(|r| (0..valid[s][r]).map(move |q| (set_starts[r] + q) as u32))
+                .collect();
+            let picked = Tensor::from_vec(rows.clone(), rows.len(), &self.device)?;
+            let part = hidden.index_select(&picked, 0)?;
+            logits.push(self.decoder_for(&queries.domain)?.head.forward(&part)?);
+        }
+        Ok(logits)
+    }
+
     /// Logits of `domain`'s head for decoder hidden states `(B, n, D)`.
     pub fn logits(&self, domain: &str, hidden: &Tensor) -> Result<Tensor> {
         self.decoder_for(domain)?.head.forward(hidden)

@@ -185,7 +185,6 @@ pub fn batch_loss(
         /// Per row, (real queries, labels).
         valid: Vec<usize>,
         labels: Vec<Vec<u32>>,
-        len: usize,
     }
     let mut query_sets = Vec::new();
     let mut segments = Vec::new();
@@ -242,7 +241,6 @@ pub fn batch_loss(
             grid,
             valid,
             labels,
-            len,
         });
     }
     if segments.is_empty() {
@@ -251,54 +249,50 @@ pub fn batch_loss(
             reason: "a batch without any target token".into(),
         });
     }
-    // Reference training mask (`adapt_decoder_attention_mask` with `decoder_sep_mask`): a query
-    // attends only to real queries of its own domain, all of them for grids, the ones up to itself
-    // for sequences. Padding queries attend to themselves only.
-    let total: usize = segments.iter().map(|s| s.len).sum();
-    let mut blocked = vec![1u8; rows * total * total];
+    // Reference training mask (`adapt_decoder_attention_mask` with `decoder_sep_mask`) in the
+    // packed layout (each row's real queries, segment after segment): a query attends only to
+    // real queries of its own domain, all of them for grids, the ones up to itself for sequences.
+    // Padding slots attend to themselves only.
+    let packed = (0..rows)
+        .map(|r| segments.iter().map(|s| s.valid[r]).sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    let mut blocked = vec![1u8; rows * packed * packed];
     for r in 0..rows {
         let mut offset = 0;
         for s in &segments {
-            for qi in 0..s.len {
-                let row_base = (r * total + offset + qi) * total;
-                if qi >= s.valid[r] {
-                    blocked[row_base + offset + qi] = 0;
-                    continue;
-                }
-                let upto = if s.grid { s.valid[r] } else { qi + 1 };
-                for kj in 0..upto {
-                    blocked[row_base + offset + kj] = 0;
-                }
+            let n = s.valid[r];
+            for qi in 0..n {
+                let row_base = (r * packed + offset + qi) * packed;
+                let upto = if s.grid { n } else { qi + 1 };
+                blocked[row_base + offset..row_base + offset + upto].fill(0);
             }
-            offset += s.len;
+            offset += n;
+        }
+        for slot in offset..packed {
+            blocked[(r * packed + slot) * packed + slot] = 0;
         }
     }
-    let mask = Tensor::from_vec(blocked, (rows, 1, total, total), &device)?;
-    let logits = model.decode_joint(&context, &query_sets, &mask)?;
+    let mask = Tensor::from_vec(blocked, (rows, 1, packed, packed), &device)?;
+    let valid: Vec<Vec<usize>> = segments.iter().map(|s| s.valid.clone()).collect();
+    let logits = model.decode_packed(&context, &query_sets, &valid, &mask)?;
 
     let mut loss: Option<Tensor> = None;
     let mut per_domain = BTreeMap::new();
     for (s, logits) in segments.iter().zip(logits) {
-        let vocab = logits.dim(2)?;
-        let mut picked = Vec::new();
-        let mut targets = Vec::new();
-        for r in 0..rows {
-            for q in 0..s.valid[r] {
-                picked.push((r * s.len + q) as u32);
-                targets.push(s.labels[r][q]);
-            }
-        }
-        if picked.is_empty() {
+        // Logits come for the real queries only, row after row: the labels in the same order.
+        let targets: Vec<u32> = (0..rows)
+            .flat_map(|r| s.labels[r][..s.valid[r]].iter().copied())
+            .collect();
+        if targets.is_empty() {
             continue;
         }
-        tokens += picked.len();
-        let flat = logits.reshape((rows * s.len, vocab))?;
-        let index = Tensor::from_vec(picked.clone(), picked.len(), &device)?;
-        let chosen = flat.index_select(&index, 0)?;
-        let labels = Tensor::from_vec(targets, picked.len(), &device)?;
-        let domain_loss = candle_nn::loss::cross_entropy(&chosen, &labels)?;
+        tokens += targets.len();
+        let count = targets.len();
+        let labels = Tensor::from_vec(targets, count, &device)?;
+        let domain_loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
         let value = domain_loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        per_domain.insert(s.domain.clone(), (value, picked.len()));
+        per_domain.insert(s.domain.clone(), (value, count));
         loss = Some(match loss {
             None => domain_loss,
             Some(sum) => (sum + domain_loss)?,

@@ -564,6 +564,7 @@ impl<'a> TokenizerTrainer<'a> {
             let every = self.config.checkpoint_every;
             if every > 0 && report.step % every == 0 {
                 self.save(&checkpoint_dir(out, report.step))?;
+                crate::trainer::prune_checkpoints(out)?;
             }
         }
         if self.state.step == self.config.steps {

@@ -65,13 +65,37 @@ pub fn checkpoint_dir(out: &Path, step: u64) -> PathBuf {
 
 /// The newest checkpoint under `out`, if any.
 pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints"))
-        .ok()?
+    complete_checkpoints(out).pop()
+}
+
+/// Complete checkpoints under `out` (those with their `trainer.json`), oldest first.
+fn complete_checkpoints(out: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("trainer.json").is_file())
         .collect();
     dirs.sort();
-    dirs.pop()
+    dirs
+}
+
+/// Complete checkpoints a run keeps: the newest to resume from, and the one before in case the
+/// newest is damaged. A long run would otherwise fill the disk with optimiser states.
+pub const KEPT_CHECKPOINTS: usize = 2;
+
+/// Deletes all but the newest [`KEPT_CHECKPOINTS`] complete checkpoints under `out`.
+pub(crate) fn prune_checkpoints(out: &Path) -> Result<()> {
+    let dirs = complete_checkpoints(out);
+    let stale = dirs.len().saturating_sub(KEPT_CHECKPOINTS);
+    for dir in &dirs[..stale] {
+        std::fs::remove_dir_all(dir).map_err(|source| crate::error::TrainError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 impl<'a> CoreTrainer<'a> {
@@ -289,6 +313,7 @@ impl<'a> CoreTrainer<'a> {
             let every = self.config.checkpoint_every;
             if every > 0 && report.step % every == 0 {
                 self.save(&checkpoint_dir(out, report.step))?;
+                prune_checkpoints(out)?;
             }
         }
         if self.state.step == self.config.steps {
@@ -368,4 +393,33 @@ pub(crate) fn epoch_order(seed: u64, epoch: u64, len: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
     rng.shuffle(&mut order);
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_newest_complete_checkpoints() {
+        let out = tempfile::tempdir().unwrap();
+        for step in 1..=4 {
+            let dir = checkpoint_dir(out.path(), step);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("trainer.json"), "{}").unwrap();
+        }
+        // A checkpoint being written (no trainer.json yet) is not counted and not touched.
+        std::fs::create_dir_all(checkpoint_dir(out.path(), 5)).unwrap();
+        prune_checkpoints(out.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(out.path().join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["step-00000003", "step-00000004", "step-00000005"]);
+        assert!(
+            latest_checkpoint(out.path())
+                .unwrap()
+                .ends_with("step-00000004")
+        );
+    }
 }

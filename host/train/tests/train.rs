@@ -298,6 +298,108 @@ mod core_model {
     }
 }
 
+mod packed_decoding {
+    //! The training decoder packs each row's real queries; the result for them equals the padded
+    //! joint pass of `FourM::decode_joint`.
+
+    use candle_core::{Device, Tensor};
+    use tessera_model::{DomainValues, EncoderInput, Mask, QueryContent, QuerySet};
+    use tessera_train::CoreTrainer;
+
+    use super::support::{config, dataset};
+
+    #[test]
+    fn packed_decoding_equals_the_padded_joint_pass_on_real_queries() {
+        let data = dataset(4);
+        let trainer = CoreTrainer::new(config(10), &data, &Device::Cpu).unwrap();
+        let model = trainer.model();
+        let rows = 3;
+        let ids: Vec<u32> = (0..rows * 5).map(|i| 210 + i as u32).collect();
+        let context = model
+            .encode(&[EncoderInput {
+                domain: "caption".into(),
+                values: DomainValues::Tokens(
+                    Tensor::from_vec(ids, (rows, 5), &Device::Cpu).unwrap(),
+                ),
+                input_mask: Mask::new(rows, 5, vec![false; rows * 5]).unwrap(),
+            }])
+            .unwrap();
+        // A grid set (rows use 4, 1 and 0 of its 4 slots) and a teacher-forced sequence set
+        // (1, 3 and 2 of its 3 slots).
+        let grid_valid = [4usize, 1, 0];
+        let seq_valid = [1usize, 3, 2];
+        let sets = [
+            QuerySet {
+                domain: "tok_dinov2_global".into(),
+                positions: vec![vec![0, 5, 9, 15], vec![3, 0, 0, 0], vec![0; 4]],
+                content: QueryContent::MaskToken,
+            },
+            QuerySet {
+                domain: "det".into(),
+                positions: vec![(0..3).collect(); rows],
+                content: QueryContent::Tokens(vec![vec![5, 220, 221]; rows]),
+            },
+        ];
+        let lengths = [4usize, 3];
+        let valid = [grid_valid.to_vec(), seq_valid.to_vec()];
+        let grid = [true, false];
+        // The mask of both layouts: a real query sees its own domain's real queries (all of them
+        // for a grid, those up to itself for a sequence); padding sees itself.
+        let mask = |packed: bool| {
+            let width: usize = if packed {
+                (0..rows).map(|r| valid[0][r] + valid[1][r]).max().unwrap()
+            } else {
+                lengths.iter().sum()
+            };
+            let mut blocked = vec![1u8; rows * width * width];
+            for r in 0..rows {
+                let mut offset = 0;
+                for s in 0..2 {
+                    let n = valid[s][r];
+                    for q in 0..n {
+                        let upto = if grid[s] { n } else { q + 1 };
+                        for k in 0..upto {
+                            blocked[(r * width + offset + q) * width + offset + k] = 0;
+                        }
+                    }
+                    let span = if packed { n } else { lengths[s] };
+                    for q in n..span {
+                        blocked[(r * width + offset + q) * width + offset + q] = 0;
+                    }
+                    offset += span;
+                }
+                for q in offset..width {
+                    blocked[(r * width + q) * width + q] = 0;
+                }
+            }
+            Tensor::from_vec(blocked, (rows, 1, width, width), &Device::Cpu).unwrap()
+        };
+        let padded = model.decode_joint(&context, &sets, &mask(false)).unwrap();
+        let packed = model
+            .decode_packed(&context, &sets, &valid, &mask(true))
+            .unwrap();
+        for s in 0..2 {
+            let mut expected = Vec::new();
+            for r in 0..rows {
+                for q in 0..valid[s][r] {
+                    expected.push(padded[s].get(r).unwrap().get(q).unwrap());
+                }
+            }
+            let expected = Tensor::stack(&expected, 0).unwrap();
+            assert_eq!(packed[s].dims(), expected.dims(), "set {s}");
+            let diff = (&packed[s] - &expected)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "set {s}: {diff}");
+        }
+    }
+}
+
 mod objective {
     //! The 4M masking objective: budgets respected, sentinel spans, and the loss's gradient equal
     //! to finite differences.

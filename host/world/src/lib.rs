@@ -21,6 +21,7 @@ pub mod palette;
 pub mod render;
 pub mod rng;
 pub mod scene;
+pub mod sheet;
 
 pub use boxes::BoundingBox;
 pub use dataset::{

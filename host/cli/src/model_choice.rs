@@ -1,0 +1,105 @@
+//! Which model a command runs on: `--model`, else `$TESSERA_MODEL`, else tessera's own default
+//! model in the checkout (`assets/model/`); and the image tokenizers that go with it, from
+//! `--tokenizer` and the model directory's `tokenizers/<domain>/` folders.
+
+use anyhow::{Result, bail};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The `--model` and `--tokenizer` options shared by the commands that load a model.
+#[derive(Args, Debug, Clone)]
+pub struct ModelChoice {
+    /// The 4M checkpoint (directory with config.json + model.safetensors). Default: tessera's own
+    /// model (`assets/model/`, see its model card). Image tokenizers in its `tokenizers/<domain>/`
+    /// folders are offered to the plugins unless `--tokenizer` names that domain.
+    #[arg(long, env = "TESSERA_MODEL")]
+    pub model: Option<PathBuf>,
+    /// A 4M tokenizer for a domain's plugin, as DOMAIN=DIR (e.g. `tok_rgb@224=path/to/tokenizer`);
+    /// offered to plugins as the host-nn graphs `DOMAIN/encode` and `DOMAIN/decode`. Repeatable.
+    #[arg(long = "tokenizer", value_name = "DOMAIN=DIR", value_parser = tessera_nn::parse_tokenizer_arg)]
+    pub tokenizers: Vec<(String, PathBuf)>,
+}
+
+/// A model directory and the tokenizers offered with it.
+#[derive(Debug, Clone)]
+pub struct ChosenModel {
+    pub dir: PathBuf,
+    pub tokenizers: BTreeMap<String, PathBuf>,
+}
+
+/// tessera's own model, next to the sources this binary was built from.
+pub fn default_model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/model")
+}
+
+impl ModelChoice {
+    pub fn resolve(&self) -> Result<ChosenModel> {
+        let dir = match &self.model {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = default_model_dir();
+                if !dir.join("config.json").is_file() {
+                    bail!(
+                        "no --model given and tessera's default model is not at {}: pass --model DIR \
+                         (or set TESSERA_MODEL), or train the default model with `cargo xtask default-model`",
+                        dir.display()
+                    );
+                }
+                dir
+            }
+        };
+        let mut tokenizers = bundled_tokenizers(&dir)?;
+        tokenizers.extend(self.tokenizers.iter().cloned());
+        Ok(ChosenModel { dir, tokenizers })
+    }
+}
+
+/// The `tokenizers/<domain>/` folders of a model directory that hold a tokenizer.
+fn bundled_tokenizers(model: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    let folder = model.join("tokenizers");
+    let mut found = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(&folder) else {
+        return Ok(found);
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if path.join("config.json").is_file() {
+            if let Some(domain) = path.file_name().and_then(|n| n.to_str()) {
+                found.insert(domain.to_owned(), path);
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_tokenizers_override_bundled_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for domain in ["tok_rgb@224", "tok_depth@224"] {
+            let t = dir.path().join("tokenizers").join(domain);
+            std::fs::create_dir_all(&t).unwrap();
+            std::fs::write(t.join("config.json"), "{}").unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("tokenizers/empty")).unwrap();
+        let choice = ModelChoice {
+            model: Some(dir.path().to_owned()),
+            tokenizers: vec![("tok_rgb@224".into(), PathBuf::from("/elsewhere"))],
+        };
+        let chosen = choice.resolve().unwrap();
+        assert_eq!(chosen.dir, dir.path());
+        assert_eq!(
+            chosen.tokenizers.keys().collect::<Vec<_>>(),
+            ["tok_depth@224", "tok_rgb@224"]
+        );
+        assert_eq!(
+            chosen.tokenizers["tok_rgb@224"],
+            PathBuf::from("/elsewhere")
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! `cargo xtask default-model`: the recipe of tessera's own model, run end to end with the
+//! release `tessera` binary: one image tokenizer per image domain, the core over those and the
+//! shapes world's sequence domains, the f16 export into `assets/model/`, the evaluation on unseen
+//! scenes, and the model card with the measured times and numbers.
+//!
+//! Every stage is a `tessera` command with the recipe's fixed seeds; a stage whose output exists
+//! is skipped and an interrupted one resumes from its last checkpoint, so rerunning the command
+//! after a stop continues where it stopped.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// `recipes/default-model/recipe.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recipe {
+    tokenizers: TokenizerStage,
+    core: CoreStage,
+    export: ExportStage,
+    eval: EvalStage,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenizerStage {
+    /// Shapes-world scenes rendered for each tokenizer, from `first_seed`.
+    scenes: usize,
+    first_seed: u64,
+    /// Domain -> training config (relative to the recipe).
+    configs: BTreeMap<String, PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CoreStage {
+    config: PathBuf,
+    scenes: usize,
+    first_seed: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportStage {
+    dtype: String,
+    /// Where the exported model goes (relative to the repository).
+    out: PathBuf,
+    /// Refuse an export larger than this.
+    max_megabytes: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvalStage {
+    scenes: u64,
+}
+
+/// Options of the task: where runs go, and a different recipe for trying variants.
+pub struct Options {
+    pub recipe: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Options {
+    pub fn parse(root: &Path, args: &[String]) -> Result<Self> {
+        let mut options = Options {
+            recipe: root.join("recipes/default-model/recipe.toml"),
+            work: root.join("runs/default-model"),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--recipe" => {
+                    options.recipe = PathBuf::from(args.next().context("--recipe needs a path")?)
+                }
+                "--work" => {
+                    options.work = PathBuf::from(args.next().context("--work needs a path")?)
+                }
+                other => bail!("unknown option {other} (--recipe PATH, --work DIR)"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// One finished stage and how long it took in this invocation (0 when skipped).
+struct StageTime {
+    name: String,
+    seconds: f64,
+    skipped: bool,
+}
+
+pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
+    let text = std::fs::read_to_string(&options.recipe)
+        .with_context(|| format!("reading {}", options.recipe.display()))?;
+    let recipe: Recipe =
+        toml::from_str(&text).with_context(|| format!("parsing {}", options.recipe.display()))?;
+    let recipe_dir = options
+        .recipe
+        .parent()
+        .context("the recipe has no folder")?
+        .to_path_buf();
+    let work = &options.work;
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let mut times = Vec::new();
+
+    let mut tokenizer_args = Vec::new();
+    for (domain, config) in &recipe.tokenizers.configs {
+        let out = work.join(format!("tokenizer-{}", short(domain)));
+        let model = out.join("model");
+        times.push(stage(&format!("tokenizer {domain}"), &model, || {
+            let mut cmd = Command::new(tessera);
+            cmd.args(["train", "tokenizer", "--domain", domain])
+                .arg("--config")
+                .arg(recipe_dir.join(config))
+                .args(["--scenes", &recipe.tokenizers.scenes.to_string()])
+                .args(["--first-seed", &recipe.tokenizers.first_seed.to_string()])
+                .arg("--out")
+                .arg(&out);
+            resume_if_started(&mut cmd, &out);
+            crate::run(&mut cmd)
+        })?);
+        tokenizer_args.push(format!("{domain}={}", model.display()));
+    }
+
+    let core_out = work.join("core");
+    let core_model = core_out.join("model");
+    times.push(stage("core", &core_model, || {
+        let mut cmd = Command::new(tessera);
+        cmd.args(["train", "fm", "--config"])
+            .arg(recipe_dir.join(&recipe.core.config))
+            .args([
+                "--data",
+                &format!("world:{}@{}", recipe.core.scenes, recipe.core.first_seed),
+            ])
+            .arg("--out")
+            .arg(&core_out);
+        for arg in &tokenizer_args {
+            cmd.args(["--tokenizer", arg]);
+        }
+        resume_if_started(&mut cmd, &core_out);
+        crate::run(&mut cmd)
+    })?);
+
+    let export = root.join(&recipe.export.out);
+    let started = Instant::now();
+    export_model(
+        tessera,
+        &core_model,
+        &recipe.tokenizers.configs,
+        work,
+        &export,
+        &recipe.export.dtype,
+    )?;
+    let megabytes = folder_bytes(&export)? as f64 / 1e6;
+    if megabytes > recipe.export.max_megabytes {
+        bail!(
+            "the exported model is {megabytes:.1} MB, over the recipe's {} MB",
+            recipe.export.max_megabytes
+        );
+    }
+    times.push(StageTime {
+        name: format!("export ({})", recipe.export.dtype),
+        seconds: started.elapsed().as_secs_f64(),
+        skipped: false,
+    });
+
+    let eval_out = work.join("eval");
+    let started = Instant::now();
+    let status = Command::new(tessera)
+        .args(["eval", "shapes", "--model"])
+        .arg(&export)
+        .args(["--scenes", &recipe.eval.scenes.to_string()])
+        .arg("--out")
+        .arg(&eval_out)
+        .status()
+        .context("starting tessera eval shapes")?;
+    times.push(StageTime {
+        name: format!("eval ({} scenes)", recipe.eval.scenes),
+        seconds: started.elapsed().as_secs_f64(),
+        skipped: false,
+    });
+    let report = std::fs::read_to_string(eval_out.join("report.txt"))
+        .with_context(|| format!("reading the evaluation report in {}", eval_out.display()))?;
+
+    let card = model_card(&recipe_dir, &times, &report, megabytes, &text)?;
+    std::fs::write(export.join("README.md"), card).context("writing the model card")?;
+    println!(
+        "xtask: default model in {} ({megabytes:.1} MB)",
+        export.display()
+    );
+    print!("{report}");
+    if !status.success() {
+        bail!(
+            "the default model does not beat every baseline ({status}); see {}",
+            eval_out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `tok_rgb@224` -> `rgb`.
+fn short(domain: &str) -> &str {
+    let name = domain.strip_prefix("tok_").unwrap_or(domain);
+    name.split('@').next().unwrap_or(name)
+}
+
+/// Runs `body` unless `done` exists, timing it.
+fn stage(name: &str, done: &Path, body: impl FnOnce() -> Result<()>) -> Result<StageTime> {
+    if done.join("config.json").is_file() {
+        println!("xtask: {name}: done before ({}), skipped", done.display());
+        return Ok(StageTime {
+            name: name.to_owned(),
+            seconds: 0.0,
+            skipped: true,
+        });
+    }
+    let started = Instant::now();
+    body().with_context(|| format!("recipe stage {name}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!("xtask: {name}: {:.1} min", seconds / 60.0);
+    Ok(StageTime {
+        name: name.to_owned(),
+        seconds,
+        skipped: false,
+    })
+}
+
+/// An interrupted stage left checkpoints: continue from them.
+fn resume_if_started(cmd: &mut Command, out: &Path) {
+    if out.join("checkpoints").is_dir() {
+        cmd.arg("--resume");
+    }
+}
+
+/// The core and every tokenizer, converted, into `export` (replaced whole).
+fn export_model(
+    tessera: &Path,
+    core: &Path,
+    tokenizers: &BTreeMap<String, PathBuf>,
+    work: &Path,
+    export: &Path,
+    dtype: &str,
+) -> Result<()> {
+    let staging = work.join("export");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("clearing {}", staging.display()))?;
+    }
+    let convert = |src: &Path, dst: &Path| {
+        crate::run(
+            Command::new(tessera)
+                .args(["model", "convert"])
+                .arg(src)
+                .args(["--dtype", dtype])
+                .arg("--out")
+                .arg(dst),
+        )
+    };
+    convert(core, &staging)?;
+    for domain in tokenizers.keys() {
+        let model = work
+            .join(format!("tokenizer-{}", short(domain)))
+            .join("model");
+        convert(&model, &staging.join("tokenizers").join(domain))?;
+    }
+    if export.exists() {
+        std::fs::remove_dir_all(export)
+            .with_context(|| format!("clearing {}", export.display()))?;
+    }
+    if let Some(parent) = export.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(&staging, export)
+        .with_context(|| format!("moving the export to {}", export.display()))
+}
+
+fn folder_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            folder_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// The card's fixed text (`MODEL_CARD.md` beside the recipe) followed by what this run measured.
+fn model_card(
+    recipe_dir: &Path,
+    times: &[StageTime],
+    report: &str,
+    megabytes: f64,
+    recipe_text: &str,
+) -> Result<String> {
+    let head_path = recipe_dir.join("MODEL_CARD.md");
+    let mut card = std::fs::read_to_string(&head_path)
+        .with_context(|| format!("reading {}", head_path.display()))?;
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    writeln!(card, "\n## Measured by `cargo xtask default-model`\n")?;
+    writeln!(
+        card,
+        "Machine: {machine}, {cores} cores, CPU only. Size: {megabytes:.1} MB.\n"
+    )?;
+    writeln!(card, "| stage | minutes |\n|---|---|")?;
+    let mut total = 0.0;
+    for time in times {
+        total += time.seconds;
+        let minutes = if time.skipped {
+            "done in an earlier invocation".to_owned()
+        } else {
+            format!("{:.1}", time.seconds / 60.0)
+        };
+        writeln!(card, "| {} | {minutes} |", time.name)?;
+    }
+    writeln!(card, "| total (this invocation) | {:.1} |\n", total / 60.0)?;
+    writeln!(
+        card,
+        "Evaluation on unseen scenes (`tessera eval shapes`):\n"
+    )?;
+    writeln!(card, "```text\n{}```\n", report)?;
+    writeln!(card, "The recipe (`recipes/default-model/recipe.toml`):\n")?;
+    writeln!(card, "```toml\n{}```", recipe_text)?;
+    Ok(card)
+}
