@@ -7,7 +7,9 @@
 //!   them into `target/plugins/` and `target/test-plugins/`.
 //! * `test` — `plugins` (and Chromium for the browser test, with apt-get when missing), then the
 //!   whole test suite (host workspace and plugin crates' native tests).
-//! * `demo` — `plugins`, a release build of the `tessera` CLI, then the main job.
+//! * `demo` — `plugins`, a release build of the `tessera` CLI, then the main job: the text
+//!   plugins' round trips, and the caption -> boxes -> depth -> rgb workflow on the default model
+//!   when `assets/model/` holds it.
 //! * `default-model` — `plugins`, the release CLI, then the recipe of tessera's own model
 //!   (`recipes/default-model/`) into `assets/model/`.
 
@@ -202,5 +204,23 @@ fn demo(root: &Path) -> Result<()> {
     run(Command::new(&tessera)
         .current_dir(root)
         .args(["plugins", "list"]))?;
-    run(Command::new(&tessera).current_dir(root).args(["demo"]))
+    run(Command::new(&tessera).current_dir(root).args(["demo"]))?;
+    // The chained generation needs tessera's own model, which the recipe writes.
+    if root.join("assets/model/config.json").is_file() {
+        run(Command::new(&tessera).current_dir(root).args([
+            "run",
+            "caption-boxes-depth-rgb",
+            "--input",
+            "caption=a large red cube left of a small blue sphere.",
+            "--out",
+            "out/demo/caption-boxes-depth-rgb",
+            "--no-cache",
+        ]))
+    } else {
+        println!(
+            "xtask: no default model in assets/model/ yet, so no chained generation; \
+             `cargo xtask default-model` trains it"
+        );
+        Ok(())
+    }
 }
