@@ -139,6 +139,14 @@ impl Engine {
             tessera_runtime::GraphRegistry::names(&graphs)
                 .into_iter()
                 .collect();
+        let codebooks: BTreeMap<String, usize> = config
+            .tokenizers
+            .keys()
+            .filter_map(|domain| {
+                let size = graphs.tokenizer(domain)?.codebook_size();
+                Some((domain.clone(), size))
+            })
+            .collect();
         let runtime = Runtime::new(RuntimeConfig {
             graphs: Arc::new(graphs),
             ..RuntimeConfig::default()
@@ -203,7 +211,7 @@ impl Engine {
             };
             match runtime.load(&entry.manifest_path, &options) {
                 Ok(plugin) => {
-                    warnings.extend(vocabulary_mismatches(&model, &plugin, &domains));
+                    warnings.extend(vocabulary_mismatches(&model, &plugin, &domains, &codebooks));
                     for domain in domains {
                         unavailable.remove(&domain);
                         serving.insert(domain, plugins.len());
@@ -887,21 +895,45 @@ fn run_halting(result: Result<StepValue, Halt>) -> Result<StepValue, StepError> 
 }
 
 /// A plugin whose vocabulary is not the size of the model's for a domain is most likely loaded
-/// with another model's vocabulary (tokens would be in range but mean other words).
-fn vocabulary_mismatches(model: &FourM, plugin: &Plugin, domains: &[String]) -> Vec<String> {
+/// with another model's vocabulary (tokens would be in range but mean other words). For a domain
+/// decoded by a host tokenizer, the tokenizer's codebook is what must match (the plugin's
+/// declared vocabulary is only the largest id it accepts).
+fn vocabulary_mismatches(
+    model: &FourM,
+    plugin: &Plugin,
+    domains: &[String],
+    codebooks: &BTreeMap<String, usize>,
+) -> Vec<String> {
     plugin
         .info()
         .modalities
         .iter()
         .filter(|modality| domains.contains(&modality.domain))
         .filter_map(|modality| {
+            let domain = &modality.domain;
+            let ours = model.vocab_size(domain)?;
+            if let Some(&codes) = codebooks.get(domain) {
+                let accepted = modality.vocab_size.map_or(usize::MAX, |v| v as usize);
+                return if codes != ours {
+                    Some(format!(
+                        "`{domain}`: the model has {ours} tokens but its tokenizer (--tokenizer \
+                         {domain}=...) has {codes} codes; is this the model's tokenizer?"
+                    ))
+                } else if codes > accepted {
+                    Some(format!(
+                        "`{domain}`: the tokenizer has {codes} codes but plugin `{}` accepts ids \
+                         below {accepted} only",
+                        plugin.id()
+                    ))
+                } else {
+                    None
+                };
+            }
             let theirs = modality.vocab_size? as usize;
-            let ours = model.vocab_size(&modality.domain)?;
             (theirs != ours).then(|| {
                 format!(
-                    "`{}`: plugin `{}` has a {theirs}-token vocabulary, the model {ours}; is this \
-                     the model's vocabulary? (set it with --vocab or TESSERA_VOCAB)",
-                    modality.domain,
+                    "`{domain}`: plugin `{}` has a {theirs}-token vocabulary, the model {ours}; is \
+                     this the model's vocabulary? (set it with --vocab or TESSERA_VOCAB)",
                     plugin.id()
                 )
             })
