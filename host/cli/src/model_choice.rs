@@ -65,10 +65,10 @@ fn bundled_tokenizers(model: &Path) -> Result<BTreeMap<String, PathBuf>> {
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
-        if path.join("config.json").is_file() {
-            if let Some(domain) = path.file_name().and_then(|n| n.to_str()) {
-                found.insert(domain.to_owned(), path);
-            }
+        if path.join("config.json").is_file()
+            && let Some(domain) = path.file_name().and_then(|n| n.to_str())
+        {
+            found.insert(domain.to_owned(), path.clone());
         }
     }
     Ok(found)

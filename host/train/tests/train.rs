@@ -380,8 +380,8 @@ mod packed_decoding {
             .unwrap();
         for s in 0..2 {
             let mut expected = Vec::new();
-            for r in 0..rows {
-                for q in 0..valid[s][r] {
+            for (r, &count) in valid[s].iter().enumerate() {
+                for q in 0..count {
                     expected.push(padded[s].get(r).unwrap().get(q).unwrap());
                 }
             }
