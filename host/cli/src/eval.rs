@@ -222,10 +222,18 @@ fn workflow_toml(tasks: &[&Task]) -> String {
     text
 }
 
+/// A PNG's samples as stored.
 fn read_png(path: &Path) -> Result<(png::ColorType, png::BitDepth, Vec<u8>)> {
+    read_png_as(path, png::Transformations::IDENTITY)
+}
+
+fn read_png_as(
+    path: &Path,
+    transformations: png::Transformations,
+) -> Result<(png::ColorType, png::BitDepth, Vec<u8>)> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
-    decoder.set_transformations(png::Transformations::IDENTITY);
+    decoder.set_transformations(transformations);
     let mut reader = decoder
         .read_info()
         .with_context(|| format!("reading {}", path.display()))?;
@@ -354,18 +362,11 @@ fn sheet_tile(task: &Task, files: &[PathBuf]) -> Result<Option<(String, Vec<u8>)
     else {
         return Ok(None);
     };
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder
-        .read_info()
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let frame = reader
-        .next_frame(&mut buf)
-        .with_context(|| format!("decoding {}", path.display()))?;
-    buf.truncate(frame.buffer_size());
-    let rgb = match frame.color_type {
+    let (colour, _, buf) = read_png_as(
+        path,
+        png::Transformations::EXPAND | png::Transformations::STRIP_16,
+    )?;
+    let rgb = match colour {
         png::ColorType::Rgb => buf,
         png::ColorType::Rgba => buf
             .chunks_exact(4)

@@ -100,16 +100,12 @@ pub fn relation_accuracy(stated: &[&BoundingBox], generated: &[LabelledBox]) -> 
     (holding > 0).then(|| kept as f64 / holding as f64)
 }
 
-/// Colours told apart by hue (gray is not: the floor and the wall are gray too).
-const CHROMATIC: [NamedColour; 7] = [
-    NamedColour::Red,
-    NamedColour::Blue,
-    NamedColour::Green,
-    NamedColour::Yellow,
-    NamedColour::Purple,
-    NamedColour::Cyan,
-    NamedColour::Brown,
-];
+/// Colours told apart by hue: every world colour but gray (the floor and the wall are gray too).
+fn chromatic() -> impl Iterator<Item = NamedColour> {
+    NamedColour::ALL
+        .into_iter()
+        .filter(|&c| c != NamedColour::Gray)
+}
 
 /// Pixels below this saturation are taken for the gray room (or a gray object).
 const MIN_SATURATION: f64 = 0.35;
@@ -147,9 +143,7 @@ fn nearest_colour(pixel: [u8; 3]) -> Option<NamedColour> {
         let d = (hue - hue_saturation(colour.rgb()).0).abs() % 360.0;
         d.min(360.0 - d)
     };
-    CHROMATIC
-        .into_iter()
-        .min_by(|&a, &b| distance(a).total_cmp(&distance(b)))
+    chromatic().min_by(|&a, &b| distance(a).total_cmp(&distance(b)))
 }
 
 /// Of the chromatic colours the caption states, the fraction present in an RGB image (at least
@@ -157,29 +151,22 @@ fn nearest_colour(pixel: [u8; 3]) -> Option<NamedColour> {
 pub fn colour_recall(stated: &[&BoundingBox], rgb: &[u8]) -> Option<f64> {
     let mut wanted: Vec<NamedColour> = stated
         .iter()
-        .filter_map(|b| CHROMATIC.into_iter().find(|c| c.name() == b.colour))
+        .filter_map(|b| chromatic().find(|c| c.name() == b.colour))
         .collect();
     wanted.sort_by_key(|c| c.name());
     wanted.dedup();
     if wanted.is_empty() {
         return None;
     }
-    let mut counts = [0usize; CHROMATIC.len()];
+    let mut counts = [0usize; NamedColour::ALL.len()];
     for pixel in rgb.chunks_exact(3) {
-        if let Some(colour) = nearest_colour([pixel[0], pixel[1], pixel[2]])
-            && let Some(i) = CHROMATIC.iter().position(|&c| c == colour)
-        {
-            counts[i] += 1;
+        if let Some(colour) = nearest_colour([pixel[0], pixel[1], pixel[2]]) {
+            counts[colour as usize] += 1;
         }
     }
     let found = wanted
         .iter()
-        .filter(|&&c| {
-            CHROMATIC
-                .iter()
-                .position(|&k| k == c)
-                .is_some_and(|i| counts[i] >= MIN_COLOUR_PIXELS)
-        })
+        .filter(|&&c| counts[c as usize] >= MIN_COLOUR_PIXELS)
         .count();
     Some(found as f64 / wanted.len() as f64)
 }
@@ -256,7 +243,7 @@ mod tests {
 
     #[test]
     fn hues_name_the_world_colours() {
-        for colour in CHROMATIC {
+        for colour in chromatic() {
             assert_eq!(nearest_colour(colour.rgb()), Some(colour), "{colour:?}");
             let shaded = colour.rgb().map(|c| (f64::from(c) * 0.6) as u8);
             assert_eq!(nearest_colour(shaded), Some(colour), "{colour:?} in shade");

@@ -1138,32 +1138,7 @@ impl FourM {
             inputs.push(self.embed_queries(queries)?);
         }
         let lengths: Vec<usize> = inputs.iter().map(|t| t.dims()[1]).collect();
-        let total: usize = lengths.iter().sum();
-        let expected = [context.batch_size(), 1, total, total];
-        if self_mask.dims() != expected {
-            return Err(ModelError::InvalidInput {
-                domain: "decoder".into(),
-                reason: format!(
-                    "self-attention mask {:?}, expected {expected:?}",
-                    self_mask.dims()
-                ),
-            });
-        }
-        let mask = AttentionMask {
-            blocked: self_mask.clone(),
-        };
-        let mut hidden = Tensor::cat(&inputs, 1)?;
-        for (i, block) in self.decoder.iter().enumerate() {
-            hidden = block.forward(
-                &hidden,
-                Some(&mask),
-                None,
-                &context.cross_kv[i],
-                context.key_padding.as_ref(),
-                context.rows_with_keys.as_ref(),
-            )?;
-        }
-        let hidden = self.decoder_norm.forward(&hidden)?;
+        let hidden = self.decode_masked(context, Tensor::cat(&inputs, 1)?, self_mask)?;
         let mut offset = 0;
         let mut logits = Vec::with_capacity(query_sets.len());
         for (queries, n) in query_sets.iter().zip(lengths) {
@@ -1222,16 +1197,6 @@ impl FourM {
             .map(|r| valid.iter().map(|counts| counts[r]).sum())
             .collect();
         let packed = per_row.iter().copied().max().unwrap_or(0);
-        let expected = [batch, 1, packed, packed];
-        if self_mask.dims() != expected {
-            return Err(ModelError::InvalidInput {
-                domain: "decoder".into(),
-                reason: format!(
-                    "self-attention mask {:?}, expected {expected:?}",
-                    self_mask.dims()
-                ),
-            });
-        }
         // Row r of the packed batch reads its real queries from the padded concatenation;
         // padding slots read an appended zero row.
         let zero_row = (batch * padded) as u32;
@@ -1256,23 +1221,9 @@ impl FourM {
             &[&all, &Tensor::zeros((1, d), self.dtype, &self.device)?],
             0,
         )?;
-        let mut hidden = gather_rows(&all, &index, batch, packed, &self.device)?;
-        let mask = AttentionMask {
-            blocked: self_mask.clone(),
-        };
-        for (i, block) in self.decoder.iter().enumerate() {
-            hidden = block.forward(
-                &hidden,
-                Some(&mask),
-                None,
-                &context.cross_kv[i],
-                context.key_padding.as_ref(),
-                context.rows_with_keys.as_ref(),
-            )?;
-        }
+        let queries = gather_rows(&all, &index, batch, packed, &self.device)?;
         let hidden = self
-            .decoder_norm
-            .forward(&hidden)?
+            .decode_masked(context, queries, self_mask)?
             .reshape((batch * packed, d))?;
         let mut logits = Vec::with_capacity(query_sets.len());
         for (s, queries) in query_sets.iter().enumerate() {
@@ -1285,6 +1236,42 @@ impl FourM {
             logits.push(self.decoder_for(&queries.domain)?.head.forward(&part)?);
         }
         Ok(logits)
+    }
+
+    /// Every decoder block over `queries` with the self-attention mask `self_mask` (1 = blocked)
+    /// and the context's cross-attention, then `decoder_norm`.
+    fn decode_masked(
+        &self,
+        context: &EncodedContext,
+        queries: Tensor,
+        self_mask: &Tensor,
+    ) -> Result<Tensor> {
+        let (batch, n, _) = queries.dims3()?;
+        let expected = [batch, 1, n, n];
+        if self_mask.dims() != expected {
+            return Err(ModelError::InvalidInput {
+                domain: "decoder".into(),
+                reason: format!(
+                    "self-attention mask {:?}, expected {expected:?}",
+                    self_mask.dims()
+                ),
+            });
+        }
+        let mask = AttentionMask {
+            blocked: self_mask.clone(),
+        };
+        let mut hidden = queries;
+        for (i, block) in self.decoder.iter().enumerate() {
+            hidden = block.forward(
+                &hidden,
+                Some(&mask),
+                None,
+                &context.cross_kv[i],
+                context.key_padding.as_ref(),
+                context.rows_with_keys.as_ref(),
+            )?;
+        }
+        self.decoder_norm.forward(&hidden)
     }
 
     /// Logits of `domain`'s head for decoder hidden states `(B, n, D)`.

@@ -158,6 +158,20 @@ mod support {
     use tessera_train::{CoreTrainConfig, DomainTokens, InMemoryDataset, TrainRng};
 
     pub const VOCAB: usize = 256;
+
+    /// The largest absolute difference between two tensors of the same shape.
+    pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
     pub const GRID_VOCAB: usize = 32;
 
     pub fn config(steps: u64) -> CoreTrainConfig {
@@ -226,7 +240,7 @@ mod core_model {
     use tessera_train::masking::mask_sample;
     use tessera_train::objective::{batch_loss, domain_plans};
 
-    use super::support::{config, dataset};
+    use super::support::{config, dataset, max_abs_diff};
 
     #[test]
     fn training_forward_equals_inference_forward_and_checkpoint_round_trips() {
@@ -281,14 +295,7 @@ mod core_model {
             .unwrap()
             .1;
         for (name, var) in &trainer.parameters().vars {
-            let diff = (var.as_tensor() - reloaded.vars[name].as_tensor())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(var.as_tensor(), reloaded.vars[name].as_tensor());
             assert_eq!(diff, 0.0, "{name}");
         }
         assert_eq!(
@@ -306,7 +313,7 @@ mod packed_decoding {
     use tessera_model::{DomainValues, EncoderInput, Mask, QueryContent, QuerySet};
     use tessera_train::CoreTrainer;
 
-    use super::support::{config, dataset};
+    use super::support::{config, dataset, max_abs_diff};
 
     #[test]
     fn packed_decoding_equals_the_padded_joint_pass_on_real_queries() {
@@ -387,14 +394,7 @@ mod packed_decoding {
             }
             let expected = Tensor::stack(&expected, 0).unwrap();
             assert_eq!(packed[s].dims(), expected.dims(), "set {s}");
-            let diff = (&packed[s] - &expected)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&packed[s], &expected);
             assert!(diff < 1e-5, "set {s}: {diff}");
         }
     }
@@ -800,20 +800,8 @@ mod tok_model {
     use tessera_model::VqTokenizer;
     use tessera_train::{TokDomain, TokenizerTrainer};
 
+    use super::support::max_abs_diff;
     use super::tok_support::{config, images};
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn training_forward_equals_inference_and_the_saved_tokenizer_loads() {
