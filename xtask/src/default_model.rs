@@ -230,9 +230,17 @@ fn stage(name: &str, done: &Path, body: impl FnOnce() -> Result<()>) -> Result<S
     })
 }
 
-/// An interrupted stage left checkpoints: continue from them.
+/// An interrupted stage left a complete checkpoint (one with its `trainer.json`): continue from
+/// it. (A stage killed before its first checkpoint starts over.)
 fn resume_if_started(cmd: &mut Command, out: &Path) {
-    if out.join("checkpoints").is_dir() {
+    let complete = std::fs::read_dir(out.join("checkpoints"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.path().join("trainer.json").is_file())
+        })
+        .unwrap_or(false);
+    if complete {
         cmd.arg("--resume");
     }
 }
