@@ -21,7 +21,13 @@ pub struct Priors {
     pub mean_rgb: Vec<u8>,
     /// One box per shape class at that class's mean normalised bounds.
     pub mean_boxes: Vec<LabelledBox>,
+    /// The RGB images of the first [`SAMPLE_IMAGES`] scenes: plausible images that ignore the
+    /// input (the baseline of caption agreement).
+    pub sample_images: Vec<Vec<u8>>,
 }
+
+/// Training images kept as "an image of another scene" baselines.
+pub const SAMPLE_IMAGES: usize = 16;
 
 impl Priors {
     /// Statistics of the scenes with these seeds (rendered here; seeds are never shared with
@@ -90,6 +96,11 @@ impl Priors {
             mean_boxes: box_sums
                 .into_iter()
                 .map(|(label, sum, count)| LabelledBox::new(label, sum.map(|v| v / count as f64)))
+                .collect(),
+            sample_images: scenes
+                .iter()
+                .take(SAMPLE_IMAGES)
+                .map(|s| s.images.rgb.clone())
                 .collect(),
         })
     }
