@@ -21,9 +21,7 @@ use crate::init::TokenizerInit;
 use crate::optim::{AdamW, clip_grad_norm, grad_norm, learning_rate};
 use crate::rng::TrainRng;
 use crate::tokenizer_config::{TokDomain, TokenizerTrainConfig};
-use crate::trainer::{
-    checkpoint_dir, epoch_order, load_optimizer, read_state, save_optimizer, write_state,
-};
+use crate::trainer::{epoch_order, load_optimizer, read_state, save_optimizer, write_state};
 
 /// Checkpoint key of the codebook rows (EMA-updated, never given to the optimiser).
 pub const CODEBOOK: &str = "quantize._codebook.embed";
@@ -561,11 +559,12 @@ impl<'a> TokenizerTrainer<'a> {
         while self.state.step < stop_at {
             let report = self.step()?;
             on_step(&report);
-            let every = self.config.checkpoint_every;
-            if every > 0 && report.step % every == 0 {
-                self.save(&checkpoint_dir(out, report.step))?;
-                crate::trainer::prune_checkpoints(out)?;
-            }
+            crate::trainer::checkpoint_if_due(
+                out,
+                report.step,
+                self.config.checkpoint_every,
+                |dir| self.save(dir),
+            )?;
         }
         if self.state.step == self.config.steps {
             self.save_tokenizer(&out.join("model"))?;

@@ -85,8 +85,23 @@ fn complete_checkpoints(out: &Path) -> Vec<PathBuf> {
 /// newest is damaged. A long run would otherwise fill the disk with optimiser states.
 pub const KEPT_CHECKPOINTS: usize = 2;
 
+/// After `step`, every `every` steps (0: never), saves a checkpoint with `save` into its
+/// directory under `out` and prunes the old ones.
+pub(crate) fn checkpoint_if_due(
+    out: &Path,
+    step: u64,
+    every: u64,
+    save: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    if every > 0 && step.is_multiple_of(every) {
+        save(&checkpoint_dir(out, step))?;
+        prune_checkpoints(out)?;
+    }
+    Ok(())
+}
+
 /// Deletes all but the newest [`KEPT_CHECKPOINTS`] complete checkpoints under `out`.
-pub(crate) fn prune_checkpoints(out: &Path) -> Result<()> {
+fn prune_checkpoints(out: &Path) -> Result<()> {
     let dirs = complete_checkpoints(out);
     let stale = dirs.len().saturating_sub(KEPT_CHECKPOINTS);
     for dir in &dirs[..stale] {
@@ -310,11 +325,9 @@ impl<'a> CoreTrainer<'a> {
         while self.state.step < stop_at {
             let report = self.step()?;
             on_step(&report);
-            let every = self.config.checkpoint_every;
-            if every > 0 && report.step % every == 0 {
-                self.save(&checkpoint_dir(out, report.step))?;
-                prune_checkpoints(out)?;
-            }
+            checkpoint_if_due(out, report.step, self.config.checkpoint_every, |dir| {
+                self.save(dir)
+            })?;
         }
         if self.state.step == self.config.steps {
             tessera_model::save_checkpoint(
