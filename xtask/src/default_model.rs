@@ -8,7 +8,7 @@
 //! after a stop continues where it stopped.
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -87,12 +87,25 @@ impl Options {
     }
 }
 
-/// One finished stage and how long it took in this invocation (0 when skipped).
+/// One finished stage and how long it took. Kept beside the stage's output as
+/// [`STAGE_TIME_FILE`], so an invocation that skips the stage still reports what it cost.
+#[derive(Debug, Serialize, Deserialize)]
 struct StageTime {
     name: String,
     seconds: f64,
-    skipped: bool,
+    /// Processor time of the stage's commands (user + system, all threads): unlike `seconds`,
+    /// barely moved by other work competing for the machine.
+    #[serde(default)]
+    cpu_seconds: Option<f64>,
+    /// Continued from a checkpoint of an interrupted invocation: `seconds` is only the last part.
+    #[serde(default)]
+    resumed: bool,
+    /// Measured by an earlier invocation of the recipe.
+    #[serde(skip)]
+    earlier: bool,
 }
+
+const STAGE_TIME_FILE: &str = "stage-time.toml";
 
 pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
     let text = std::fs::read_to_string(&options.recipe)
@@ -112,7 +125,7 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
     for (domain, config) in &recipe.tokenizers.configs {
         let out = work.join(format!("tokenizer-{}", short(domain)));
         let model = out.join("model");
-        times.push(stage(&format!("tokenizer {domain}"), &model, || {
+        times.push(stage(&format!("tokenizer {domain}"), &model, |resume| {
             let mut cmd = Command::new(tessera);
             cmd.args(["train", "tokenizer", "--domain", domain])
                 .arg("--config")
@@ -121,7 +134,9 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
                 .args(["--first-seed", &recipe.tokenizers.first_seed.to_string()])
                 .arg("--out")
                 .arg(&out);
-            resume_if_started(&mut cmd, &out);
+            if resume {
+                cmd.arg("--resume");
+            }
             crate::run(&mut cmd)
         })?);
         tokenizer_args.push(format!("{domain}={}", model.display()));
@@ -129,7 +144,7 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
 
     let core_out = work.join("core");
     let core_model = core_out.join("model");
-    times.push(stage("core", &core_model, || {
+    times.push(stage("core", &core_model, |resume| {
         let mut cmd = Command::new(tessera);
         cmd.args(["train", "fm", "--config"])
             .arg(recipe_dir.join(&recipe.core.config))
@@ -142,20 +157,25 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
         for arg in &tokenizer_args {
             cmd.args(["--tokenizer", arg]);
         }
-        resume_if_started(&mut cmd, &core_out);
+        if resume {
+            cmd.arg("--resume");
+        }
         crate::run(&mut cmd)
     })?);
 
     let export = root.join(&recipe.export.out);
-    let started = Instant::now();
-    export_model(
-        tessera,
-        &core_model,
-        &recipe.tokenizers.configs,
-        work,
-        &export,
-        &recipe.export.dtype,
-    )?;
+    let (exported, time) = measure(&format!("export ({})", recipe.export.dtype), || {
+        export_model(
+            tessera,
+            &core_model,
+            &recipe.tokenizers.configs,
+            work,
+            &export,
+            &recipe.export.dtype,
+        )
+    });
+    exported?;
+    times.push(time);
     let megabytes = folder_bytes(&export)? as f64 / 1e6;
     if megabytes > recipe.export.max_megabytes {
         bail!(
@@ -163,27 +183,20 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
             recipe.export.max_megabytes
         );
     }
-    times.push(StageTime {
-        name: format!("export ({})", recipe.export.dtype),
-        seconds: started.elapsed().as_secs_f64(),
-        skipped: false,
-    });
 
     let eval_out = work.join("eval");
-    let started = Instant::now();
-    let status = Command::new(tessera)
-        .args(["eval", "shapes", "--model"])
-        .arg(&export)
-        .args(["--scenes", &recipe.eval.scenes.to_string()])
-        .arg("--out")
-        .arg(&eval_out)
-        .status()
-        .context("starting tessera eval shapes")?;
-    times.push(StageTime {
-        name: format!("eval ({} scenes)", recipe.eval.scenes),
-        seconds: started.elapsed().as_secs_f64(),
-        skipped: false,
+    let (status, time) = measure(&format!("eval ({} scenes)", recipe.eval.scenes), || {
+        Command::new(tessera)
+            .args(["eval", "shapes", "--model"])
+            .arg(&export)
+            .args(["--scenes", &recipe.eval.scenes.to_string()])
+            .arg("--out")
+            .arg(&eval_out)
+            .status()
+            .context("starting tessera eval shapes")
     });
+    let status = status?;
+    times.push(time);
     let report = std::fs::read_to_string(eval_out.join("report.txt"))
         .with_context(|| format!("reading the evaluation report in {}", eval_out.display()))?;
 
@@ -209,40 +222,78 @@ fn short(domain: &str) -> &str {
     name.split('@').next().unwrap_or(name)
 }
 
-/// Runs `body` unless `done` exists, timing it.
-fn stage(name: &str, done: &Path, body: impl FnOnce() -> Result<()>) -> Result<StageTime> {
+/// Runs `body` unless `done` exists, timing it; the time is stored beside `done`.
+fn stage(name: &str, done: &Path, body: impl FnOnce(bool) -> Result<()>) -> Result<StageTime> {
+    let folder = done.parent().context("a stage's output has a folder")?;
+    let time_file = folder.join(STAGE_TIME_FILE);
     if done.join("config.json").is_file() {
         println!("xtask: {name}: done before ({}), skipped", done.display());
-        return Ok(StageTime {
-            name: name.to_owned(),
-            seconds: 0.0,
-            skipped: true,
-        });
+        let mut time: StageTime = match std::fs::read_to_string(&time_file) {
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("parsing {}", time_file.display()))?
+            }
+            Err(_) => bail!(
+                "{} is done but {} is missing, so the recipe's time is unknown; \
+                 remove {} to train the stage again",
+                done.display(),
+                time_file.display(),
+                folder.display()
+            ),
+        };
+        time.earlier = true;
+        return Ok(time);
     }
-    let started = Instant::now();
-    body().with_context(|| format!("recipe stage {name}"))?;
-    let seconds = started.elapsed().as_secs_f64();
-    println!("xtask: {name}: {:.1} min", seconds / 60.0);
-    Ok(StageTime {
-        name: name.to_owned(),
-        seconds,
-        skipped: false,
-    })
+    let resumed = has_complete_checkpoint(folder);
+    let (result, mut time) = measure(name, || body(resumed));
+    result.with_context(|| format!("recipe stage {name}"))?;
+    time.resumed = resumed;
+    println!("xtask: {name}: {:.1} min", time.seconds / 60.0);
+    std::fs::write(&time_file, toml::to_string(&time)?)
+        .with_context(|| format!("writing {}", time_file.display()))?;
+    Ok(time)
 }
 
-/// An interrupted stage left a complete checkpoint (one with its `trainer.json`): continue from
-/// it. (A stage killed before its first checkpoint starts over.)
-fn resume_if_started(cmd: &mut Command, out: &Path) {
-    let complete = std::fs::read_dir(out.join("checkpoints"))
+/// Runs `body`, measuring its wall time and its child processes' processor time.
+fn measure<T>(name: &str, body: impl FnOnce() -> T) -> (T, StageTime) {
+    let started = Instant::now();
+    let cpu_before = children_cpu_seconds();
+    let result = body();
+    let time = StageTime {
+        name: name.to_owned(),
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: children_cpu_seconds()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before),
+        resumed: false,
+        earlier: false,
+    };
+    (result, time)
+}
+
+/// Processor seconds used so far by this process's finished child processes.
+fn children_cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `getrusage` only writes the struct it is given, which lives for the call.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
+}
+
+/// An interrupted stage left a complete checkpoint (one with its `trainer.json`) to continue
+/// from. (A stage killed before its first checkpoint starts over.)
+fn has_complete_checkpoint(out: &Path) -> bool {
+    std::fs::read_dir(out.join("checkpoints"))
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
                 .any(|e| e.path().join("trainer.json").is_file())
         })
-        .unwrap_or(false);
-    if complete {
-        cmd.arg("--resume");
-    }
+        .unwrap_or(false)
 }
 
 /// The core and every tokenizer, converted, into `export` (replaced whole).
@@ -327,18 +378,33 @@ fn model_card(
         card,
         "Machine: {machine}, {cores} cores, CPU only. Size: {megabytes:.1} MB.\n"
     )?;
-    writeln!(card, "| stage | minutes |\n|---|---|")?;
+    writeln!(
+        card,
+        "| stage | minutes | processor minutes |\n|---|---|---|"
+    )?;
     let mut total = 0.0;
+    let mut total_cpu = 0.0;
     for time in times {
         total += time.seconds;
-        let minutes = if time.skipped {
-            "done in an earlier invocation".to_owned()
-        } else {
-            format!("{:.1}", time.seconds / 60.0)
-        };
-        writeln!(card, "| {} | {minutes} |", time.name)?;
+        total_cpu += time.cpu_seconds.unwrap_or(0.0);
+        let cpu = time
+            .cpu_seconds
+            .map_or("not measured".to_owned(), |s| format!("{:.1}", s / 60.0));
+        let mut minutes = format!("{:.1}", time.seconds / 60.0);
+        if time.resumed {
+            minutes.push_str(" (after resuming; the interrupted part is not counted)");
+        }
+        if time.earlier {
+            minutes.push_str(" (an earlier invocation)");
+        }
+        writeln!(card, "| {} | {minutes} | {cpu} |", time.name)?;
     }
-    writeln!(card, "| total (this invocation) | {:.1} |\n", total / 60.0)?;
+    writeln!(
+        card,
+        "| total | {:.1} | {:.1} |\n",
+        total / 60.0,
+        total_cpu / 60.0
+    )?;
     writeln!(
         card,
         "Evaluation on unseen scenes (`tessera eval shapes`):\n"
