@@ -186,8 +186,13 @@ fn load_data(
             bail!("--data {spec}: expected world:COUNT or world:COUNT@FIRST_SEED");
         };
         let tokenizer = load_tokenizer(vocab)?;
-        return world_dataset_with_images(&tokenizer, first, count, images)
-            .with_context(|| format!("building the shapes-world data {spec}"));
+        let progress = Progress::new("scenes", count as u64, 0, (count as u64 / 10).max(1));
+        let data = world_dataset_with_images(&tokenizer, first, count, images, &mut |done| {
+            progress.step(done as u64, count as u64, String::new())
+        })
+        .with_context(|| format!("building the shapes-world data {spec}"))?;
+        progress.bar.finish_and_clear();
+        return Ok(data);
     }
     if images.is_some() {
         bail!("--tokenizer encodes shapes-world images: it needs --data world:COUNT, not {spec}");
@@ -244,7 +249,7 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
         config.steps
     );
     let first_step = trainer.state().step;
-    let progress = Progress::new(config.steps, first_step);
+    let progress = Progress::new("step", config.steps, first_step, 10);
     let started = Instant::now();
     let (mut tokens, mut last) = (0usize, None::<StepReport>);
     trainer
@@ -345,7 +350,7 @@ fn train_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
         config.steps
     );
     let first_step = trainer.state().step;
-    let progress = Progress::new(config.steps, first_step);
+    let progress = Progress::new("step", config.steps, first_step, 10);
     let started = Instant::now();
     let (mut images, mut last) = (0usize, None::<TokenizerStepReport>);
     trainer
@@ -413,14 +418,18 @@ fn write_run_config(out: &Path, config_json: &str) -> Result<()> {
     std::fs::write(&path, config_json).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Training progress: a bar on a terminal, otherwise a plain line every 10 steps and at the end.
+/// Progress of a long loop (training steps, data preparation): a bar on a terminal, otherwise a
+/// plain line every `plain_every` units and at the end.
 struct Progress {
     bar: ProgressBar,
     plain: bool,
+    unit: &'static str,
+    plain_every: u64,
+    last: std::cell::Cell<u64>,
 }
 
 impl Progress {
-    fn new(total: u64, first: u64) -> Self {
+    fn new(unit: &'static str, total: u64, first: u64, plain_every: u64) -> Self {
         let plain = !std::io::stderr().is_terminal();
         let bar = if plain {
             ProgressBar::hidden()
@@ -428,20 +437,28 @@ impl Progress {
             let bar = ProgressBar::new(total);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta}]",
+                    "{prefix} {bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta}]",
                 )
                 .expect("valid template"),
             );
             bar
         };
         bar.set_position(first);
-        Self { bar, plain }
+        bar.set_prefix(unit);
+        Self {
+            bar,
+            plain,
+            unit,
+            plain_every,
+            last: first.into(),
+        }
     }
 
     fn step(&self, step: u64, total: u64, message: String) {
         if self.plain {
-            if step.is_multiple_of(10) || step == total {
-                eprintln!("step {step}/{total}  {message}");
+            let last = self.last.replace(step);
+            if step / self.plain_every > last / self.plain_every || step == total {
+                eprintln!("{} {step}/{total}  {message}", self.unit);
             }
         } else {
             self.bar.set_position(step);

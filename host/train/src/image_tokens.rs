@@ -71,38 +71,65 @@ impl ImageTokenizers {
         index: usize,
         scene: &SceneModalities,
     ) -> Result<Vec<(String, DomainTokens)>> {
-        self.entries
-            .iter()
-            .map(|(domain, tokenizer)| {
+        let mut grids = self.encode_scenes(index, std::slice::from_ref(scene))?;
+        Ok(grids.pop().unwrap_or_default())
+    }
+
+    /// [`Self::encode_scene`] for consecutive scenes (`first_index` is the first one's place in
+    /// the dataset), one tokenizer pass per domain for all of them: a small tokenizer on one image
+    /// spends most of its time in per-operation overhead.
+    pub fn encode_scenes(
+        &self,
+        first_index: usize,
+        scenes: &[SceneModalities],
+    ) -> Result<Vec<Vec<(String, DomainTokens)>>> {
+        let mut per_scene = vec![Vec::with_capacity(self.entries.len()); scenes.len()];
+        if scenes.is_empty() {
+            return Ok(per_scene);
+        }
+        let n = IMAGE_SIZE;
+        for (domain, tokenizer) in &self.entries {
+            let mut pixels = Vec::new();
+            let mut classes = Vec::new();
+            let mut channels = 0;
+            for (offset, scene) in scenes.iter().enumerate() {
                 let bytes = modality(*domain).scene_bytes(scene);
-                let sample = preprocess(*domain, &bytes, IMAGE_SIZE).map_err(|reason| {
-                    TrainError::InvalidSample {
-                        index,
+                let sample =
+                    preprocess(*domain, &bytes, n).map_err(|reason| TrainError::InvalidSample {
+                        index: first_index + offset,
                         domain: domain.name().into(),
                         reason,
+                    })?;
+                match sample {
+                    ImageSample::Image {
+                        channels: c,
+                        values,
+                    } => {
+                        channels = c;
+                        pixels.extend(values);
                     }
-                })?;
-                let n = IMAGE_SIZE;
-                let input = match sample {
-                    ImageSample::Image { channels, values } => {
-                        Tensor::from_vec(values, (1, channels, n, n), &Device::Cpu)?
-                    }
-                    ImageSample::Classes(ids) => Tensor::from_vec(
-                        ids.into_iter().map(i64::from).collect::<Vec<_>>(),
-                        (1, n, n),
-                        &Device::Cpu,
-                    )?,
-                };
-                let ids = tokenizer
-                    .encode(&input)?
-                    .flatten_all()?
-                    .to_dtype(candle_core::DType::I64)?
-                    .to_vec1::<i64>()?;
-                Ok((
+                    ImageSample::Classes(ids) => classes.extend(ids.into_iter().map(i64::from)),
+                }
+            }
+            let batch = scenes.len();
+            let input = if classes.is_empty() {
+                Tensor::from_vec(pixels, (batch, channels, n, n), &Device::Cpu)?
+            } else {
+                Tensor::from_vec(classes, (batch, n, n), &Device::Cpu)?
+            };
+            let ids = tokenizer
+                .encode(&input)?
+                .flatten_all()?
+                .to_dtype(candle_core::DType::I64)?
+                .to_vec1::<i64>()?;
+            let grid = ids.len() / batch;
+            for (sample, ids) in per_scene.iter_mut().zip(ids.chunks(grid)) {
+                sample.push((
                     domain.name().to_owned(),
-                    DomainTokens::Grid(ids.into_iter().map(|v| v as u32).collect()),
-                ))
-            })
-            .collect()
+                    DomainTokens::Grid(ids.iter().map(|&v| v as u32).collect()),
+                ));
+            }
+        }
+        Ok(per_scene)
     }
 }

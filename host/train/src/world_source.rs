@@ -10,6 +10,10 @@ use crate::data::{DomainTokens, InMemoryDataset, TokenSample};
 use crate::error::{Result, TrainError};
 use crate::image_tokens::ImageTokenizers;
 
+/// Scenes generated and encoded together when building a dataset: enough to amortise the image
+/// tokenizers' per-pass overhead, few enough to report progress often.
+const SCENES_PER_CHUNK: usize = 32;
+
 /// The domains [`world_sample`] provides.
 pub const WORLD_SEQUENCE_DOMAINS: [&str; 4] = ["caption", "det", "metadata", "color_palette"];
 
@@ -71,25 +75,35 @@ pub fn world_dataset(
     first_seed: u64,
     count: usize,
 ) -> Result<InMemoryDataset> {
-    world_dataset_with_images(tokenizer, first_seed, count, None)
+    world_dataset_with_images(tokenizer, first_seed, count, None, &mut |_| {})
 }
 
-/// [`world_dataset`], plus the token grids of the image domains `images` has tokenizers for.
+/// [`world_dataset`], plus the token grids of the image domains `images` has tokenizers for;
+/// `progress` hears the number of samples made so far after every chunk of scenes.
 pub fn world_dataset_with_images(
     tokenizer: &TextTokenizer,
     first_seed: u64,
     count: usize,
     images: Option<&ImageTokenizers>,
+    progress: &mut dyn FnMut(usize),
 ) -> Result<InMemoryDataset> {
-    let samples = (0..count)
-        .map(|i| {
-            let scene = tessera_world::generate_scene(first_seed + i as u64)?;
-            let mut sample = world_sample(tokenizer, &scene)?;
-            if let Some(images) = images {
-                sample.extend(images.encode_scene(i, &scene)?);
-            }
-            Ok(sample)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut samples = Vec::with_capacity(count);
+    while samples.len() < count {
+        let start = samples.len();
+        let end = (start + SCENES_PER_CHUNK).min(count);
+        let scenes = (start..end)
+            .map(|i| tessera_world::generate_scene(first_seed + i as u64))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let grids = match images {
+            Some(images) => images.encode_scenes(start, &scenes)?,
+            None => vec![Vec::new(); scenes.len()],
+        };
+        for (scene, grids) in scenes.iter().zip(grids) {
+            let mut sample = world_sample(tokenizer, scene)?;
+            sample.extend(grids);
+            samples.push(sample);
+        }
+        progress(samples.len());
+    }
     Ok(InMemoryDataset { samples })
 }

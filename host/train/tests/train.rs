@@ -1128,4 +1128,33 @@ mod image_tokens {
         let dirs = BTreeMap::from([("caption".to_owned(), dir.path().join("patch16"))]);
         assert!(ImageTokenizers::load(&dirs).is_err());
     }
+
+    /// Encoding scenes together gives every scene the grids it gets alone, in order.
+    #[test]
+    fn scenes_encoded_together_match_scenes_encoded_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dirs = BTreeMap::new();
+        for domain in [TokDomain::Rgb, TokDomain::Semseg] {
+            let data = images(domain, 4);
+            let mut cfg = config(domain, 1);
+            cfg.patch_size = 16;
+            let trainer = TokenizerTrainer::new(cfg, &data, &Device::Cpu).unwrap();
+            let out = dir.path().join(domain.name());
+            trainer.save_tokenizer(&out).unwrap();
+            dirs.insert(domain.name().to_owned(), out);
+        }
+        let tokenizers = ImageTokenizers::load(&dirs).unwrap();
+        let scenes: Vec<_> = (20..23)
+            .map(|seed| tessera_world::generate_scene(seed).unwrap())
+            .collect();
+        let together = tokenizers.encode_scenes(5, &scenes).unwrap();
+        assert_eq!(together.len(), 3);
+        for (offset, scene) in scenes.iter().enumerate() {
+            assert_eq!(
+                together[offset],
+                tokenizers.encode_scene(5 + offset, scene).unwrap()
+            );
+        }
+        assert!(tokenizers.encode_scenes(0, &[]).unwrap().is_empty());
+    }
 }
