@@ -35,10 +35,15 @@ pub fn default_model_dir() -> PathBuf {
 
 impl ModelChoice {
     pub fn resolve(&self) -> Result<ChosenModel> {
+        self.resolve_with_default(&default_model_dir())
+    }
+
+    /// [`Self::resolve`], with `default` standing for tessera's own model.
+    fn resolve_with_default(&self, default: &Path) -> Result<ChosenModel> {
         let dir = match &self.model {
             Some(dir) => dir.clone(),
             None => {
-                let dir = default_model_dir();
+                let dir = default.to_owned();
                 if !dir.join("config.json").is_file() {
                     bail!(
                         "no --model given and tessera's default model is not at {}: pass --model DIR \
@@ -101,5 +106,31 @@ mod tests {
             chosen.tokenizers["tok_rgb@224"],
             PathBuf::from("/elsewhere")
         );
+    }
+
+    #[test]
+    fn without_a_model_the_default_is_used_when_present() {
+        let default = tempfile::tempdir().unwrap();
+        let tokenizer = default.path().join("tokenizers/tok_depth@224");
+        std::fs::create_dir_all(&tokenizer).unwrap();
+        std::fs::write(tokenizer.join("config.json"), "{}").unwrap();
+        let choice = ModelChoice {
+            model: None,
+            tokenizers: Vec::new(),
+        };
+
+        let missing = choice.resolve_with_default(default.path()).unwrap_err();
+        let message = missing.to_string();
+        assert!(
+            message.contains(&default.path().display().to_string())
+                && message.contains("--model")
+                && message.contains("cargo xtask default-model"),
+            "{message}"
+        );
+
+        std::fs::write(default.path().join("config.json"), "{}").unwrap();
+        let chosen = choice.resolve_with_default(default.path()).unwrap();
+        assert_eq!(chosen.dir, default.path());
+        assert_eq!(chosen.tokenizers["tok_depth@224"], tokenizer);
     }
 }
