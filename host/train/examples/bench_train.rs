@@ -1,14 +1,22 @@
-//! Core training throughput on this machine: a preset on shapes-world data, timing the masked
-//! forward, the backward pass and the optimiser update separately.
+//! Core training throughput on this machine: a preset or a training config on shapes-world data,
+//! timing the masked forward, the backward pass and the optimiser update separately.
 //!
-//! `cargo run --release -p tessera-train --example bench_train -- [tiny|small] [steps]`
+//! `cargo run --release -p tessera-train --example bench_train -- [tiny|small|CONFIG.json] [steps]`
+//!
+//! A config's image-token domains (which need trained tokenizers to come from real scenes) get
+//! uniformly random grids of their vocabulary: the cost of a step does not depend on the ids.
 
 use std::time::Instant;
 
 use candle_core::{DType, Device};
 use tessera_text::TextTokenizer;
+use tessera_train::data::DomainTokens;
 use tessera_train::optim::{clip_grad_norm, learning_rate};
+use tessera_train::rng::TrainRng;
 use tessera_train::{CoreTrainConfig, CoreTrainer, world_dataset};
+
+/// `@224` image domains hold a 14 × 14 grid of patch-16 tokens.
+const GRID_TOKENS: usize = 14 * 14;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -18,8 +26,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokenizer = TextTokenizer::from_json_bytes(&std::fs::read(
         root.join("assets/text/wordpiece_shapes.json"),
     )?)?;
-    let data = world_dataset(&tokenizer, 0, 64)?;
-    let config = CoreTrainConfig::preset(&preset, tokenizer.vocab_size())?;
+    let mut data = world_dataset(&tokenizer, 0, 64)?;
+    let config = if preset.ends_with(".json") {
+        CoreTrainConfig::read(std::path::Path::new(&preset))?
+    } else {
+        CoreTrainConfig::preset(&preset, tokenizer.vocab_size())?
+    };
+    let mut rng = TrainRng::seeded(0);
+    for (domain, &vocab) in config.vocab.iter().filter(|(d, _)| d.starts_with("tok_")) {
+        for sample in &mut data.samples {
+            let grid = (0..GRID_TOKENS).map(|_| rng.below(vocab) as u32).collect();
+            sample.insert(domain.clone(), DomainTokens::Grid(grid));
+        }
+    }
     let mut trainer = CoreTrainer::new(config.clone(), &data, &Device::Cpu)?;
     println!(
         "{preset}: {} parameters, batch {}",
