@@ -121,7 +121,7 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let mut times = Vec::new();
 
-    let mut tokenizer_args = Vec::new();
+    let mut tokenizer_models = BTreeMap::new();
     for (domain, config) in &recipe.tokenizers.configs {
         let out = work.join(format!("tokenizer-{}", short(domain)));
         let model = out.join("model");
@@ -139,7 +139,7 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
             }
             crate::run(&mut cmd)
         })?);
-        tokenizer_args.push(format!("{domain}={}", model.display()));
+        tokenizer_models.insert(domain.clone(), model);
     }
 
     let core_out = work.join("core");
@@ -154,8 +154,8 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
             ])
             .arg("--out")
             .arg(&core_out);
-        for arg in &tokenizer_args {
-            cmd.args(["--tokenizer", arg]);
+        for (domain, model) in &tokenizer_models {
+            cmd.args(["--tokenizer", &format!("{domain}={}", model.display())]);
         }
         if resume {
             cmd.arg("--resume");
@@ -168,7 +168,7 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
         export_model(
             tessera,
             &core_model,
-            &recipe.tokenizers.configs,
+            &tokenizer_models,
             work,
             &export,
             &recipe.export.dtype,
@@ -296,7 +296,8 @@ fn has_complete_checkpoint(out: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The core and every tokenizer, converted, into `export` (replaced whole).
+/// The core and every tokenizer (domain -> trained model), converted, into `export` (replaced
+/// whole).
 fn export_model(
     tessera: &Path,
     core: &Path,
@@ -321,11 +322,8 @@ fn export_model(
         )
     };
     convert(core, &staging)?;
-    for domain in tokenizers.keys() {
-        let model = work
-            .join(format!("tokenizer-{}", short(domain)))
-            .join("model");
-        convert(&model, &staging.join("tokenizers").join(domain))?;
+    for (domain, model) in tokenizers {
+        convert(model, &staging.join("tokenizers").join(domain))?;
     }
     if export.exists() {
         std::fs::remove_dir_all(export)
@@ -413,4 +411,76 @@ fn model_card(
     writeln!(card, "The recipe (`recipes/default-model/recipe.toml`):\n")?;
     writeln!(card, "```toml\n{}```", recipe_text)?;
     Ok(card)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The card keeps the fixed text, reports every stage with the invocation that measured it,
+    /// and totals wall and processor time over the stages.
+    #[test]
+    fn the_model_card_reports_every_stage_and_the_totals() {
+        let dir = std::env::temp_dir().join(format!("xtask-card-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("MODEL_CARD.md"), "# fixed text\n").unwrap();
+        let stage = |name: &str, seconds: f64, cpu: Option<f64>, resumed, earlier| StageTime {
+            name: name.into(),
+            seconds,
+            cpu_seconds: cpu,
+            resumed,
+            earlier,
+        };
+        let times = [
+            stage("tokenizer tok_rgb@224", 600.0, None, false, true),
+            stage("core", 1200.0, Some(2100.0), true, false),
+            stage("eval (200 scenes)", 300.0, Some(540.0), false, false),
+        ];
+        let card = model_card(&dir, &times, "metric table\n", 21.5, "[core]\n").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert!(card.starts_with("# fixed text\n"), "{card}");
+        assert!(
+            card.contains(
+                "| tokenizer tok_rgb@224 | 10.0 (an earlier invocation) | not measured |"
+            ),
+            "{card}"
+        );
+        assert!(
+            card.contains(
+                "| core | 20.0 (after resuming; the interrupted part is not counted) | 35.0 |"
+            ),
+            "{card}"
+        );
+        assert!(card.contains("| total | 35.0 | 44.0 |"), "{card}");
+        assert!(card.contains("Size: 21.5 MB"), "{card}");
+        assert!(
+            card.contains("metric table") && card.contains("[core]"),
+            "{card}"
+        );
+    }
+
+    /// A stage time written by one invocation reads back in the next, marked as earlier.
+    #[test]
+    fn stage_times_survive_a_rerun() {
+        let dir = std::env::temp_dir().join(format!("xtask-stage-{}", std::process::id()));
+        let done = dir.join("model");
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = stage("tokenizer tok_depth@224", &done, |resume| {
+            assert!(!resume);
+            std::fs::create_dir_all(&done)?;
+            std::fs::write(done.join("config.json"), "{}")?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(!first.earlier && !first.resumed);
+        let again = stage("tokenizer tok_depth@224", &done, |_| {
+            panic!("a finished stage is not run again")
+        })
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(again.earlier);
+        assert_eq!(again.name, first.name);
+        assert_eq!(again.seconds, first.seconds);
+    }
 }
