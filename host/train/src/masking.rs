@@ -32,7 +32,7 @@ impl Default for SequenceSpecials {
 }
 
 impl SequenceSpecials {
-    fn sentinel(&self, i: usize) -> u32 {
+    pub(crate) fn sentinel(&self, i: usize) -> u32 {
         // Span counts are bounded by the sequence length, far below the 200 sentinels for the
         // 4M budgets; past the last one the highest is reused rather than leaving the layout.
         self.sentinel_base + (i as u32).min(self.sentinel_count - 1)

@@ -13,7 +13,7 @@ use tessera_model::{
 
 use crate::data::{DomainTokens, TokenSample};
 use crate::error::{Result, TrainError};
-use crate::masking::{DomainPlan, DomainShape, MaskedDomain};
+use crate::masking::{DomainPlan, DomainShape, MaskedDomain, SequenceSpecials};
 
 /// The domains of a model config that training covers, in `domains_in` then `domains_out`
 /// order, with their shapes. Refuses domains that are not 4M modalities or cannot be token
@@ -304,4 +304,89 @@ pub fn batch_loss(
         per_domain,
         tokens,
     })
+}
+
+/// Cross-entropy of the `target` domain when row `i` is given the whole `input` domain of sample
+/// `input_of(i)` and nothing else, the whole target of sample `i` to predict. With `input_of` the
+/// identity this is the model's conditional loss; pairing each target with another sample's input
+/// shows what the input is worth: a model that reads its encoder scores the first far lower, one
+/// that has learned only the domain's marginal scores both the same.
+pub fn paired_loss(
+    model: &FourM,
+    plans: &[DomainPlan],
+    samples: &[TokenSample],
+    (input, target): (&str, &str),
+    input_of: &dyn Fn(usize) -> usize,
+    specials: &SequenceSpecials,
+) -> Result<f32> {
+    let missing = |domain: &str, index: usize| TrainError::MissingDomain {
+        index,
+        domain: domain.to_owned(),
+    };
+    let nothing = MaskedDomain {
+        encoder_ids: Vec::new(),
+        encoder_present: Vec::new(),
+        target_positions: Vec::new(),
+        target_ids: Vec::new(),
+    };
+    let mut rows = Vec::with_capacity(samples.len());
+    for index in 0..samples.len() {
+        let source = input_of(index);
+        let mut row = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let domain = if plan.name == input {
+                let tokens = samples[source]
+                    .get(input)
+                    .ok_or_else(|| missing(input, source))?;
+                let ids = whole(tokens, plan, specials);
+                MaskedDomain {
+                    encoder_present: vec![true; ids.len()],
+                    encoder_ids: ids,
+                    ..nothing.clone()
+                }
+            } else if plan.name == target {
+                let tokens = samples[index]
+                    .get(target)
+                    .ok_or_else(|| missing(target, index))?;
+                let mut ids = whole(tokens, plan, specials);
+                if matches!(plan.shape, DomainShape::Sequence { .. }) {
+                    // As a fully masked sequence target: `[S_1] tokens [EOS] [S_2]`.
+                    ids.insert(0, specials.sentinel(1));
+                    ids.push(specials.sentinel(2));
+                }
+                MaskedDomain {
+                    target_positions: (0..ids.len()).collect(),
+                    target_ids: ids,
+                    ..nothing.clone()
+                }
+            } else {
+                nothing.clone()
+            };
+            row.push(domain);
+        }
+        rows.push(row);
+    }
+    let loss = batch_loss(model, plans, &rows, specials.pad)?;
+    loss.per_domain
+        .get(target)
+        .map(|&(value, _)| value)
+        .ok_or_else(|| TrainError::InvalidConfig {
+            field: "domains_out".into(),
+            reason: format!("{target} is not a target domain of the model"),
+        })
+}
+
+/// A domain's whole token list as training feeds it: a grid as is, a sequence with `[EOS]`
+/// (chunks in their stored order), cut to the domain's maximum.
+fn whole(tokens: &DomainTokens, plan: &DomainPlan, specials: &SequenceSpecials) -> Vec<u32> {
+    let mut ids = match tokens {
+        DomainTokens::Grid(ids) => return ids.clone(),
+        DomainTokens::Sequence(ids) => ids.clone(),
+        DomainTokens::Chunks(chunks) => chunks.concat(),
+    };
+    ids.push(specials.eos);
+    if let DomainShape::Sequence { max_tokens } = plan.shape {
+        ids.truncate(max_tokens);
+    }
+    ids
 }
