@@ -323,6 +323,27 @@ pub fn paired_loss(
         index,
         domain: domain.to_owned(),
     };
+    for (domain, field, role, found) in [
+        (
+            input,
+            "domains_in",
+            "an input",
+            plans.iter().any(|p| p.name == input && p.is_input),
+        ),
+        (
+            target,
+            "domains_out",
+            "a target",
+            plans.iter().any(|p| p.name == target && p.is_target),
+        ),
+    ] {
+        if !found {
+            return Err(TrainError::InvalidConfig {
+                field: field.into(),
+                reason: format!("{domain} is not {role} domain of the model"),
+            });
+        }
+    }
     let nothing = MaskedDomain {
         encoder_ids: Vec::new(),
         encoder_present: Vec::new(),
@@ -335,8 +356,9 @@ pub fn paired_loss(
         let mut row = Vec::with_capacity(plans.len());
         for plan in plans {
             let domain = if plan.name == input {
-                let tokens = samples[source]
-                    .get(input)
+                let tokens = samples
+                    .get(source)
+                    .and_then(|sample| sample.get(input))
                     .ok_or_else(|| missing(input, source))?;
                 let ids = whole(tokens, plan, specials);
                 MaskedDomain {
@@ -371,8 +393,8 @@ pub fn paired_loss(
         .get(target)
         .map(|&(value, _)| value)
         .ok_or_else(|| TrainError::InvalidConfig {
-            field: "domains_out".into(),
-            reason: format!("{target} is not a target domain of the model"),
+            field: "samples".into(),
+            reason: format!("no {target} tokens to predict in {} samples", samples.len()),
         })
 }
 

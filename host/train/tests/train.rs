@@ -660,6 +660,16 @@ mod core_loop {
             own < 0.5 * other,
             "own caption {own:.3}, another's {other:.3}"
         );
+
+        let refused = |pair| {
+            paired_loss(model, &plans, &data.samples, pair, &|i| i, &specials)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(("tok_rgb@224", "det"));
+        assert!(err.contains("tok_rgb@224 is not an input domain"), "{err}");
+        let err = refused(("caption", "metadata"));
+        assert!(err.contains("metadata is not a target domain"), "{err}");
     }
 
     #[test]
