@@ -11,12 +11,10 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use tessera_text::TextTokenizer;
 use tessera_train::data::DomainTokens;
+use tessera_train::image_tokens::DOMAIN_GRID;
 use tessera_train::optim::{clip_grad_norm, learning_rate};
 use tessera_train::rng::TrainRng;
 use tessera_train::{CoreTrainConfig, CoreTrainer, world_dataset};
-
-/// `@224` image domains hold a 14 × 14 grid of patch-16 tokens.
-const GRID_TOKENS: usize = 14 * 14;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -35,7 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = TrainRng::seeded(0);
     for (domain, &vocab) in config.vocab.iter().filter(|(d, _)| d.starts_with("tok_")) {
         for sample in &mut data.samples {
-            let grid = (0..GRID_TOKENS).map(|_| rng.below(vocab) as u32).collect();
+            let grid = (0..DOMAIN_GRID * DOMAIN_GRID)
+                .map(|_| rng.below(vocab) as u32)
+                .collect();
             sample.insert(domain.clone(), DomainTokens::Grid(grid));
         }
     }

@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let model_dir = args
         .next()
-        .ok_or("usage: probe_conditioning MODEL_DIR [SCENES]")?;
+        .ok_or("usage: probe_conditioning MODEL_DIR [SCENES] [DOMAIN=TOKENIZER_DIR ...]")?;
     let scenes: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(32);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let tokenizer = TextTokenizer::from_json_bytes(&std::fs::read(

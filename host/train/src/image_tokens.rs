@@ -16,7 +16,7 @@ use crate::image_data::{ImageSample, modality, preprocess};
 use crate::tokenizer_config::TokDomain;
 
 /// Side of the token grid of 4M's `@224` image domains (196 tokens).
-const DOMAIN_GRID: usize = 14;
+pub const DOMAIN_GRID: usize = 14;
 
 /// Trained tokenizers by image domain.
 pub struct ImageTokenizers {
