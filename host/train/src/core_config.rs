@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tessera_model::ModelConfig;
 
 use crate::error::{Result, TrainError};
+use crate::init::CoreInit;
 use crate::masking::{MaskingConfig, SequenceSpecials};
 use crate::optim::OptimConfig;
 
@@ -25,6 +26,9 @@ pub struct CoreTrainConfig {
     pub specials: SequenceSpecials,
     #[serde(default)]
     pub optim: OptimConfig,
+    /// Starting values of a fresh core (the reference's unless set).
+    #[serde(default)]
+    pub init: CoreInit,
     pub batch_size: usize,
     pub steps: u64,
     /// Save a resumable checkpoint every this many steps (0: only at the end).
@@ -83,6 +87,7 @@ impl CoreTrainConfig {
             },
             specials: SequenceSpecials::default(),
             optim: OptimConfig::default(),
+            init: CoreInit::default(),
             batch_size: batch,
             steps: 1000,
             checkpoint_every: 200,
@@ -148,6 +153,7 @@ impl CoreTrainConfig {
         }
         self.masking.validate()?;
         self.optim.validate()?;
+        self.init.validate()?;
         let model = self.model_config()?;
         for domain in model.domains_in.iter().chain(&model.domains_out) {
             match self.vocab.get(domain) {

@@ -135,7 +135,9 @@ impl<'a> CoreTrainer<'a> {
         let mut init = FourMInit {
             rng: TrainRng::seeded(config.seed),
             dim: model_config.dim,
+            heads: model_config.num_heads,
             vocab: config.vocab.clone(),
+            options: config.init.clone(),
         };
         let (model, parameters) = FourM::init_trainable(model_config, &mut init, dtype, device)?;
         let optimizer = AdamW::new(config.optim.clone(), &parameters.vars)?;

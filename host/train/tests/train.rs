@@ -200,6 +200,7 @@ mod support {
                 warmup_steps: 10,
                 ..OptimConfig::default()
             },
+            init: Default::default(),
             batch_size: 4,
             steps,
             checkpoint_every: 0,
