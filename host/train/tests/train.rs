@@ -757,6 +757,23 @@ mod core_loop {
     }
 }
 
+mod recipe {
+    //! The default model's core config, as `cargo xtask default-model` reads it.
+
+    use tessera_train::CoreTrainConfig;
+
+    #[test]
+    fn the_default_model_core_config_is_valid_and_starts_as_a_position_matcher() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../recipes/default-model/core.json");
+        let config = CoreTrainConfig::read(&path).unwrap();
+        config.validate().unwrap();
+        assert!(config.init.positional_cross_attention.is_some());
+        let model = config.model_config().unwrap();
+        assert_eq!(model.domains_in, model.domains_out);
+    }
+}
+
 mod world_source {
     //! The shapes world's sequence domains, tokenised exactly as the text plugins do.
 
