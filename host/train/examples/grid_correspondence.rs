@@ -1,6 +1,6 @@
 //! Whether a core learns that an image-token target follows from the input token at the same
-//! grid position, with the reference's start and with the position-matching start of
-//! `CoreInit`: two 14 x 14 grids per sample, random ids and their image under a fixed
+//! grid position, with the reference's start and with the default-model recipe's start
+//! (`init` in `recipes/default-model/core.json`): two 14 x 14 grids per sample, random ids and their image under a fixed
 //! permutation of the ids, position by position. Prints the target's cross-entropy on unseen
 //! samples given their own source grid and given another sample's (chance: ln 16 = 2.77).
 //!
@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::Device;
+use tessera_train::image_tokens::DOMAIN_GRID;
 use tessera_train::init::CoreInit;
 use tessera_train::masking::{MaskingConfig, SequenceSpecials};
 use tessera_train::objective::{domain_plans, paired_loss};
@@ -25,7 +26,9 @@ const TARGET: &str = "tok_semseg@224";
 fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
     (0..count)
         .map(|_| {
-            let source: Vec<u32> = (0..196).map(|_| rng.below(VALUES) as u32).collect();
+            let source: Vec<u32> = (0..DOMAIN_GRID * DOMAIN_GRID)
+                .map(|_| rng.below(VALUES) as u32)
+                .collect();
             let target = source.iter().map(|v| (v * 5 + 3) % VALUES as u32).collect();
             BTreeMap::from([
                 (SOURCE.to_string(), DomainTokens::Grid(source)),
@@ -46,16 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let unseen = samples(&mut rng, 16);
     let domains = [SOURCE, TARGET];
+    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../recipes/default-model/core.json");
     let starts = [
         ("reference start", CoreInit::default()),
-        (
-            "position-matching start",
-            CoreInit {
-                token_std: 1.0,
-                positional_cross_attention: Some(2.0),
-                context_projection_scale: 0.3,
-            },
-        ),
+        ("recipe's start", CoreTrainConfig::read(&recipe)?.init),
     ];
     println!(
         "D {dim}, {depth} + {depth} blocks, {steps} steps; target cross-entropy on unseen samples"
