@@ -155,6 +155,8 @@ impl CoreTrainConfig {
         self.optim.validate()?;
         self.init.validate()?;
         let model = self.model_config()?;
+        self.masking
+            .validate_domains(&model.domains_in, &model.domains_out)?;
         for domain in model.domains_in.iter().chain(&model.domains_out) {
             match self.vocab.get(domain) {
                 Some(&v) if v > 0 => {}

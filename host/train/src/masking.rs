@@ -3,6 +3,8 @@
 //! (one component of a mixture, chosen per sample), then mask image-like grids randomly and
 //! sequences T5-style with sentinels.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::data::DomainTokens;
@@ -43,11 +45,72 @@ impl SequenceSpecials {
     }
 }
 
-/// One component of the Dirichlet mixture: the same alpha for every eligible domain.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One component of the Dirichlet mixture: an alpha for every eligible domain, the same unless
+/// `domains` says otherwise (the reference's per-modality `input_alphas` / `target_alphas`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DirichletAlphas {
     pub input: f64,
     pub target: f64,
+    /// Relative frequency of this component (the reference's `sampling_weights`); 1 if unset.
+    #[serde(default = "unit_weight", skip_serializing_if = "is_unit_weight")]
+    pub weight: f64,
+    /// Per-domain overrides: a domain given alpha 0 never takes part on that side, so a
+    /// component can bias the mixture towards a task (caption -> everything else, for example).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub domains: BTreeMap<String, DomainAlphas>,
+}
+
+/// One domain's alphas within a mixture component.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainAlphas {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<f64>,
+    /// A sequence given input tokens starts whole rather than span-masked (the reference's
+    /// `keep: 'all'`); it is still cut down if it does not fit its budget.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_all: bool,
+}
+
+fn unit_weight() -> f64 {
+    1.0
+}
+
+fn is_unit_weight(weight: &f64) -> bool {
+    *weight == 1.0
+}
+
+impl DirichletAlphas {
+    /// The same alphas for every domain, weight 1.
+    pub fn symmetric(input: f64, target: f64) -> Self {
+        Self {
+            input,
+            target,
+            weight: 1.0,
+            domains: BTreeMap::new(),
+        }
+    }
+
+    fn input_alpha(&self, domain: &str) -> f64 {
+        self.domains
+            .get(domain)
+            .and_then(|d| d.input)
+            .unwrap_or(self.input)
+    }
+
+    fn target_alpha(&self, domain: &str) -> f64 {
+        self.domains
+            .get(domain)
+            .and_then(|d| d.target)
+            .unwrap_or(self.target)
+    }
+
+    fn keeps_all(&self, domain: &str) -> bool {
+        self.domains.get(domain).is_some_and(|d| d.keep_all)
+    }
 }
 
 /// Budgets and Dirichlet mixture of the objective.
@@ -57,7 +120,7 @@ pub struct MaskingConfig {
     pub input_tokens: [usize; 2],
     /// Decoder tokens per sample, drawn uniformly from this inclusive range.
     pub target_tokens: [usize; 2],
-    /// Mixture components, one chosen uniformly per sample.
+    /// Mixture components, one chosen per sample in proportion to its weight.
     pub alphas: Vec<DirichletAlphas>,
 }
 
@@ -71,10 +134,7 @@ impl Default for MaskingConfig {
             target_tokens: [256, 256],
             alphas: [0.01, 0.1, 1.0, 10.0]
                 .into_iter()
-                .map(|a| DirichletAlphas {
-                    input: a,
-                    target: a,
-                })
+                .map(|a| DirichletAlphas::symmetric(a, a))
                 .collect(),
         }
     }
@@ -98,17 +158,90 @@ impl MaskingConfig {
                 "needs 0 < tokens and lower ≤ upper",
             ));
         }
-        if self.alphas.is_empty()
-            || self.alphas.iter().any(|a| {
-                !(a.input > 0.0 && a.target > 0.0 && a.input.is_finite() && a.target.is_finite())
-            })
-        {
-            return Err(invalid(
-                "masking.alphas",
-                "needs at least one component, every alpha positive and finite",
-            ));
+        if self.alphas.is_empty() {
+            return Err(invalid("masking.alphas", "needs at least one component"));
+        }
+        for (i, component) in self.alphas.iter().enumerate() {
+            let alphas = std::iter::once(("input", component.input))
+                .chain(std::iter::once(("target", component.target)))
+                .map(|(side, alpha)| (format!("masking.alphas[{i}].{side}"), alpha))
+                .chain(component.domains.iter().flat_map(|(domain, d)| {
+                    [("input", d.input), ("target", d.target)]
+                        .into_iter()
+                        .filter_map(move |(side, alpha)| {
+                            alpha.map(|a| (format!("masking.alphas[{i}].domains.{domain}.{side}"), a))
+                        })
+                }));
+            for (field, alpha) in alphas {
+                if !(alpha >= 0.0 && alpha.is_finite()) {
+                    return Err(invalid(&field, "must be finite and not negative"));
+                }
+            }
+            if !(component.weight > 0.0 && component.weight.is_finite()) {
+                return Err(invalid(
+                    &format!("masking.alphas[{i}].weight"),
+                    "must be positive and finite",
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// Refuse components that name domains the model lacks on that side, or that leave no domain
+    /// to draw inputs or targets from.
+    pub fn validate_domains(&self, inputs: &[String], targets: &[String]) -> Result<()> {
+        for (i, component) in self.alphas.iter().enumerate() {
+            let field = format!("masking.alphas[{i}]");
+            for (domain, alphas) in &component.domains {
+                let is_input = inputs.contains(domain);
+                let is_target = targets.contains(domain);
+                let misplaced = if !is_input && !is_target {
+                    Some("is not a domain of the model")
+                } else if !is_input && (alphas.input.is_some() || alphas.keep_all) {
+                    Some("is not an input domain of the model")
+                } else if !is_target && alphas.target.is_some() {
+                    Some("is not a target domain of the model")
+                } else {
+                    None
+                };
+                if let Some(reason) = misplaced {
+                    return Err(TrainError::InvalidConfig {
+                        field: format!("{field}.domains.{domain}"),
+                        reason: reason.into(),
+                    });
+                }
+            }
+            let has_input = inputs.iter().any(|d| component.input_alpha(d) > 0.0);
+            let has_target = targets.iter().any(|d| component.target_alpha(d) > 0.0);
+            for (side, present) in [("inputs", has_input), ("targets", has_target)] {
+                if !present {
+                    return Err(TrainError::InvalidConfig {
+                        field: field.clone(),
+                        reason: format!("gives no domain a positive alpha for {side}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Draw a component with probability proportional to its weight.
+    fn choose_component(&self, rng: &mut TrainRng) -> &DirichletAlphas {
+        let first = self.alphas[0].weight;
+        if self.alphas.iter().all(|c| c.weight == first) {
+            // Equal weights draw exactly as configs without weights always have, so their runs
+            // (and resumed checkpoints) keep their random streams.
+            return &self.alphas[rng.below(self.alphas.len())];
+        }
+        let total: f64 = self.alphas.iter().map(|c| c.weight).sum();
+        let mut point = rng.uniform() * total;
+        for component in &self.alphas {
+            if point < component.weight {
+                return component;
+            }
+            point -= component.weight;
+        }
+        self.alphas.last().expect("validated non-empty")
     }
 }
 
@@ -208,12 +341,19 @@ fn span_mask(
     (input, target)
 }
 
+/// What one sequence domain gets of a sample's budgets.
+struct SequenceBudget {
+    input: usize,
+    target: usize,
+    /// Start from the whole sequence rather than a random keep probability.
+    keep_all: bool,
+}
+
 /// Mask one sequence domain (reference `sequence_mask`).
 fn mask_sequence(
     tokens: &DomainTokens,
     max_tokens: usize,
-    input_budget: usize,
-    target_budget: usize,
+    budget: SequenceBudget,
     specials: &SequenceSpecials,
     rng: &mut TrainRng,
 ) -> MaskedDomain {
@@ -242,10 +382,11 @@ fn mask_sequence(
         }
         DomainTokens::Grid(_) => unreachable!("checked before masking"),
     };
+    let (input_budget, target_budget) = (budget.input, budget.target);
     let (input, mut target) = if input_budget == 0 {
         (Vec::new(), span_mask(&chunks, 0.0, specials, rng).1)
     } else {
-        let mut keep_prob = rng.uniform();
+        let mut keep_prob = if budget.keep_all { 1.0 } else { rng.uniform() };
         let mut masked = span_mask(&chunks, keep_prob, specials, rng);
         // Reference: lower the keep probability by 0.9 until the input fits its budget.
         while masked.0.len() > input_budget {
@@ -312,13 +453,19 @@ pub fn mask_sample(
     specials: &SequenceSpecials,
     rng: &mut TrainRng,
 ) -> Vec<MaskedDomain> {
-    let component = config.alphas[rng.below(config.alphas.len())];
+    let component = config.choose_component(rng);
     let input_total = rng.range_inclusive(config.input_tokens[0], config.input_tokens[1]);
     let target_total = rng.range_inclusive(config.target_tokens[0], config.target_tokens[1]);
     let max: Vec<usize> = plans.iter().map(DomainPlan::max_tokens).collect();
     let input_alphas: Vec<f64> = plans
         .iter()
-        .map(|p| if p.is_input { component.input } else { 0.0 })
+        .map(|p| {
+            if p.is_input {
+                component.input_alpha(&p.name)
+            } else {
+                0.0
+            }
+        })
         .collect();
     let input_budget = split_budget(rng, &input_alphas, input_total, &max);
     // Reference `target_token_budget`: image targets only come from slots that are not inputs;
@@ -333,7 +480,13 @@ pub fn mask_sample(
         .collect();
     let target_alphas: Vec<f64> = plans
         .iter()
-        .map(|p| if p.is_target { component.target } else { 0.0 })
+        .map(|p| {
+            if p.is_target {
+                component.target_alpha(&p.name)
+            } else {
+                0.0
+            }
+        })
         .collect();
     let target_budget = split_budget(rng, &target_alphas, target_total, &target_max);
     plans
@@ -347,8 +500,11 @@ pub fn mask_sample(
             (DomainShape::Sequence { max_tokens }, tokens) => mask_sequence(
                 tokens,
                 max_tokens,
-                input_budget[i],
-                target_budget[i],
+                SequenceBudget {
+                    input: input_budget[i],
+                    target: target_budget[i],
+                    keep_all: component.keeps_all(&plan.name),
+                },
                 specials,
                 rng,
             ),

@@ -406,9 +406,9 @@ mod objective {
     //! to finite differences.
 
     use candle_core::{DType, Device};
-    use tessera_train::masking::{DirichletAlphas, DomainShape, mask_sample};
+    use tessera_train::masking::{DirichletAlphas, DomainAlphas, DomainShape, mask_sample};
     use tessera_train::objective::{batch_loss, domain_plans};
-    use tessera_train::{CoreTrainer, DomainTokens, TrainRng};
+    use tessera_train::{CoreTrainer, DomainTokens, TrainError, TrainRng};
 
     use super::support::{config, dataset};
 
@@ -472,10 +472,7 @@ mod objective {
         // target is cut: every masked span must come back.
         cfg.masking.input_tokens = [0, 24];
         cfg.masking.target_tokens = [64, 64];
-        cfg.masking.alphas = vec![DirichletAlphas {
-            input: 1000.0,
-            target: 1000.0,
-        }];
+        cfg.masking.alphas = vec![DirichletAlphas::symmetric(1000.0, 1000.0)];
         let plans = domain_plans(&cfg.model_config().unwrap()).unwrap();
         let data = dataset(60);
         let mut rng = TrainRng::seeded(2);
@@ -505,6 +502,129 @@ mod objective {
             }
         }
         assert!(partial > 10 && full > 10, "partial {partial}, full {full}");
+    }
+
+    /// A component that gives inputs only to the caption, whole.
+    fn caption_to_rest(weight: f64) -> DirichletAlphas {
+        let mut component = DirichletAlphas::symmetric(0.0, 1.0);
+        component.weight = weight;
+        component.domains.insert(
+            "caption".into(),
+            DomainAlphas {
+                input: Some(1.0),
+                target: Some(0.0),
+                keep_all: true,
+            },
+        );
+        component
+    }
+
+    #[test]
+    fn a_biased_component_gives_inputs_only_to_its_domains() {
+        let mut cfg = config(1);
+        cfg.masking.input_tokens = [16, 16];
+        cfg.masking.alphas = vec![caption_to_rest(1.0)];
+        cfg.validate().unwrap();
+        let plans = domain_plans(&cfg.model_config().unwrap()).unwrap();
+        let data = dataset(40);
+        let mut rng = TrainRng::seeded(3);
+        let mut targets = 0;
+        for sample in &data.samples {
+            let tokens: Vec<_> = plans.iter().map(|p| &sample[&p.name]).collect();
+            let masked = mask_sample(&plans, &tokens, &cfg.masking, &cfg.specials, &mut rng);
+            for (plan, m) in plans.iter().zip(&masked) {
+                let present = m.encoder_present.iter().filter(|&&p| p).count();
+                if plan.name == "caption" {
+                    // keep_all: the whole caption and its [EOS], nothing to predict.
+                    let DomainTokens::Sequence(caption) = &sample["caption"] else {
+                        unreachable!()
+                    };
+                    let mut whole = caption.clone();
+                    whole.push(cfg.specials.eos);
+                    assert_eq!(m.encoder_ids, whole);
+                    assert!(m.target_ids.is_empty(), "{:?}", m.target_ids);
+                } else {
+                    assert_eq!(present, 0, "{} got inputs", plan.name);
+                    targets += m.target_ids.len();
+                }
+            }
+        }
+        assert!(targets > 0);
+    }
+
+    #[test]
+    fn components_are_drawn_in_proportion_to_their_weights() {
+        let mut cfg = config(1);
+        let mut det_to_rest = DirichletAlphas::symmetric(0.0, 1.0);
+        det_to_rest.domains.insert(
+            "det".into(),
+            DomainAlphas {
+                input: Some(1.0),
+                target: Some(0.0),
+                keep_all: false,
+            },
+        );
+        cfg.masking.alphas = vec![caption_to_rest(3.0), det_to_rest];
+        cfg.validate().unwrap();
+        let plans = domain_plans(&cfg.model_config().unwrap()).unwrap();
+        let caption = plans.iter().position(|p| p.name == "caption").unwrap();
+        let data = dataset(1);
+        let tokens: Vec<_> = plans.iter().map(|p| &data.samples[0][&p.name]).collect();
+        let mut rng = TrainRng::seeded(4);
+        let draws = 2000;
+        let from_caption = (0..draws)
+            .filter(|_| {
+                let masked = mask_sample(&plans, &tokens, &cfg.masking, &cfg.specials, &mut rng);
+                !masked[caption].encoder_ids.is_empty()
+            })
+            .count();
+        let share = from_caption as f64 / draws as f64;
+        assert!((0.72..0.78).contains(&share), "caption inputs in {share} of samples");
+    }
+
+    #[test]
+    fn bad_mixture_components_are_refused_naming_the_field() {
+        let refusal = |edit: &dyn Fn(&mut DirichletAlphas)| {
+            let mut cfg = config(1);
+            let mut component = caption_to_rest(1.0);
+            edit(&mut component);
+            cfg.masking.alphas.push(component);
+            let TrainError::InvalidConfig { field, reason } = cfg.validate().unwrap_err() else {
+                panic!("not a config error")
+            };
+            format!("{field}: {reason}")
+        };
+        assert_eq!(
+            refusal(&|c| {
+                c.domains.insert("rgb@224".into(), DomainAlphas::default());
+            }),
+            "masking.alphas[4].domains.rgb@224: is not a domain of the model"
+        );
+        assert_eq!(
+            refusal(&|c| c.domains.get_mut("caption").unwrap().input = Some(0.0)),
+            "masking.alphas[4]: gives no domain a positive alpha for inputs"
+        );
+        assert_eq!(
+            refusal(&|c| c.domains.get_mut("caption").unwrap().target = Some(-1.0)),
+            "masking.alphas[4].domains.caption.target: must be finite and not negative"
+        );
+        assert_eq!(
+            refusal(&|c| c.weight = 0.0),
+            "masking.alphas[4].weight: must be positive and finite"
+        );
+        let unknown = serde_json::from_str::<DirichletAlphas>(
+            r#"{"input": 1, "target": 1, "domains": {"caption": {"keep": true}}}"#,
+        )
+        .unwrap_err();
+        assert!(unknown.to_string().contains("unknown field `keep`"), "{unknown}");
+    }
+
+    #[test]
+    fn symmetric_components_serialise_as_before() {
+        // Checkpoints compare their saved config with the run's; the new fields must not appear
+        // where they are not used.
+        let text = serde_json::to_string(&DirichletAlphas::symmetric(0.1, 0.1)).unwrap();
+        assert_eq!(text, r#"{"input":0.1,"target":0.1}"#);
     }
 
     #[test]
