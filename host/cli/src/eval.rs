@@ -65,8 +65,21 @@ struct Task {
     name: &'static str,
     input: &'static str,
     target: &'static str,
+    /// The step's sampling, as the built-in workflow that runs this task sets it.
+    sampling: &'static str,
     metrics: &'static [Metric],
 }
+
+/// `rgb-to-all.toml`: dense maps of an image are nearly determined by it, one ROAR step at argmax.
+const FROM_IMAGE_DENSE: &str = "scheme = \"roar\"\ndecoding_steps = 1\ntemperature = 0.0\n";
+/// `rgb-to-all.toml`'s boxes: autoregressive at argmax.
+const FROM_IMAGE_BOXES: &str = "scheme = \"autoregressive\"\ntemperature = 0.0\n";
+/// `caption-to-all.toml`'s boxes: sampled, nucleus 0.8.
+const FROM_CAPTION_BOXES: &str =
+    "scheme = \"autoregressive\"\ntemperature = 0.7\ntop_p = 0.8\n";
+/// `caption-to-all.toml`'s image: 25 ROAR steps, temperature falling from 3, guidance 2.
+const FROM_CAPTION_IMAGE: &str = "scheme = \"roar\"\ndecoding_steps = 25\n\
+    temperature = { value = 3.0, schedule = \"onex:0.5:0.5\" }\ncfg_scale = 2.0\n";
 
 /// One row of the report: a metric of a task beside its baseline.
 struct Metric {
@@ -103,6 +116,7 @@ const TASKS: [Task; 6] = [
         name: "rgb -> depth",
         input: "image",
         target: "tok_depth@224",
+        sampling: FROM_IMAGE_DENSE,
         metrics: &[metric(
             "",
             "abs rel (scale and shift aligned)",
@@ -114,6 +128,7 @@ const TASKS: [Task; 6] = [
         name: "rgb -> normal",
         input: "image",
         target: "tok_normal@224",
+        sampling: FROM_IMAGE_DENSE,
         metrics: &[metric(
             "",
             "mean angle (degrees)",
@@ -125,6 +140,7 @@ const TASKS: [Task; 6] = [
         name: "rgb -> semseg",
         input: "image",
         target: "tok_semseg@224",
+        sampling: FROM_IMAGE_DENSE,
         metrics: &[metric(
             "",
             "mIoU",
@@ -136,12 +152,14 @@ const TASKS: [Task; 6] = [
         name: "rgb -> det",
         input: "image",
         target: "det",
+        sampling: FROM_IMAGE_BOXES,
         metrics: &[BOX_RECALL],
     },
     Task {
         name: "caption -> det",
         input: "caption",
         target: "det",
+        sampling: FROM_CAPTION_BOXES,
         metrics: &[
             BOX_RECALL,
             metric(
@@ -162,6 +180,7 @@ const TASKS: [Task; 6] = [
         name: "caption -> rgb",
         input: "caption",
         target: "tok_rgb@224",
+        sampling: FROM_CAPTION_IMAGE,
         metrics: &[metric(
             "stated colours",
             "F1 of stated vs present colours (4x4 blocks of a hue)",
@@ -191,28 +210,20 @@ fn step_id(task: &Task) -> String {
     )
 }
 
-/// The workflow of the tasks the model and plugins can run: dense targets in one ROAR step at
-/// argmax (as the rgb-to-all workflow), sequences autoregressively at argmax.
+/// The workflow of the tasks the model and plugins can run, each step sampled as the built-in
+/// workflow for its task does.
 fn workflow_toml(tasks: &[&Task]) -> String {
     let mut text = String::from(
         "workflow_version = 1\n[workflow]\nname = \"eval-shapes\"\n\
          [inputs.image]\ndomain = \"tok_rgb@224\"\n[inputs.caption]\ndomain = \"caption\"\n",
     );
     for task in tasks {
-        // An image from a caption is drawn in several steps, each seeing the tokens before it;
-        // dense maps of an image are nearly determined by it and take one.
-        let scheme = if task.target == "det" {
-            "scheme = \"autoregressive\"\n"
-        } else if task.input == "caption" {
-            "scheme = \"roar\"\ndecoding_steps = 8\n"
-        } else {
-            "scheme = \"roar\"\ndecoding_steps = 1\n"
-        };
         text += &format!(
-            "[[steps]]\nid = \"{}\"\ngenerate = \"{}\"\nfrom = [\"inputs.{}\"]\n{scheme}temperature = 0.0\n",
+            "[[steps]]\nid = \"{}\"\ngenerate = \"{}\"\nfrom = [\"inputs.{}\"]\n{}",
             step_id(task),
             task.target,
-            task.input
+            task.input,
+            task.sampling
         );
     }
     text += "[outputs]\n";
