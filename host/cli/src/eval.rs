@@ -20,7 +20,7 @@ use tessera_eval::metrics::{
 use tessera_eval::{Direction, Priors, Report, Row, baseline::labelled_boxes};
 use tessera_runtime::types::{Tokens, Value};
 use tessera_workflow::{ExecuteOptions, NoCache, RunEvent, execute, plan, validate_source};
-use tessera_world::SceneModalities;
+use tessera_world::{BoundingBox, SceneModalities};
 use tessera_world::sheet::{SheetRow, write_sheet};
 
 #[derive(Subcommand)]
@@ -169,6 +169,12 @@ const TASKS: [Task; 6] = [
                 Direction::HigherIsBetter,
             ),
             metric(
+                "own caption",
+                "stated objects with a box of their shape",
+                "the same boxes for training captions",
+                Direction::HigherIsBetter,
+            ),
+            metric(
                 "relations",
                 "stated left/right relations that hold",
                 "one box per class",
@@ -181,12 +187,20 @@ const TASKS: [Task; 6] = [
         input: "caption",
         target: "tok_rgb@224",
         sampling: FROM_CAPTION_IMAGE,
-        metrics: &[metric(
-            "stated colours",
-            "F1 of stated vs present colours (4x4 blocks of a hue)",
-            "a training image of another scene",
-            Direction::HigherIsBetter,
-        )],
+        metrics: &[
+            metric(
+                "stated colours",
+                "F1 of stated vs present colours (4x4 blocks of a hue)",
+                "a training image of another scene",
+                Direction::HigherIsBetter,
+            ),
+            metric(
+                "own caption",
+                "F1 of stated vs present colours (4x4 blocks of a hue)",
+                "the same image for training captions",
+                Direction::HigherIsBetter,
+            ),
+        ],
     },
 ];
 
@@ -315,7 +329,13 @@ fn score(
                 .collect();
             let baseline = (!baseline.is_empty())
                 .then(|| baseline.iter().sum::<f64>() / baseline.len() as f64);
-            vec![colour_agreement(&stated, &samples).zip(baseline)]
+            let own = colour_agreement(&stated, &samples);
+            vec![
+                own.zip(baseline),
+                own.zip(mean_over_sample_captions(priors, |other| {
+                    colour_agreement(other, &samples)
+                })),
+            ]
         }
         "tok_depth@224" => {
             let (_, _, samples) = read_png(file("depth")?)?;
@@ -352,10 +372,14 @@ fn score(
             let predicted = predicted_boxes(&json)?;
             let mut scores = vec![Some((recall(&predicted), recall(&priors.mean_boxes)))];
             if task.input == "caption" {
-                scores.push(Some((
-                    shape_recall(&stated, &predicted),
-                    shape_recall(&stated, &priors.mean_boxes),
-                )));
+                let own = shape_recall(&stated, &predicted);
+                scores.push(Some((own, shape_recall(&stated, &priors.mean_boxes))));
+                scores.push(
+                    mean_over_sample_captions(priors, |other| {
+                        Some(shape_recall(other, &predicted))
+                    })
+                    .map(|others| (own, others)),
+                );
                 scores.push(
                     relation_accuracy(&stated, &predicted)
                         .zip(relation_accuracy(&stated, &priors.mean_boxes)),
@@ -365,6 +389,20 @@ fn score(
         }
         other => bail!("no metric for {other}"),
     })
+}
+
+/// The mean of a caption check of one output against each training scene's stated objects: what
+/// an output that ignores its own caption scores as well.
+fn mean_over_sample_captions(
+    priors: &Priors,
+    check: impl Fn(&[&BoundingBox]) -> Option<f64>,
+) -> Option<f64> {
+    let scores: Vec<f64> = priors
+        .sample_stated
+        .iter()
+        .filter_map(|stated| check(&stated.iter().collect::<Vec<_>>()))
+        .collect();
+    (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
 }
 
 /// The image a task made, as an RGB tile for the contact sheet (boxes have none).

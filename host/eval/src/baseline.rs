@@ -1,9 +1,10 @@
 //! Trivial baselines, computed from training scenes: what a model that ignores its input could
 //! predict at best with simple statistics. A trained model must beat each one clearly.
 
-use tessera_world::{SceneModalities, generate_scene};
+use tessera_world::{BoundingBox, SceneModalities, generate_scene};
 
 use crate::EvalError;
+use crate::caption_checks::stated_objects;
 use crate::metrics::LabelledBox;
 
 /// Per-pixel statistics of the training scenes (all images have the world's fixed size).
@@ -24,6 +25,9 @@ pub struct Priors {
     /// The RGB images of the first [`SAMPLE_IMAGES`] scenes: plausible images that ignore the
     /// input (the baseline of caption agreement).
     pub sample_images: Vec<Vec<u8>>,
+    /// The objects the captions of those same scenes state: an output that ignores its own
+    /// caption agrees with these as well as with its own (the baseline of conditioning).
+    pub sample_stated: Vec<Vec<BoundingBox>>,
 }
 
 /// Training images kept as "an image of another scene" baselines.
@@ -101,6 +105,11 @@ impl Priors {
                 .iter()
                 .take(SAMPLE_IMAGES)
                 .map(|s| s.images.rgb.clone())
+                .collect(),
+            sample_stated: scenes
+                .iter()
+                .take(SAMPLE_IMAGES)
+                .map(|s| stated_objects(s).into_iter().cloned().collect())
                 .collect(),
         })
     }

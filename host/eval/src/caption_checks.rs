@@ -278,6 +278,50 @@ mod tests {
     }
 
     #[test]
+    fn other_scenes_captions_catch_images_that_ignore_their_own() {
+        let scenes: Vec<_> = (0..30).map(|s| generate_scene(s).unwrap()).collect();
+        let priors = Priors::from_seeds(100..140).unwrap();
+        // Against its own caption and against the training scenes' captions, averaged.
+        let scores = |image_of: &dyn Fn(usize) -> Vec<u8>| {
+            let own = mean(scenes.iter().enumerate().filter_map(|(i, s)| {
+                colour_agreement(&stated_objects(s), &image_of(i))
+            }));
+            let others = mean(scenes.iter().enumerate().flat_map(|(i, _)| {
+                let image = image_of(i);
+                priors
+                    .sample_stated
+                    .iter()
+                    .filter_map(move |stated| {
+                        colour_agreement(&stated.iter().collect::<Vec<_>>(), &image)
+                    })
+                    .collect::<Vec<_>>()
+            }));
+            (own, others)
+        };
+        // A gray room with a 16-pixel block of every colour: what sampling noise in image tokens
+        // looks like, whatever the caption.
+        let mut patches = NamedColour::Gray.rgb().repeat(224 * 224);
+        for (k, colour) in chromatic().enumerate() {
+            for y in 0..16 {
+                for x in 0..16 {
+                    let p = (100 + y) * 224 + 16 * k + x;
+                    patches[3 * p..3 * p + 3].copy_from_slice(&colour.rgb());
+                }
+            }
+        }
+        let (truth, truth_others) = scores(&|i| scenes[i].images.rgb.clone());
+        let (blind, blind_others) = scores(&|_| patches.clone());
+        let other_images = scores(&|i| priors.sample_images[i % priors.sample_images.len()].clone()).0;
+        assert!(truth > truth_others + 0.3, "true images: {truth} vs {truth_others}");
+        assert!(
+            (blind - blind_others).abs() < 0.05,
+            "caption-blind patches: {blind} vs {blind_others}"
+        );
+        // The images of other scenes alone would not have caught them.
+        assert!(blind > other_images, "patches {blind}, other scenes' images {other_images}");
+    }
+
+    #[test]
     fn hues_name_the_world_colours() {
         for colour in chromatic() {
             assert_eq!(nearest_colour(colour.rgb()), Some(colour), "{colour:?}");

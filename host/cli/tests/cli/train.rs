@@ -403,8 +403,10 @@ image = "steps.rgb"
         "rgb -> det",
         "caption -> det",
         "caption -> det: stated shapes",
+        "caption -> det: own caption",
         "caption -> det: relations",
         "caption -> rgb: stated colours",
+        "caption -> rgb: own caption",
         "tok_rgb@224 reconstruction",
     ];
     assert!(
@@ -412,6 +414,7 @@ image = "steps.rgb"
             && [
                 "rgb -> det",
                 "caption -> det: stated shapes",
+                "caption -> det: own caption",
                 "tok_rgb@224 reconstruction"
             ]
             .iter()
