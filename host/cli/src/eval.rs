@@ -20,8 +20,8 @@ use tessera_eval::metrics::{
 use tessera_eval::{Direction, Priors, Report, Row, baseline::labelled_boxes};
 use tessera_runtime::types::{Tokens, Value};
 use tessera_workflow::{ExecuteOptions, NoCache, RunEvent, execute, plan, validate_source};
-use tessera_world::{BoundingBox, SceneModalities};
 use tessera_world::sheet::{SheetRow, write_sheet};
+use tessera_world::{BoundingBox, SceneModalities};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -75,8 +75,7 @@ const FROM_IMAGE_DENSE: &str = "scheme = \"roar\"\ndecoding_steps = 1\ntemperatu
 /// `rgb-to-all.toml`'s boxes: autoregressive at argmax.
 const FROM_IMAGE_BOXES: &str = "scheme = \"autoregressive\"\ntemperature = 0.0\n";
 /// `caption-to-all.toml`'s boxes: sampled, nucleus 0.8.
-const FROM_CAPTION_BOXES: &str =
-    "scheme = \"autoregressive\"\ntemperature = 0.7\ntop_p = 0.8\n";
+const FROM_CAPTION_BOXES: &str = "scheme = \"autoregressive\"\ntemperature = 0.7\ntop_p = 0.8\n";
 /// `caption-to-all.toml`'s image: 25 ROAR steps, temperature falling from 3, guidance 2.
 const FROM_CAPTION_IMAGE: &str = "scheme = \"roar\"\ndecoding_steps = 25\n\
     temperature = { value = 3.0, schedule = \"onex:0.5:0.5\" }\ncfg_scale = 2.0\n";

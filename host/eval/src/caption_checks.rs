@@ -283,9 +283,12 @@ mod tests {
         let priors = Priors::from_seeds(100..140).unwrap();
         // Against its own caption and against the training scenes' captions, averaged.
         let scores = |image_of: &dyn Fn(usize) -> Vec<u8>| {
-            let own = mean(scenes.iter().enumerate().filter_map(|(i, s)| {
-                colour_agreement(&stated_objects(s), &image_of(i))
-            }));
+            let own = mean(
+                scenes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| colour_agreement(&stated_objects(s), &image_of(i))),
+            );
             let others = mean(scenes.iter().enumerate().flat_map(|(i, _)| {
                 let image = image_of(i);
                 priors
@@ -311,14 +314,21 @@ mod tests {
         }
         let (truth, truth_others) = scores(&|i| scenes[i].images.rgb.clone());
         let (blind, blind_others) = scores(&|_| patches.clone());
-        let other_images = scores(&|i| priors.sample_images[i % priors.sample_images.len()].clone()).0;
-        assert!(truth > truth_others + 0.3, "true images: {truth} vs {truth_others}");
+        let other_images =
+            scores(&|i| priors.sample_images[i % priors.sample_images.len()].clone()).0;
+        assert!(
+            truth > truth_others + 0.3,
+            "true images: {truth} vs {truth_others}"
+        );
         assert!(
             (blind - blind_others).abs() < 0.05,
             "caption-blind patches: {blind} vs {blind_others}"
         );
         // The images of other scenes alone would not have caught them.
-        assert!(blind > other_images, "patches {blind}, other scenes' images {other_images}");
+        assert!(
+            blind > other_images,
+            "patches {blind}, other scenes' images {other_images}"
+        );
     }
 
     #[test]

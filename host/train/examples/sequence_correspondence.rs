@@ -94,7 +94,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "D {dim}, {depth} + {depth} blocks, {steps} steps; det cross-entropy on unseen samples"
     );
-    println!("{:<28} {:>12} {:>18}", "start", "own caption", "another's caption");
+    println!(
+        "{:<28} {:>12} {:>18}",
+        "start", "own caption", "another's caption"
+    );
     for (name, init) in starts {
         let config = CoreTrainConfig {
             model: serde_json::json!({

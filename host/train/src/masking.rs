@@ -169,7 +169,9 @@ impl MaskingConfig {
                     [("input", d.input), ("target", d.target)]
                         .into_iter()
                         .filter_map(move |(side, alpha)| {
-                            alpha.map(|a| (format!("masking.alphas[{i}].domains.{domain}.{side}"), a))
+                            alpha.map(|a| {
+                                (format!("masking.alphas[{i}].domains.{domain}.{side}"), a)
+                            })
                         })
                 }));
             for (field, alpha) in alphas {

@@ -579,7 +579,10 @@ mod objective {
             })
             .count();
         let share = from_caption as f64 / draws as f64;
-        assert!((0.72..0.78).contains(&share), "caption inputs in {share} of samples");
+        assert!(
+            (0.72..0.78).contains(&share),
+            "caption inputs in {share} of samples"
+        );
     }
 
     #[test]
@@ -616,7 +619,10 @@ mod objective {
             r#"{"input": 1, "target": 1, "domains": {"caption": {"keep": true}}}"#,
         )
         .unwrap_err();
-        assert!(unknown.to_string().contains("unknown field `keep`"), "{unknown}");
+        assert!(
+            unknown.to_string().contains("unknown field `keep`"),
+            "{unknown}"
+        );
     }
 
     #[test]
