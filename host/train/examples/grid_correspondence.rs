@@ -7,17 +7,16 @@
 //! `cargo run --release -p tessera-train --example grid_correspondence -- [STEPS] [DIM] [DEPTH]`
 //! (defaults 300, 64, 2; heads of 32 channels).
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use candle_core::Device;
 use tessera_train::image_tokens::DOMAIN_GRID;
 use tessera_train::init::CoreInit;
-use tessera_train::masking::{MaskingConfig, SequenceSpecials};
-use tessera_train::objective::{domain_plans, paired_loss};
-use tessera_train::optim::OptimConfig;
-use tessera_train::{
-    CoreTrainConfig, CoreTrainer, DomainTokens, InMemoryDataset, TokenSample, TrainRng,
-};
+use tessera_train::masking::MaskingConfig;
+use tessera_train::{DomainTokens, InMemoryDataset, TokenSample, TrainRng};
+
+use common::{Run, own_and_other_loss, recipe_init};
 
 const VALUES: usize = 16;
 const SOURCE: &str = "tok_rgb@224";
@@ -39,71 +38,36 @@ fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
-    let steps = args.next().transpose()?.unwrap_or(300);
-    let dim = args.next().transpose()?.unwrap_or(64);
-    let depth = args.next().transpose()?.unwrap_or(2);
+    let run = Run::from_args()?;
     let mut rng = TrainRng::seeded(1);
     let data = InMemoryDataset {
         samples: samples(&mut rng, 512),
     };
     let unseen = samples(&mut rng, 16);
-    let domains = [SOURCE, TARGET];
-    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../recipes/default-model/core.json");
     let starts = [
         ("reference start", CoreInit::default()),
-        ("recipe's start", CoreTrainConfig::read(&recipe)?.init),
+        ("recipe's start", recipe_init()?),
     ];
     println!(
-        "D {dim}, {depth} + {depth} blocks, {steps} steps; target cross-entropy on unseen samples"
+        "D {}, {} + {} blocks, {} steps; target cross-entropy on unseen samples",
+        run.dim, run.depth, run.depth, run.steps
     );
     println!("{:<26} {:>9} {:>15}", "start", "own grid", "another's grid");
     for (name, init) in starts {
-        let config = CoreTrainConfig {
-            model: serde_json::json!({
-                "act_layer": "SiLU", "dim": dim, "encoder_depth": depth, "decoder_depth": depth,
-                "num_heads": (dim / 32).max(1), "mlp_ratio": 4.0, "gated_mlp": true,
-                "qkv_bias": false, "proj_bias": false, "mlp_bias": false, "norm_bias": false,
-                "share_modality_embeddings": false, "domains_in": domains,
-                "domains_out": domains, "image_size": 224, "patch_size": 16,
-            }),
-            vocab: BTreeMap::from([(SOURCE.into(), VALUES), (TARGET.into(), VALUES)]),
-            masking: MaskingConfig {
-                input_tokens: [64, 196],
-                target_tokens: [64, 128],
-                ..MaskingConfig::default()
-            },
-            specials: SequenceSpecials::default(),
-            optim: OptimConfig {
-                peak_lr: 1e-3,
-                warmup_steps: 50,
-                ..OptimConfig::default()
-            },
+        let masking = MaskingConfig {
+            input_tokens: [64, 196],
+            target_tokens: [64, 128],
+            ..MaskingConfig::default()
+        };
+        let (own, other) = own_and_other_loss(
+            &run,
+            (SOURCE, TARGET),
+            VALUES,
+            masking,
             init,
-            batch_size: 16,
-            steps: steps as u64,
-            checkpoint_every: 0,
-            seed: 3,
-        };
-        let mut trainer = CoreTrainer::new(config, &data, &Device::Cpu)?;
-        for _ in 0..steps {
-            trainer.step()?;
-        }
-        let model = trainer.model();
-        let plans = domain_plans(model.config())?;
-        let loss = |input_of: &dyn Fn(usize) -> usize| {
-            paired_loss(
-                model,
-                &plans,
-                &unseen,
-                (SOURCE, TARGET),
-                input_of,
-                &SequenceSpecials::default(),
-            )
-        };
-        let own = loss(&|i| i)?;
-        let other = loss(&|i| (i + 1) % unseen.len())?;
+            &data,
+            &unseen,
+        )?;
         println!("{name:<26} {own:>9.3} {other:>15.3}");
     }
     Ok(())

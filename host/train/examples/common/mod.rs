@@ -1,0 +1,92 @@
+//! What the start-comparison examples share: a small two-domain core trained from a given start,
+//! then scored on unseen samples given their own input and another sample's.
+
+use std::collections::BTreeMap;
+
+use candle_core::Device;
+use tessera_train::init::CoreInit;
+use tessera_train::masking::{MaskingConfig, SequenceSpecials};
+use tessera_train::objective::{domain_plans, paired_loss};
+use tessera_train::optim::OptimConfig;
+use tessera_train::{CoreTrainConfig, CoreTrainer, InMemoryDataset, TokenSample};
+
+/// The size of the core and how long it trains.
+pub struct Run {
+    pub steps: usize,
+    pub dim: usize,
+    pub depth: usize,
+}
+
+impl Run {
+    /// `[STEPS] [DIM] [DEPTH]` from the command line (defaults 300, 64, 2).
+    pub fn from_args() -> Result<Self, std::num::ParseIntError> {
+        let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
+        Ok(Self {
+            steps: args.next().transpose()?.unwrap_or(300),
+            dim: args.next().transpose()?.unwrap_or(64),
+            depth: args.next().transpose()?.unwrap_or(2),
+        })
+    }
+}
+
+/// The default-model recipe's start (`init` in `recipes/default-model/core.json`).
+pub fn recipe_init() -> Result<CoreInit, tessera_train::TrainError> {
+    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../recipes/default-model/core.json");
+    Ok(CoreTrainConfig::read(&recipe)?.init)
+}
+
+/// Trains a core over `(source, target)` from `init` and returns the target's cross-entropy on
+/// `unseen` given each sample's own source and given the next sample's.
+pub fn own_and_other_loss(
+    run: &Run,
+    (source, target): (&str, &str),
+    vocab: usize,
+    masking: MaskingConfig,
+    init: CoreInit,
+    data: &InMemoryDataset,
+    unseen: &[TokenSample],
+) -> Result<(f32, f32), Box<dyn std::error::Error>> {
+    let (dim, depth, domains) = (run.dim, run.depth, [source, target]);
+    let config = CoreTrainConfig {
+        model: serde_json::json!({
+            "act_layer": "SiLU", "dim": dim, "encoder_depth": depth, "decoder_depth": depth,
+            "num_heads": (dim / 32).max(1), "mlp_ratio": 4.0, "gated_mlp": true,
+            "qkv_bias": false, "proj_bias": false, "mlp_bias": false, "norm_bias": false,
+            "share_modality_embeddings": false, "domains_in": domains,
+            "domains_out": domains, "image_size": 224, "patch_size": 16,
+        }),
+        vocab: BTreeMap::from([(source.into(), vocab), (target.into(), vocab)]),
+        masking,
+        specials: SequenceSpecials::default(),
+        optim: OptimConfig {
+            peak_lr: 1e-3,
+            warmup_steps: 50,
+            ..OptimConfig::default()
+        },
+        init,
+        batch_size: 16,
+        steps: run.steps as u64,
+        checkpoint_every: 0,
+        seed: 3,
+    };
+    let mut trainer = CoreTrainer::new(config, data, &Device::Cpu)?;
+    for _ in 0..run.steps {
+        trainer.step()?;
+    }
+    let model = trainer.model();
+    let plans = domain_plans(model.config())?;
+    let loss = |input_of: &dyn Fn(usize) -> usize| {
+        paired_loss(
+            model,
+            &plans,
+            unseen,
+            (source, target),
+            input_of,
+            &SequenceSpecials::default(),
+        )
+    };
+    let own = loss(&|i| i)?;
+    let other = loss(&|i| (i + 1) % unseen.len())?;
+    Ok((own, other))
+}
