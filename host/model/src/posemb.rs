@@ -1,7 +1,7 @@
 //! Fixed sin-cos positional tables, computed exactly as the reference builds them.
 
-/// Temperature of both sin-cos tables.
-const TEMPERATURE: f64 = 10_000.0;
+/// Temperature of both sin-cos tables (frequencies `1 / TEMPERATURE^(k / n)`).
+pub const TEMPERATURE: f64 = 10_000.0;
 
 /// 1-D table `(max_len, dim)` of the sequence modalities: all sines, then all cosines, with
 /// `ω_k = T^(-k / (dim/2))`. Row-major.

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tessera_model::ModelConfig;
+use tessera_model::{ModalityKind, ModelConfig, modality_info};
 
 use crate::error::{Result, TrainError};
 use crate::init::CoreInit;
 use crate::masking::{MaskingConfig, SequenceSpecials};
 use crate::optim::OptimConfig;
+use crate::vocab::VALUE_BINS;
 
 /// A core training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +165,31 @@ impl CoreTrainConfig {
                     return Err(invalid(
                         "vocab",
                         format!("no vocabulary size for `{domain}`"),
+                    ));
+                }
+            }
+        }
+        if let Some(coordinates) = &self.init.coordinate_tokens {
+            let values_end = self.specials.value_base() + 4 * VALUE_BINS;
+            for domain in &coordinates.domains {
+                let field = format!("init.coordinate_tokens.domains.{domain}");
+                let known = model.domains_in.contains(domain) || model.domains_out.contains(domain);
+                if !known {
+                    return Err(invalid(&field, "is not a domain of the model".into()));
+                }
+                if modality_info(domain)
+                    .is_some_and(|info| !matches!(info.kind, ModalityKind::Sequence { .. }))
+                {
+                    return Err(invalid(&field, "is not a sequence domain".into()));
+                }
+                let size = self.vocab.get(domain).copied().unwrap_or(0);
+                if size < values_end {
+                    return Err(invalid(
+                        &field,
+                        format!(
+                            "its vocabulary ({size}) does not hold the value tokens (ids up to {})",
+                            values_end - 1
+                        ),
                     ));
                 }
             }

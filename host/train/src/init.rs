@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use tessera_model::ParameterInit;
+use tessera_model::posemb::TEMPERATURE;
 
 use crate::rng::TrainRng;
+use crate::vocab::VALUE_BINS;
 
 /// The reference's `init_std`.
 const INIT_STD: f64 = 0.02;
@@ -38,6 +40,30 @@ pub struct CoreInit {
     /// Factor on the draw of `decoder_proj_context`, which adds the encoder output to the context
     /// positions the cross-attention keys are made from.
     pub context_projection_scale: f64,
+    /// When set, the value tokens (`v0=`…`v3=`) of these domains start as the image position they
+    /// name rather than as unrelated random rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordinate_tokens: Option<CoordinateTokens>,
+}
+
+/// Value tokens that start as image coordinates.
+///
+/// Why: a box coordinate is one of a thousand tokens per axis, and a random table gives
+/// `v0=500` nothing in common with `v0=501`, so a small core on little data sees each value a
+/// few dozen times and learns only the marginal of every slot (measured: the step-2000 core
+/// emitted the same boxes for every image). Here row `v{a}=k` is the encoder's sin-cos position
+/// of the grid coordinate `k / 999 · side − ½` along its axis (columns for `v0`/`v2`, rows for
+/// `v1`/`v3`), at unit RMS, plus a random vector per axis (so `xmin` and `xmax` stay apart) and a
+/// little noise. A decoder state that has copied an image token's position then scores the
+/// values near that position highest, and neighbouring values share what they learn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinateTokens {
+    /// Sequence domains whose value tokens are box coordinates (4M's `det`).
+    pub domains: Vec<String>,
+    /// RMS of a value token's row in the decoder's output table (its token tables use
+    /// `token_std`); the output table's other rows start at xavier scale, a few hundredths.
+    pub logit_scale: f64,
 }
 
 impl Default for CoreInit {
@@ -46,6 +72,7 @@ impl Default for CoreInit {
             token_std: INIT_STD,
             positional_cross_attention: None,
             context_projection_scale: 1.0,
+            coordinate_tokens: None,
         }
     }
 }
@@ -69,6 +96,13 @@ impl CoreInit {
         {
             return Err(invalid("positional_cross_attention"));
         }
+        if self
+            .coordinate_tokens
+            .as_ref()
+            .is_some_and(|c| !positive(c.logit_scale))
+        {
+            return Err(invalid("coordinate_tokens.logit_scale"));
+        }
         Ok(())
     }
 }
@@ -81,6 +115,10 @@ pub struct FourMInit {
     pub heads: usize,
     pub vocab: BTreeMap<String, usize>,
     pub options: CoreInit,
+    /// Id of `v0=0`; the value tokens of the four axes follow it, [`VALUE_BINS`] each.
+    pub value_base: usize,
+    /// Image tokens per side of the grid the encoder's sin-cos positions describe.
+    pub grid_side: usize,
 }
 
 impl FourMInit {
@@ -104,7 +142,65 @@ impl FourMInit {
             }
         }
     }
+
+    /// Overwrites the value-token rows of a token table or output table `(V, D)` with image
+    /// coordinates (see [`CoordinateTokens`]), at RMS `scale`.
+    fn place_coordinates(&mut self, values: &mut [f32], scale: f64) {
+        let d = self.dim;
+        let quarter = d / 4;
+        let omega: Vec<f64> = (0..quarter)
+            .map(|k| 1.0 / TEMPERATURE.powf(k as f64 / quarter as f64))
+            .collect();
+        let rows = values.len() / d;
+        for axis in 0..4 {
+            let axis_vector: Vec<f64> = (0..d).map(|_| self.rng.normal()).collect();
+            // Columns (x) are the second half of the 2-D table, rows (y) the first.
+            let half = if axis % 2 == 0 { 2 * quarter } else { 0 };
+            for bin in 0..VALUE_BINS {
+                let id = self.value_base + axis * VALUE_BINS + bin;
+                if id >= rows {
+                    return;
+                }
+                let grid = bin as f64 / (VALUE_BINS - 1) as f64 * self.grid_side as f64 - 0.5;
+                let mut row: Vec<f64> = axis_vector
+                    .iter()
+                    .map(|v| AXIS_SHARE * v + NOISE_SHARE * self.rng.normal())
+                    .collect();
+                for (j, w) in omega.iter().enumerate() {
+                    // Half of the channels carry the position: doubled, they have unit RMS.
+                    row[half + j] += 2.0 * (grid * w).sin();
+                    row[half + quarter + j] += 2.0 * (grid * w).cos();
+                }
+                let rms = (row.iter().map(|v| v * v).sum::<f64>() / d as f64).sqrt();
+                for (target, v) in values[id * d..(id + 1) * d].iter_mut().zip(&row) {
+                    *target = (v / rms * scale) as f32;
+                }
+            }
+        }
+    }
+
+    /// The scale of coordinate rows for this tensor, when it is a table of a coordinate domain.
+    fn coordinate_scale(&self, name: &str) -> Option<f64> {
+        let coordinates = self.options.coordinate_tokens.as_ref()?;
+        let rest = name
+            .strip_prefix("encoder_embeddings.")
+            .or_else(|| name.strip_prefix("decoder_embeddings."))?;
+        let (domain, tensor) = rest.split_once('.')?;
+        if !coordinates.domains.iter().any(|d| d == domain) {
+            return None;
+        }
+        match tensor {
+            "token_emb.weight" => Some(self.options.token_std),
+            "to_logits.weight" => Some(coordinates.logit_scale),
+            _ => None,
+        }
+    }
 }
+
+/// Weight of the per-axis vector and of the per-row noise beside the unit-RMS position in a
+/// coordinate row (before it is rescaled to unit RMS).
+const AXIS_SHARE: f64 = 0.5;
+const NOISE_SHARE: f64 = 0.05;
 
 impl ParameterInit for FourMInit {
     fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
@@ -120,10 +216,16 @@ impl ParameterInit for FourMInit {
     fn values(&mut self, name: &str, shape: &[usize]) -> Vec<f32> {
         let count: usize = shape.iter().product();
         let normal = |rng: &mut TrainRng, std: f64| {
-            (0..count).map(|_| (rng.normal() * std) as f32).collect()
+            (0..count)
+                .map(|_| (rng.normal() * std) as f32)
+                .collect::<Vec<f32>>()
         };
         if name.ends_with("token_emb.weight") {
-            return normal(&mut self.rng, self.options.token_std);
+            let mut values = normal(&mut self.rng, self.options.token_std);
+            if let Some(scale) = self.coordinate_scale(name) {
+                self.place_coordinates(&mut values, scale);
+            }
+            return values;
         }
         if name.ends_with("mod_emb") || name.ends_with("pos_emb") || name == "mask_token" {
             return normal(&mut self.rng, INIT_STD);
@@ -146,6 +248,9 @@ impl ParameterInit for FourMInit {
             if name.ends_with("cross_attn.q.weight") || name.ends_with("cross_attn.kv.weight") {
                 self.match_positions(&mut values[..d * d], scale);
             }
+        }
+        if let Some(scale) = self.coordinate_scale(name) {
+            self.place_coordinates(&mut values, scale);
         }
         values
     }
@@ -235,9 +340,39 @@ mod tests {
             rng: TrainRng::seeded(11),
             dim: DIM,
             heads: HEADS,
-            vocab: BTreeMap::new(),
+            vocab: BTreeMap::from([("det".to_string(), VOCAB)]),
             options,
+            value_base: VALUE_BASE,
+            grid_side: SIDE,
         }
+    }
+
+    const VOCAB: usize = 4377;
+    const VALUE_BASE: usize = 204;
+
+    fn with_coordinates() -> CoreInit {
+        CoreInit {
+            coordinate_tokens: Some(CoordinateTokens {
+                domains: vec!["det".into()],
+                logit_scale: 0.05,
+            }),
+            ..CoreInit::default()
+        }
+    }
+
+    /// The value of axis `axis` whose output row scores highest against `state`.
+    fn best_value(table: &[f32], state: &[f32], axis: usize) -> usize {
+        let score = |bin: usize| -> f32 {
+            let id = VALUE_BASE + axis * VALUE_BINS + bin;
+            table[id * DIM..(id + 1) * DIM]
+                .iter()
+                .zip(state)
+                .map(|(w, h)| w * h)
+                .sum()
+        };
+        (0..VALUE_BINS)
+            .max_by(|a, b| score(*a).total_cmp(&score(*b)))
+            .expect("bins")
     }
 
     /// Per head, the fraction of grid positions whose query (the position's sin-cos row, at
@@ -379,5 +514,67 @@ mod tests {
             let err = options.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{err}");
         }
+    }
+
+    #[test]
+    fn coordinate_rows_score_the_values_at_a_copied_position_highest() {
+        let mut init = init(with_coordinates());
+        let table = init.values("decoder_embeddings.det.to_logits.weight", &[VOCAB, DIM]);
+        let grid = sincos_2d(SIDE, SIDE, DIM);
+        // A decoder state that copied the position of image token (row 5, column 9).
+        let (row, column) = (5, 9);
+        let token = row * SIDE + column;
+        let state = &grid[token * DIM..(token + 1) * DIM];
+        let centre = |index: usize| ((index as f64 + 0.5) / SIDE as f64 * 999.0) as i64;
+        for (axis, index) in [(0, column), (1, row), (2, column), (3, row)] {
+            let best = best_value(&table, state, axis) as i64;
+            assert!(
+                (best - centre(index)).abs() <= 25,
+                "axis {axis}: best value {best}, the token's centre is {}",
+                centre(index)
+            );
+        }
+        // Value rows are at the stated RMS; other rows keep the xavier draw.
+        let rms = |id: usize| {
+            let row = &table[id * DIM..(id + 1) * DIM];
+            (row.iter().map(|v| v * v).sum::<f32>() / DIM as f32).sqrt()
+        };
+        assert!((rms(VALUE_BASE + 1234) - 0.05).abs() < 1e-4);
+        assert!(rms(VALUE_BASE - 1) < 0.04);
+        // xmin and xmax share the position but not the axis vector.
+        let row = |id: usize| &table[id * DIM..(id + 1) * DIM];
+        let cosine = |a: &[f32], b: &[f32]| {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            dot / (a.iter().map(|v| v * v).sum::<f32>() * b.iter().map(|v| v * v).sum::<f32>())
+                .sqrt()
+        };
+        let near = cosine(row(VALUE_BASE + 500), row(VALUE_BASE + 510));
+        let far = cosine(row(VALUE_BASE + 500), row(VALUE_BASE + 900));
+        let other_axis = cosine(
+            row(VALUE_BASE + 500),
+            row(VALUE_BASE + 2 * VALUE_BINS + 500),
+        );
+        assert!(
+            near > 0.9 && far < near - 0.2 && other_axis < near - 0.1,
+            "{near} {far} {other_axis}"
+        );
+    }
+
+    #[test]
+    fn coordinate_rows_leave_other_domains_and_the_reference_draw_alone() {
+        let plain = init(CoreInit::default())
+            .values("decoder_embeddings.det.to_logits.weight", &[VOCAB, DIM]);
+        let mut with = init(with_coordinates());
+        let caption = with.values("decoder_embeddings.caption.to_logits.weight", &[VOCAB, DIM]);
+        assert_eq!(plain, caption, "caption is not a coordinate domain");
+        let embedded = init(with_coordinates())
+            .values("encoder_embeddings.det.token_emb.weight", &[VOCAB, DIM]);
+        let reference = init(CoreInit::default())
+            .values("encoder_embeddings.det.token_emb.weight", &[VOCAB, DIM]);
+        assert_eq!(embedded[..VALUE_BASE * DIM], reference[..VALUE_BASE * DIM]);
+        assert_ne!(
+            embedded[VALUE_BASE * DIM..(VALUE_BASE + 1) * DIM],
+            reference[VALUE_BASE * DIM..(VALUE_BASE + 1) * DIM]
+        );
     }
 }

@@ -34,6 +34,11 @@ impl Default for SequenceSpecials {
 }
 
 impl SequenceSpecials {
+    /// Id of `v0=0`: the value tokens follow the sentinels in the 4M layout.
+    pub fn value_base(&self) -> usize {
+        (self.sentinel_base + self.sentinel_count) as usize
+    }
+
     pub(crate) fn sentinel(&self, i: usize) -> u32 {
         // Span counts are bounded by the sequence length, far below the 200 sentinels for the
         // 4M budgets; past the last one the highest is reused rather than leaving the layout.

@@ -138,6 +138,8 @@ impl<'a> CoreTrainer<'a> {
             heads: model_config.num_heads,
             vocab: config.vocab.clone(),
             options: config.init.clone(),
+            value_base: config.specials.value_base(),
+            grid_side: model_config.image_size / model_config.patch_size,
         };
         let (model, parameters) = FourM::init_trainable(model_config, &mut init, dtype, device)?;
         let optimizer = AdamW::new(config.optim.clone(), &parameters.vars)?;

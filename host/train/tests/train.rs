@@ -406,6 +406,7 @@ mod objective {
     //! to finite differences.
 
     use candle_core::{DType, Device};
+    use tessera_train::init::CoordinateTokens;
     use tessera_train::masking::{DirichletAlphas, DomainAlphas, DomainShape, mask_sample};
     use tessera_train::objective::{batch_loss, domain_plans};
     use tessera_train::{CoreTrainer, DomainTokens, TrainError, TrainRng};
@@ -623,6 +624,41 @@ mod objective {
             unknown.to_string().contains("unknown field `keep`"),
             "{unknown}"
         );
+    }
+
+    #[test]
+    fn coordinate_tokens_are_refused_where_they_cannot_apply() {
+        let refusal = |domain: &str| {
+            let mut cfg = config(1);
+            cfg.init.coordinate_tokens = Some(CoordinateTokens {
+                domains: vec![domain.into()],
+                logit_scale: 0.05,
+            });
+            let TrainError::InvalidConfig { field, reason } = cfg.validate().unwrap_err() else {
+                panic!("not a config error")
+            };
+            format!("{field}: {reason}")
+        };
+        assert_eq!(
+            refusal("metadata"),
+            "init.coordinate_tokens.domains.metadata: is not a domain of the model"
+        );
+        assert_eq!(
+            refusal("tok_dinov2_global"),
+            "init.coordinate_tokens.domains.tok_dinov2_global: is not a sequence domain"
+        );
+        assert_eq!(
+            refusal("det"),
+            "init.coordinate_tokens.domains.det: its vocabulary (256) does not hold the value \
+             tokens (ids up to 4203)"
+        );
+        let mut cfg = config(1);
+        cfg.init.coordinate_tokens = Some(CoordinateTokens {
+            domains: vec![],
+            logit_scale: 0.0,
+        });
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("init.coordinate_tokens.logit_scale"), "{err}");
     }
 
     #[test]
