@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::model_choice::ModelChoice;
+use crate::workflows::default_workflows_dir;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use tessera_engine::{Engine, EngineConfig, InputValue, StepValue};
@@ -19,7 +20,10 @@ use tessera_eval::metrics::{
 };
 use tessera_eval::{Direction, Priors, Report, Row, baseline::labelled_boxes};
 use tessera_runtime::types::{Tokens, Value};
-use tessera_workflow::{ExecuteOptions, NoCache, RunEvent, execute, plan, validate_source};
+use tessera_workflow::{
+    ExecuteOptions, NoCache, RunEvent, StepGuidance, Workflow, execute, plan, validate_file,
+    validate_source,
+};
 use tessera_world::sheet::{SheetRow, write_sheet};
 use tessera_world::{BoundingBox, SceneModalities};
 
@@ -65,20 +69,14 @@ struct Task {
     name: &'static str,
     input: &'static str,
     target: &'static str,
-    /// The step's sampling, as the built-in workflow that runs this task sets it.
-    sampling: &'static str,
+    /// The built-in workflow (under `workflows/`) whose step for `target` sets how this task is
+    /// sampled.
+    workflow: &'static str,
     metrics: &'static [Metric],
 }
 
-/// `rgb-to-all.toml`: dense maps of an image are nearly determined by it, one ROAR step at argmax.
-const FROM_IMAGE_DENSE: &str = "scheme = \"roar\"\ndecoding_steps = 1\ntemperature = 0.0\n";
-/// `rgb-to-all.toml`'s boxes: autoregressive at argmax.
-const FROM_IMAGE_BOXES: &str = "scheme = \"autoregressive\"\ntemperature = 0.0\n";
-/// `caption-to-all.toml`'s boxes: sampled, nucleus 0.8.
-const FROM_CAPTION_BOXES: &str = "scheme = \"autoregressive\"\ntemperature = 0.7\ntop_p = 0.8\n";
-/// `caption-to-all.toml`'s image: 25 ROAR steps, temperature falling from 3, guidance 2.
-const FROM_CAPTION_IMAGE: &str = "scheme = \"roar\"\ndecoding_steps = 25\n\
-    temperature = { value = 3.0, schedule = \"onex:0.5:0.5\" }\ncfg_scale = 2.0\n";
+const FROM_IMAGE: &str = "rgb-to-all.toml";
+const FROM_CAPTION: &str = "caption-to-all.toml";
 
 /// One row of the report: a metric of a task beside its baseline.
 struct Metric {
@@ -115,7 +113,7 @@ const TASKS: [Task; 6] = [
         name: "rgb -> depth",
         input: "image",
         target: "tok_depth@224",
-        sampling: FROM_IMAGE_DENSE,
+        workflow: FROM_IMAGE,
         metrics: &[metric(
             "",
             "abs rel (scale and shift aligned)",
@@ -127,7 +125,7 @@ const TASKS: [Task; 6] = [
         name: "rgb -> normal",
         input: "image",
         target: "tok_normal@224",
-        sampling: FROM_IMAGE_DENSE,
+        workflow: FROM_IMAGE,
         metrics: &[metric(
             "",
             "mean angle (degrees)",
@@ -139,7 +137,7 @@ const TASKS: [Task; 6] = [
         name: "rgb -> semseg",
         input: "image",
         target: "tok_semseg@224",
-        sampling: FROM_IMAGE_DENSE,
+        workflow: FROM_IMAGE,
         metrics: &[metric(
             "",
             "mIoU",
@@ -151,14 +149,14 @@ const TASKS: [Task; 6] = [
         name: "rgb -> det",
         input: "image",
         target: "det",
-        sampling: FROM_IMAGE_BOXES,
+        workflow: FROM_IMAGE,
         metrics: &[BOX_RECALL],
     },
     Task {
         name: "caption -> det",
         input: "caption",
         target: "det",
-        sampling: FROM_CAPTION_BOXES,
+        workflow: FROM_CAPTION,
         metrics: &[
             BOX_RECALL,
             metric(
@@ -185,7 +183,7 @@ const TASKS: [Task; 6] = [
         name: "caption -> rgb",
         input: "caption",
         target: "tok_rgb@224",
-        sampling: FROM_CAPTION_IMAGE,
+        workflow: FROM_CAPTION,
         metrics: &[
             metric(
                 "stated colours",
@@ -224,26 +222,60 @@ fn step_id(task: &Task) -> String {
 }
 
 /// The workflow of the tasks the model and plugins can run, each step sampled as the built-in
-/// workflow for its task does.
-fn workflow_toml(tasks: &[&Task]) -> String {
+/// workflow for its task does (read from `workflows`, so the two cannot drift apart).
+fn eval_workflow(tasks: &[&Task], workflows: &Path) -> Result<Workflow> {
+    // The steps' own sampling is replaced below; the file only fixes ids, inputs and outputs.
     let mut text = String::from(
         "workflow_version = 1\n[workflow]\nname = \"eval-shapes\"\n\
          [inputs.image]\ndomain = \"tok_rgb@224\"\n[inputs.caption]\ndomain = \"caption\"\n",
     );
     for task in tasks {
         text += &format!(
-            "[[steps]]\nid = \"{}\"\ngenerate = \"{}\"\nfrom = [\"inputs.{}\"]\n{}",
+            "[[steps]]\nid = \"{}\"\ngenerate = \"{}\"\nfrom = [\"inputs.{}\"]\n\
+             scheme = \"autoregressive\"\n",
             step_id(task),
             task.target,
             task.input,
-            task.sampling
         );
     }
     text += "[outputs]\n";
     for task in tasks {
         text += &format!("{0} = \"steps.{0}\"\n", step_id(task));
     }
-    text
+    let report = validate_source("eval-shapes.toml", &text, &Default::default());
+    let mut workflow = report
+        .workflow
+        .clone()
+        .with_context(|| report.render_terminal(false))?;
+    let mut built_in = BTreeMap::new();
+    for (step, task) in workflow.steps.iter_mut().zip(tasks) {
+        if !built_in.contains_key(task.workflow) {
+            let path = workflows.join(task.workflow);
+            let report = validate_file(&path, &Default::default())
+                .with_context(|| format!("reading the built-in workflow {}", path.display()))?;
+            let parsed = report.workflow.clone().with_context(|| {
+                format!(
+                    "the built-in workflow {} is not valid:\n{}",
+                    path.display(),
+                    report.render_terminal(false)
+                )
+            })?;
+            built_in.insert(task.workflow, parsed);
+        }
+        let source = &built_in[task.workflow];
+        let Some(model_step) = source.steps.iter().find(|s| s.generate == task.target) else {
+            bail!("{} has no step generating {}", task.workflow, task.target);
+        };
+        if !matches!(model_step.parameters.guidance, StepGuidance::Scale(_)) {
+            bail!(
+                "{}'s step `{}` uses weighted guidance, which the evaluation cannot copy",
+                task.workflow,
+                model_step.id
+            );
+        }
+        step.parameters = model_step.parameters.clone();
+    }
+    Ok(workflow)
 }
 
 /// A PNG's samples as stored.
@@ -562,12 +594,7 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
 
     eprintln!("baselines from {} training scenes", args.baseline_scenes);
     let priors = Priors::from_seeds(0..args.baseline_scenes).context("computing the baselines")?;
-    let source = workflow_toml(&tasks);
-    let report = validate_source("eval-shapes.toml", &source, &Default::default());
-    let workflow = report
-        .workflow
-        .clone()
-        .with_context(|| report.render_terminal(false))?;
+    let workflow = eval_workflow(&tasks, &default_workflows_dir())?;
     let execution = plan(&workflow, None).context("planning the evaluation workflow")?;
 
     let mut sums: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
@@ -711,5 +738,49 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
     } else {
         println!("some metrics do not beat their baselines (see FAILS above)");
         Ok(ExitCode::from(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_sampler::Scheme;
+
+    #[test]
+    fn each_task_is_sampled_as_its_built_in_workflow_step() {
+        let workflows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
+        let tasks: Vec<&Task> = TASKS.iter().collect();
+        let workflow = eval_workflow(&tasks, &workflows).unwrap();
+        for (step, task) in workflow.steps.iter().zip(&tasks) {
+            let text = std::fs::read_to_string(workflows.join(task.workflow)).unwrap();
+            let source = validate_source(task.workflow, &text, &Default::default())
+                .workflow
+                .unwrap();
+            let built_in = source
+                .steps
+                .iter()
+                .find(|s| s.generate == task.target)
+                .unwrap();
+            assert_eq!(step.parameters, built_in.parameters, "{}", task.name);
+            assert_eq!(step.generate, task.target);
+        }
+        let caption_to_rgb = &workflow.steps[5].parameters;
+        assert_eq!(caption_to_rgb.scheme, Scheme::Roar);
+        assert_eq!(caption_to_rgb.decoding_steps, 25);
+        assert_eq!(caption_to_rgb.guidance, StepGuidance::Scale(2.0));
+        assert_eq!(
+            workflow.steps[3].parameters.temperature, 0.0,
+            "rgb -> det is argmax"
+        );
+    }
+
+    #[test]
+    fn a_missing_built_in_workflow_is_named() {
+        let tasks: Vec<&Task> = TASKS.iter().collect();
+        let err = eval_workflow(&tasks, Path::new("/nonexistent")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/rgb-to-all.toml"),
+            "{err:#}"
+        );
     }
 }
