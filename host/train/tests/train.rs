@@ -616,6 +616,19 @@ mod objective {
             refusal(&|c| c.weight = 0.0),
             "masking.alphas[4].weight: must be positive and finite"
         );
+        assert_eq!(
+            refusal(&|c| {
+                c.domains.insert(
+                    "tok_dinov2_global".into(),
+                    DomainAlphas {
+                        input: Some(1.0),
+                        target: None,
+                        keep_all: true,
+                    },
+                );
+            }),
+            "masking.alphas[4].domains.tok_dinov2_global: keep_all applies only to sequence domains"
+        );
         let unknown = serde_json::from_str::<DirichletAlphas>(
             r#"{"input": 1, "target": 1, "domains": {"caption": {"keep": true}}}"#,
         )
