@@ -15,10 +15,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use tessera_train::init::CoreInit;
-use tessera_train::masking::{DirichletAlphas, DomainAlphas, MaskingConfig};
+use tessera_train::masking::MaskingConfig;
 use tessera_train::{DomainTokens, InMemoryDataset, TokenSample, TrainRng};
 
-use common::{Run, own_and_other_loss, recipe_init};
+use common::{Run, own_and_other_loss, recipe_init, source_to_target};
 
 const WORDS: usize = 24;
 const LENGTH: usize = 6;
@@ -41,28 +41,6 @@ fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
             ])
         })
         .collect()
-}
-
-/// The one mixture component: the whole caption in, the whole det out.
-fn caption_to_det() -> DirichletAlphas {
-    let mut component = DirichletAlphas::symmetric(0.0, 0.0);
-    component.domains.insert(
-        SOURCE.into(),
-        DomainAlphas {
-            input: Some(1.0),
-            target: None,
-            keep_all: true,
-        },
-    );
-    component.domains.insert(
-        TARGET.into(),
-        DomainAlphas {
-            input: None,
-            target: Some(1.0),
-            keep_all: false,
-        },
-    );
-    component
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -96,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let masking = MaskingConfig {
             input_tokens: [16, 16],
             target_tokens: [16, 16],
-            alphas: vec![caption_to_det()],
+            alphas: vec![source_to_target(SOURCE, TARGET, true)],
         };
         let (own, other) =
             own_and_other_loss(&run, (SOURCE, TARGET), VOCAB, masking, init, &data, &unseen)?;

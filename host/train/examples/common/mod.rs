@@ -1,11 +1,14 @@
 //! What the start-comparison examples share: a small two-domain core trained from a given start,
 //! then scored on unseen samples given their own input and another sample's.
 
+// Each example uses part of this module.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 
 use candle_core::Device;
 use tessera_train::init::CoreInit;
-use tessera_train::masking::{MaskingConfig, SequenceSpecials};
+use tessera_train::masking::{DirichletAlphas, DomainAlphas, MaskingConfig, SequenceSpecials};
 use tessera_train::objective::{domain_plans, paired_loss};
 use tessera_train::optim::OptimConfig;
 use tessera_train::{CoreTrainConfig, CoreTrainer, InMemoryDataset, TokenSample};
@@ -27,6 +30,29 @@ impl Run {
             depth: args.next().transpose()?.unwrap_or(2),
         })
     }
+}
+
+/// The one mixture component of a start comparison: `source` in (whole, when `keep_all`), the
+/// whole `target` out.
+pub fn source_to_target(source: &str, target: &str, keep_all: bool) -> DirichletAlphas {
+    let mut component = DirichletAlphas::symmetric(0.0, 0.0);
+    component.domains.insert(
+        source.into(),
+        DomainAlphas {
+            input: Some(1.0),
+            target: None,
+            keep_all,
+        },
+    );
+    component.domains.insert(
+        target.into(),
+        DomainAlphas {
+            input: None,
+            target: Some(1.0),
+            keep_all: false,
+        },
+    );
+    component
 }
 
 /// The default-model recipe's start (`init` in `recipes/default-model/core.json`).
