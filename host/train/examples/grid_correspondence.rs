@@ -16,7 +16,7 @@ use tessera_train::init::CoreInit;
 use tessera_train::masking::MaskingConfig;
 use tessera_train::{DomainTokens, InMemoryDataset, TokenSample, TrainRng};
 
-use common::{Run, own_and_other_loss, recipe_init};
+use common::{Run, half_positional_heads, own_and_other_loss, recipe_init};
 
 const VALUES: usize = 16;
 const SOURCE: &str = "tok_rgb@224";
@@ -47,6 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let starts = [
         ("reference start", CoreInit::default()),
         ("recipe's start", recipe_init()?),
+        (
+            "recipe's, half the heads",
+            half_positional_heads(recipe_init()?, &run),
+        ),
     ];
     println!(
         "D {}, {} + {} blocks, {} steps; target cross-entropy on unseen samples",

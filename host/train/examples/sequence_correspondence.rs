@@ -1,7 +1,7 @@
 //! Whether a core learns to read a sequence input into a sequence target (a caption's words into
-//! boxes' labels, in the default model), for three starts: the reference's, the default-model
-//! recipe's (`init` in `recipes/default-model/core.json`), and the recipe's without its
-//! position-matching cross-attention. Each sample is a 6-word "caption" of 24 possible words and a
+//! boxes' labels, in the default model), for four starts: the reference's, the default-model
+//! recipe's (`init` in `recipes/default-model/core.json`), the recipe's with only half of each
+//! cross-attention's heads matching positions, and the recipe's without position matching. Each sample is a 6-word "caption" of 24 possible words and a
 //! "det" holding the same words, each mapped to another id, sorted by id, so a target token is
 //! found by content rather than at its own position; training gives the whole caption and asks
 //! for the whole det. Prints det's cross-entropy on unseen samples given their own caption and
@@ -18,7 +18,7 @@ use tessera_train::init::CoreInit;
 use tessera_train::masking::MaskingConfig;
 use tessera_train::{DomainTokens, InMemoryDataset, TokenSample, TrainRng};
 
-use common::{Run, own_and_other_loss, recipe_init, source_to_target};
+use common::{Run, half_positional_heads, own_and_other_loss, recipe_init, source_to_target};
 
 const WORDS: usize = 24;
 const LENGTH: usize = 6;
@@ -54,6 +54,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let starts = [
         ("reference start", CoreInit::default()),
         ("recipe's start", recipe.clone()),
+        (
+            "recipe's, half the heads",
+            half_positional_heads(recipe.clone(), &run),
+        ),
         (
             "recipe's, no position match",
             CoreInit {

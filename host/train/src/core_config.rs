@@ -169,6 +169,14 @@ impl CoreTrainConfig {
                 }
             }
         }
+        if let Some(heads) = self.init.positional_heads
+            && heads > model.num_heads
+        {
+            return Err(invalid(
+                "init.positional_heads",
+                format!("is {heads}, but the model has {} heads", model.num_heads),
+            ));
+        }
         if let Some(coordinates) = &self.init.coordinate_tokens {
             let values_end = self.specials.value_base() + 4 * VALUE_BINS;
             for domain in &coordinates.domains {

@@ -37,6 +37,11 @@ pub struct CoreInit {
     /// (rows and columns of a grid, both halves of a sequence's table), plus a tenth of the usual
     /// draw, so a query attends to the context tokens at and around its own position.
     pub positional_cross_attention: Option<f64>,
+    /// How many heads of each cross-attention start as position matchers (the first ones) when
+    /// `positional_cross_attention` is set; the others keep the usual draw, free for lookups by
+    /// content (a sequence target finding a word). All heads when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub positional_heads: Option<usize>,
     /// Factor on the draw of `decoder_proj_context`, which adds the encoder output to the context
     /// positions the cross-attention keys are made from.
     pub context_projection_scale: f64,
@@ -71,6 +76,7 @@ impl Default for CoreInit {
         Self {
             token_std: INIT_STD,
             positional_cross_attention: None,
+            positional_heads: None,
             context_projection_scale: 1.0,
             coordinate_tokens: None,
         }
@@ -95,6 +101,13 @@ impl CoreInit {
             .is_some_and(|v| !positive(v))
         {
             return Err(invalid("positional_cross_attention"));
+        }
+        if self.positional_heads == Some(0) {
+            return Err(crate::TrainError::InvalidConfig {
+                field: "init.positional_heads".into(),
+                reason: "must be at least 1 (leave positional_cross_attention unset for none)"
+                    .into(),
+            });
         }
         if self
             .coordinate_tokens
@@ -129,8 +142,15 @@ impl FourMInit {
         let d = self.dim;
         let head_dim = d / self.heads;
         let quarter = d / 4;
-        values.iter_mut().for_each(|v| *v *= 0.1);
-        for head in 0..self.heads {
+        let heads = self
+            .options
+            .positional_heads
+            .unwrap_or(self.heads)
+            .min(self.heads);
+        values[..heads * head_dim * d]
+            .iter_mut()
+            .for_each(|v| *v *= 0.1);
+        for head in 0..heads {
             for j in 0..head_dim / 4 {
                 for (k, channel) in [j, quarter + j, 2 * quarter + j, 3 * quarter + j]
                     .into_iter()
@@ -453,6 +473,22 @@ mod tests {
                 weight < 0.05,
                 "head {head}: weight on own position {weight:.3}"
             );
+        }
+    }
+
+    #[test]
+    fn positional_heads_limits_the_matchers_to_the_first_heads() {
+        let mut half = init(CoreInit {
+            positional_cross_attention: Some(2.0),
+            positional_heads: Some(HEADS / 2),
+            ..CoreInit::default()
+        });
+        for (head, (hits, _)) in own_position_attention(&mut half).into_iter().enumerate() {
+            if head < HEADS / 2 {
+                assert_eq!(hits, 1.0, "head {head} matches positions");
+            } else {
+                assert!(hits < 0.2, "head {head}: own position best for {hits:.2}");
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use tessera_train::init::CoreInit;
 use tessera_train::masking::{DirichletAlphas, DomainAlphas, MaskingConfig, SequenceSpecials};
 use tessera_train::objective::{domain_plans, paired_loss};
 use tessera_train::optim::OptimConfig;
+use tessera_train::vocab::VALUE_BINS;
 use tessera_train::{CoreTrainConfig, CoreTrainer, InMemoryDataset, TokenSample};
 
 /// The size of the core and how long it trains.
@@ -55,6 +56,20 @@ pub fn source_to_target(source: &str, target: &str, keep_all: bool) -> Dirichlet
     component
 }
 
+/// `init` with only the first half of each cross-attention's heads (of [`own_and_other_loss`]'s
+/// core) starting as position matchers.
+pub fn half_positional_heads(init: CoreInit, run: &Run) -> CoreInit {
+    CoreInit {
+        positional_heads: Some((heads(run.dim) / 2).max(1)),
+        ..init
+    }
+}
+
+/// Heads of 32 channels.
+fn heads(dim: usize) -> usize {
+    (dim / 32).max(1)
+}
+
 /// The default-model recipe's start (`init` in `recipes/default-model/core.json`).
 pub fn recipe_init() -> Result<CoreInit, tessera_train::TrainError> {
     let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,17 +89,29 @@ pub fn own_and_other_loss(
     unseen: &[TokenSample],
 ) -> Result<(f32, f32), Box<dyn std::error::Error>> {
     let (dim, depth, domains) = (run.dim, run.depth, [source, target]);
+    // The recipe's coordinate tokens need `det` with the 4M value tokens; an example without
+    // them compares the rest of the start.
+    let specials = SequenceSpecials::default();
+    let mut init = init;
+    if let Some(coordinates) = &mut init.coordinate_tokens {
+        coordinates.domains.retain(|domain| {
+            domains.contains(&domain.as_str()) && vocab >= specials.value_base() + 4 * VALUE_BINS
+        });
+        if coordinates.domains.is_empty() {
+            init.coordinate_tokens = None;
+        }
+    }
     let config = CoreTrainConfig {
         model: serde_json::json!({
             "act_layer": "SiLU", "dim": dim, "encoder_depth": depth, "decoder_depth": depth,
-            "num_heads": (dim / 32).max(1), "mlp_ratio": 4.0, "gated_mlp": true,
+            "num_heads": heads(dim), "mlp_ratio": 4.0, "gated_mlp": true,
             "qkv_bias": false, "proj_bias": false, "mlp_bias": false, "norm_bias": false,
             "share_modality_embeddings": false, "domains_in": domains,
             "domains_out": domains, "image_size": 224, "patch_size": 16,
         }),
         vocab: BTreeMap::from([(source.into(), vocab), (target.into(), vocab)]),
         masking,
-        specials: SequenceSpecials::default(),
+        specials,
         optim: OptimConfig {
             peak_lr: 1e-3,
             warmup_steps: 50,
