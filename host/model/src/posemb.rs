@@ -1,15 +1,20 @@
 //! Fixed sin-cos positional tables, computed exactly as the reference builds them.
 
-/// Temperature of both sin-cos tables (frequencies `1 / TEMPERATURE^(k / n)`).
-pub const TEMPERATURE: f64 = 10_000.0;
+/// Temperature of both sin-cos tables.
+const TEMPERATURE: f64 = 10_000.0;
+
+/// The `count` angular frequencies of a sin-cos table's channel group, `ω_k = T^(-k / count)`.
+pub fn frequencies(count: usize) -> Vec<f64> {
+    (0..count)
+        .map(|k| 1.0 / TEMPERATURE.powf(k as f64 / count as f64))
+        .collect()
+}
 
 /// 1-D table `(max_len, dim)` of the sequence modalities: all sines, then all cosines, with
 /// `ω_k = T^(-k / (dim/2))`. Row-major.
 pub fn sincos_1d(max_len: usize, dim: usize) -> Vec<f32> {
     let half = dim / 2;
-    let omega: Vec<f64> = (0..half)
-        .map(|k| 1.0 / TEMPERATURE.powf(k as f64 / half as f64))
-        .collect();
+    let omega = frequencies(half);
     let mut table = vec![0f32; max_len * dim];
     for n in 0..max_len {
         let row = &mut table[n * dim..(n + 1) * dim];
@@ -27,9 +32,7 @@ pub fn sincos_1d(max_len: usize, dim: usize) -> Vec<f32> {
 /// each as `[sin…, cos…]` with `ω_k = T^(-k / (dim/4))` (the reference's meshgrid order).
 pub fn sincos_2d(h: usize, w: usize, dim: usize) -> Vec<f32> {
     let quarter = dim / 4;
-    let omega: Vec<f64> = (0..quarter)
-        .map(|k| 1.0 / TEMPERATURE.powf(k as f64 / quarter as f64))
-        .collect();
+    let omega = frequencies(quarter);
     let mut table = vec![0f32; h * w * dim];
     for n in 0..h * w {
         let (row_index, col_index) = ((n / w) as f64, (n % w) as f64);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tessera_model::{ModalityKind, ModelConfig, modality_info};
+use tessera_model::{ModelConfig, modality_info};
 
 use crate::error::{Result, TrainError};
 use crate::init::CoreInit;
@@ -185,9 +185,7 @@ impl CoreTrainConfig {
                 if !known {
                     return Err(invalid(&field, "is not a domain of the model".into()));
                 }
-                if modality_info(domain)
-                    .is_some_and(|info| !matches!(info.kind, ModalityKind::Sequence { .. }))
-                {
+                if modality_info(domain).is_some_and(|info| !info.is_sequence()) {
                     return Err(invalid(&field, "is not a sequence domain".into()));
                 }
                 let size = self.vocab.get(domain).copied().unwrap_or(0);

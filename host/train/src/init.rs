@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use tessera_model::ParameterInit;
-use tessera_model::posemb::TEMPERATURE;
+use tessera_model::posemb::frequencies;
 
 use crate::rng::TrainRng;
 use crate::vocab::VALUE_BINS;
@@ -168,9 +168,7 @@ impl FourMInit {
     fn place_coordinates(&mut self, values: &mut [f32], scale: f64) {
         let d = self.dim;
         let quarter = d / 4;
-        let omega: Vec<f64> = (0..quarter)
-            .map(|k| 1.0 / TEMPERATURE.powf(k as f64 / quarter as f64))
-            .collect();
+        let omega = frequencies(quarter);
         let rows = values.len() / d;
         for axis in 0..4 {
             let axis_vector: Vec<f64> = (0..d).map(|_| self.rng.normal()).collect();

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tessera_model::{ModalityKind, modality_info};
+use tessera_model::{ModalityInfo, modality_info};
 
 use crate::data::DomainTokens;
 use crate::error::{Result, TrainError};
@@ -198,10 +198,6 @@ impl MaskingConfig {
     /// Refuse components that name domains the model lacks on that side, or that leave no domain
     /// to draw inputs or targets from.
     pub fn validate_domains(&self, inputs: &[String], targets: &[String]) -> Result<()> {
-        let is_sequence = |domain: &str| {
-            modality_info(domain)
-                .is_some_and(|info| matches!(info.kind, ModalityKind::Sequence { .. }))
-        };
         for (i, component) in self.alphas.iter().enumerate() {
             let field = format!("masking.alphas[{i}]");
             for (domain, alphas) in &component.domains {
@@ -213,7 +209,9 @@ impl MaskingConfig {
                     Some("is not an input domain of the model")
                 } else if !is_target && alphas.target.is_some() {
                     Some("is not a target domain of the model")
-                } else if alphas.keep_all && !is_sequence(domain) {
+                } else if alphas.keep_all
+                    && !modality_info(domain).is_some_and(ModalityInfo::is_sequence)
+                {
                     // Image-like inputs are sampled token by token; there is no span to keep.
                     Some("keep_all applies only to sequence domains")
                 } else {
