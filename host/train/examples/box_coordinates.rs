@@ -11,15 +11,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use tessera_train::image_tokens::DOMAIN_GRID;
 use tessera_train::init::CoreInit;
 use tessera_train::masking::MaskingConfig;
 use tessera_train::vocab::VALUE_BINS;
-use tessera_train::{DomainTokens, InMemoryDataset, TokenSample, TrainRng};
+use tessera_train::{DomainTokens, TokenSample, TrainRng};
 
-use common::{Run, own_and_other_loss, recipe_init, source_to_target};
+use common::{Run, own_and_other_loss, pair, recipe_init, source_to_target, train_and_unseen};
 
 const SOURCE: &str = "tok_rgb@224";
 const TARGET: &str = "det";
@@ -71,21 +69,17 @@ fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
                     ]
                 })
                 .collect();
-            BTreeMap::from([
-                (SOURCE.to_string(), DomainTokens::Grid(grid)),
-                (TARGET.to_string(), DomainTokens::Sequence(det)),
-            ])
+            pair(
+                (SOURCE, DomainTokens::Grid(grid)),
+                (TARGET, DomainTokens::Sequence(det)),
+            )
         })
         .collect()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = Run::from_args()?;
-    let mut rng = TrainRng::seeded(1);
-    let data = InMemoryDataset {
-        samples: samples(&mut rng, 1024),
-    };
-    let unseen = samples(&mut rng, 32);
+    let (data, unseen) = train_and_unseen(samples, 1024, 32);
     let recipe = recipe_init()?;
     let starts = [
         ("reference start", CoreInit::default()),

@@ -9,14 +9,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use tessera_train::image_tokens::DOMAIN_GRID;
 use tessera_train::init::CoreInit;
 use tessera_train::masking::MaskingConfig;
-use tessera_train::{DomainTokens, InMemoryDataset, TokenSample, TrainRng};
+use tessera_train::{DomainTokens, TokenSample, TrainRng};
 
-use common::{Run, half_positional_heads, own_and_other_loss, recipe_init};
+use common::{Run, half_positional_heads, own_and_other_loss, pair, recipe_init, train_and_unseen};
 
 const VALUES: usize = 16;
 const SOURCE: &str = "tok_rgb@224";
@@ -29,21 +27,17 @@ fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
                 .map(|_| rng.below(VALUES) as u32)
                 .collect();
             let target = source.iter().map(|v| (v * 5 + 3) % VALUES as u32).collect();
-            BTreeMap::from([
-                (SOURCE.to_string(), DomainTokens::Grid(source)),
-                (TARGET.to_string(), DomainTokens::Grid(target)),
-            ])
+            pair(
+                (SOURCE, DomainTokens::Grid(source)),
+                (TARGET, DomainTokens::Grid(target)),
+            )
         })
         .collect()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = Run::from_args()?;
-    let mut rng = TrainRng::seeded(1);
-    let data = InMemoryDataset {
-        samples: samples(&mut rng, 512),
-    };
-    let unseen = samples(&mut rng, 16);
+    let (data, unseen) = train_and_unseen(samples, 512, 16);
     let starts = [
         ("reference start", CoreInit::default()),
         ("recipe's start", recipe_init()?),

@@ -12,13 +12,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use tessera_train::init::CoreInit;
 use tessera_train::masking::MaskingConfig;
-use tessera_train::{DomainTokens, InMemoryDataset, TokenSample, TrainRng};
+use tessera_train::{DomainTokens, TokenSample, TrainRng};
 
-use common::{Run, half_positional_heads, own_and_other_loss, recipe_init, source_to_target};
+use common::{
+    Run, half_positional_heads, own_and_other_loss, pair, recipe_init, source_to_target,
+    train_and_unseen,
+};
 
 const WORDS: usize = 24;
 const LENGTH: usize = 6;
@@ -35,21 +36,17 @@ fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
                 .collect();
             let mut det: Vec<u32> = caption.iter().map(|w| w + WORDS as u32).collect();
             det.sort_unstable();
-            BTreeMap::from([
-                (SOURCE.to_string(), DomainTokens::Sequence(caption)),
-                (TARGET.to_string(), DomainTokens::Sequence(det)),
-            ])
+            pair(
+                (SOURCE, DomainTokens::Sequence(caption)),
+                (TARGET, DomainTokens::Sequence(det)),
+            )
         })
         .collect()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = Run::from_args()?;
-    let mut rng = TrainRng::seeded(1);
-    let data = InMemoryDataset {
-        samples: samples(&mut rng, 512),
-    };
-    let unseen = samples(&mut rng, 32);
+    let (data, unseen) = train_and_unseen(samples, 512, 32);
     let recipe = recipe_init()?;
     let starts = [
         ("reference start", CoreInit::default()),

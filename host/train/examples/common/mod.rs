@@ -12,7 +12,9 @@ use tessera_train::masking::{DirichletAlphas, DomainAlphas, MaskingConfig, Seque
 use tessera_train::objective::{domain_plans, paired_loss};
 use tessera_train::optim::OptimConfig;
 use tessera_train::vocab::VALUE_BINS;
-use tessera_train::{CoreTrainConfig, CoreTrainer, InMemoryDataset, TokenSample};
+use tessera_train::{
+    CoreTrainConfig, CoreTrainer, DomainTokens, InMemoryDataset, TokenSample, TrainRng,
+};
 
 /// The size of the core and how long it trains.
 pub struct Run {
@@ -31,6 +33,30 @@ impl Run {
             depth: args.next().transpose()?.unwrap_or(2),
         })
     }
+}
+
+/// Training samples and unseen ones, drawn in that order from one seeded stream.
+pub fn train_and_unseen(
+    samples: impl Fn(&mut TrainRng, usize) -> Vec<TokenSample>,
+    train: usize,
+    unseen: usize,
+) -> (InMemoryDataset, Vec<TokenSample>) {
+    let mut rng = TrainRng::seeded(1);
+    let data = InMemoryDataset {
+        samples: samples(&mut rng, train),
+    };
+    (data, samples(&mut rng, unseen))
+}
+
+/// One sample of a two-domain comparison.
+pub fn pair(
+    (source, source_tokens): (&str, DomainTokens),
+    (target, target_tokens): (&str, DomainTokens),
+) -> TokenSample {
+    BTreeMap::from([
+        (source.to_string(), source_tokens),
+        (target.to_string(), target_tokens),
+    ])
 }
 
 /// The one mixture component of a start comparison: `source` in (whole, when `keep_all`), the
