@@ -1,6 +1,8 @@
 //! Whether a core learns to write where an object is as `det` coordinate tokens, from the
 //! default-model recipe's start with and without its coordinate tokens (`init.coordinate_tokens`
-//! in `recipes/default-model/core.json`), and from the reference's. Each sample is a 14 x 14 grid
+//! in `recipes/default-model/core.json`), and from the reference's. Both recipe starts have every
+//! cross-attention head matching positions, so that only the coordinate tokens differ (the share
+//! of matching heads is what `sequence_correspondence` and `grid_correspondence` compare). Each sample is a 14 x 14 grid
 //! of background ids with one or two objects (a rectangle of 2-4 x 2-4 cells holding its class
 //! id) and the 4M det of those rectangles (`v0=xmin v1=ymin v2=xmax v3=ymax class`, nearest the
 //! origin first). Training gives the whole grid and asks for the whole det. Prints det's
@@ -17,7 +19,10 @@ use tessera_train::masking::MaskingConfig;
 use tessera_train::vocab::VALUE_BINS;
 use tessera_train::{DomainTokens, TokenSample, TrainRng};
 
-use common::{Run, own_and_other_loss, pair, recipe_init, source_to_target, train_and_unseen};
+use common::{
+    Run, all_positional_heads, own_and_other_loss, pair, recipe_init, source_to_target,
+    train_and_unseen,
+};
 
 const SOURCE: &str = "tok_rgb@224";
 const TARGET: &str = "det";
@@ -80,7 +85,7 @@ fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = Run::from_args()?;
     let (data, unseen) = train_and_unseen(samples, 1024, 32);
-    let recipe = recipe_init()?;
+    let recipe = all_positional_heads(recipe_init(&run)?);
     let starts = [
         ("reference start", CoreInit::default()),
         (
@@ -90,7 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..recipe.clone()
             },
         ),
-        ("recipe's start", recipe),
+        ("recipe's, coordinates", recipe),
     ];
     println!(
         "D {}, {} + {} blocks, {} steps; det cross-entropy on unseen samples",

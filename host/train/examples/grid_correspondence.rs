@@ -1,6 +1,7 @@
 //! Whether a core learns that an image-token target follows from the input token at the same
-//! grid position, with the reference's start and with the default-model recipe's start
-//! (`init` in `recipes/default-model/core.json`): two 14 x 14 grids per sample, random ids and their image under a fixed
+//! grid position, with the reference's start, the default-model recipe's start (`init` in
+//! `recipes/default-model/core.json`: half of each cross-attention's heads match positions) and
+//! the recipe's with every head matching: two 14 x 14 grids per sample, random ids and their image under a fixed
 //! permutation of the ids, position by position. Prints the target's cross-entropy on unseen
 //! samples given their own source grid and given another sample's (chance: ln 16 = 2.77).
 //!
@@ -14,7 +15,7 @@ use tessera_train::init::CoreInit;
 use tessera_train::masking::MaskingConfig;
 use tessera_train::{DomainTokens, TokenSample, TrainRng};
 
-use common::{Run, half_positional_heads, own_and_other_loss, pair, recipe_init, train_and_unseen};
+use common::{Run, all_positional_heads, own_and_other_loss, pair, recipe_init, train_and_unseen};
 
 const VALUES: usize = 16;
 const SOURCE: &str = "tok_rgb@224";
@@ -40,10 +41,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (data, unseen) = train_and_unseen(samples, 512, 16);
     let starts = [
         ("reference start", CoreInit::default()),
-        ("recipe's start", recipe_init()?),
+        ("recipe's start", recipe_init(&run)?),
         (
-            "recipe's, half the heads",
-            half_positional_heads(recipe_init()?, &run),
+            "recipe's, all heads match",
+            all_positional_heads(recipe_init(&run)?),
         ),
     ];
     println!(

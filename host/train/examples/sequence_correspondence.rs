@@ -1,7 +1,7 @@
 //! Whether a core learns to read a sequence input into a sequence target (a caption's words into
 //! boxes' labels, in the default model), for four starts: the reference's, the default-model
-//! recipe's (`init` in `recipes/default-model/core.json`), the recipe's with only half of each
-//! cross-attention's heads matching positions, and the recipe's without position matching. Each sample is a 6-word "caption" of 24 possible words and a
+//! recipe's (`init` in `recipes/default-model/core.json`: half of each cross-attention's heads
+//! match positions), the recipe's with every head matching positions, and the recipe's without position matching. Each sample is a 6-word "caption" of 24 possible words and a
 //! "det" holding the same words, each mapped to another id, sorted by id, so a target token is
 //! found by content rather than at its own position; training gives the whole caption and asks
 //! for the whole det. Prints det's cross-entropy on unseen samples given their own caption and
@@ -17,7 +17,7 @@ use tessera_train::masking::MaskingConfig;
 use tessera_train::{DomainTokens, TokenSample, TrainRng};
 
 use common::{
-    Run, half_positional_heads, own_and_other_loss, pair, recipe_init, source_to_target,
+    Run, all_positional_heads, own_and_other_loss, pair, recipe_init, source_to_target,
     train_and_unseen,
 };
 
@@ -47,13 +47,13 @@ fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = Run::from_args()?;
     let (data, unseen) = train_and_unseen(samples, 512, 32);
-    let recipe = recipe_init()?;
+    let recipe = recipe_init(&run)?;
     let starts = [
         ("reference start", CoreInit::default()),
         ("recipe's start", recipe.clone()),
         (
-            "recipe's, half the heads",
-            half_positional_heads(recipe.clone(), &run),
+            "recipe's, all heads match",
+            all_positional_heads(recipe.clone()),
         ),
         (
             "recipe's, no position match",

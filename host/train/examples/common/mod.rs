@@ -82,11 +82,10 @@ pub fn source_to_target(source: &str, target: &str, keep_all: bool) -> Dirichlet
     component
 }
 
-/// `init` with only the first half of each cross-attention's heads (of [`own_and_other_loss`]'s
-/// core) starting as position matchers.
-pub fn half_positional_heads(init: CoreInit, run: &Run) -> CoreInit {
+/// `init` with every head of each cross-attention starting as a position matcher.
+pub fn all_positional_heads(init: CoreInit) -> CoreInit {
     CoreInit {
-        positional_heads: Some((heads(run.dim) / 2).max(1)),
+        positional_heads: None,
         ..init
     }
 }
@@ -96,11 +95,19 @@ fn heads(dim: usize) -> usize {
     (dim / 32).max(1)
 }
 
-/// The default-model recipe's start (`init` in `recipes/default-model/core.json`).
-pub fn recipe_init() -> Result<CoreInit, tessera_train::TrainError> {
+/// The default-model recipe's start (`init` in `recipes/default-model/core.json`) for a core of
+/// `run`'s width: `positional_heads` keeps the recipe's share of the heads (at least one), since
+/// the examples' cores have fewer heads than the recipe's.
+pub fn recipe_init(run: &Run) -> Result<CoreInit, tessera_train::TrainError> {
     let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../recipes/default-model/core.json");
-    Ok(CoreTrainConfig::read(&recipe)?.init)
+    let config = CoreTrainConfig::read(&recipe)?;
+    let recipe_heads = config.model_config()?.num_heads;
+    let mut init = config.init;
+    init.positional_heads = init
+        .positional_heads
+        .map(|matching| (matching * heads(run.dim) / recipe_heads).max(1));
+    Ok(init)
 }
 
 /// Trains a core over `(source, target)` from `init` and returns the target's cross-entropy on
