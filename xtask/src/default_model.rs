@@ -5,7 +5,9 @@
 //!
 //! Every stage is a `tessera` command with the recipe's fixed seeds; a stage whose output exists
 //! is skipped and an interrupted one resumes from its last checkpoint, so rerunning the command
-//! after a stop continues where it stopped.
+//! after a stop continues where it stopped. Each tokenizer is converted into the export folder
+//! as soon as it is trained, with its time beside it: the core learns the tokens of the
+//! tokenizers as shipped, and a checkout that holds the tokenizers starts the recipe at the core.
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -121,30 +123,48 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let mut times = Vec::new();
 
+    let export = root.join(&recipe.export.out);
+    let convert = |src: &Path, dst: &Path| {
+        crate::run(
+            Command::new(tessera)
+                .args(["model", "convert"])
+                .arg(src)
+                .args(["--dtype", &recipe.export.dtype])
+                .arg("--out")
+                .arg(dst),
+        )
+    };
+
     let mut tokenizer_models = BTreeMap::new();
     for (domain, config) in &recipe.tokenizers.configs {
         let out = work.join(format!("tokenizer-{}", short(domain)));
-        let model = out.join("model");
-        times.push(stage(&format!("tokenizer {domain}"), &model, |resume| {
-            let mut cmd = Command::new(tessera);
-            cmd.args(["train", "tokenizer", "--domain", domain])
-                .arg("--config")
-                .arg(recipe_dir.join(config))
-                .args(["--scenes", &recipe.tokenizers.scenes.to_string()])
-                .args(["--first-seed", &recipe.tokenizers.first_seed.to_string()])
-                .arg("--out")
-                .arg(&out);
-            if resume {
-                cmd.arg("--resume");
-            }
-            crate::run(&mut cmd)
-        })?);
-        tokenizer_models.insert(domain.clone(), model);
+        let shipped = export.join("tokenizers").join(domain);
+        times.push(stage(
+            &format!("tokenizer {domain}"),
+            &out,
+            &shipped,
+            |resume| {
+                let mut cmd = Command::new(tessera);
+                cmd.args(["train", "tokenizer", "--domain", domain])
+                    .arg("--config")
+                    .arg(recipe_dir.join(config))
+                    .args(["--scenes", &recipe.tokenizers.scenes.to_string()])
+                    .args(["--first-seed", &recipe.tokenizers.first_seed.to_string()])
+                    .arg("--out")
+                    .arg(&out);
+                if resume {
+                    cmd.arg("--resume");
+                }
+                crate::run(&mut cmd)?;
+                convert(&out.join("model"), &shipped)
+            },
+        )?);
+        tokenizer_models.insert(domain.clone(), shipped);
     }
 
     let core_out = work.join("core");
     let core_model = core_out.join("model");
-    times.push(stage("core", &core_model, |resume| {
+    times.push(stage("core", &core_out, &core_model, |resume| {
         let mut cmd = Command::new(tessera);
         cmd.args(["train", "fm", "--config"])
             .arg(recipe_dir.join(&recipe.core.config))
@@ -163,16 +183,8 @@ pub fn run(root: &Path, tessera: &Path, options: &Options) -> Result<()> {
         crate::run(&mut cmd)
     })?);
 
-    let export = root.join(&recipe.export.out);
     let (exported, time) = measure(&format!("export ({})", recipe.export.dtype), || {
-        export_model(
-            tessera,
-            &core_model,
-            &tokenizer_models,
-            work,
-            &export,
-            &recipe.export.dtype,
-        )
+        export_core(&convert, &core_model, work, &export)
     });
     exported?;
     times.push(time);
@@ -222,10 +234,16 @@ fn short(domain: &str) -> &str {
     name.split('@').next().unwrap_or(name)
 }
 
-/// Runs `body` unless `done` exists, timing it; the time is stored beside `done`.
-fn stage(name: &str, done: &Path, body: impl FnOnce(bool) -> Result<()>) -> Result<StageTime> {
-    let folder = done.parent().context("a stage's output has a folder")?;
-    let time_file = folder.join(STAGE_TIME_FILE);
+/// Runs `body` unless the stage's output `done` exists, timing it; the time is kept inside
+/// `done` as [`STAGE_TIME_FILE`]. `body` is told to resume when the stage's training folder
+/// `out` holds a complete checkpoint.
+fn stage(
+    name: &str,
+    out: &Path,
+    done: &Path,
+    body: impl FnOnce(bool) -> Result<()>,
+) -> Result<StageTime> {
+    let time_file = done.join(STAGE_TIME_FILE);
     if done.join("config.json").is_file() {
         println!("xtask: {name}: done before ({}), skipped", done.display());
         let mut time: StageTime = match std::fs::read_to_string(&time_file) {
@@ -234,16 +252,16 @@ fn stage(name: &str, done: &Path, body: impl FnOnce(bool) -> Result<()>) -> Resu
             }
             Err(_) => bail!(
                 "{} is done but {} is missing, so the recipe's time is unknown; \
-                 remove {} to train the stage again",
+                 remove {} to run the stage again",
                 done.display(),
                 time_file.display(),
-                folder.display()
+                done.display()
             ),
         };
         time.earlier = true;
         return Ok(time);
     }
-    let resumed = has_complete_checkpoint(folder);
+    let resumed = has_complete_checkpoint(out);
     let (result, mut time) = measure(name, || body(resumed));
     result.with_context(|| format!("recipe stage {name}"))?;
     time.resumed = resumed;
@@ -296,44 +314,30 @@ fn has_complete_checkpoint(out: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The core and every tokenizer (domain -> trained model), converted, into `export` (replaced
-/// whole).
-fn export_model(
-    tessera: &Path,
+/// The core, converted by `convert`, into `export` beside the tokenizers already there: its
+/// files replace the previous core's, so a failed conversion leaves the previous one whole.
+fn export_core(
+    convert: &dyn Fn(&Path, &Path) -> Result<()>,
     core: &Path,
-    tokenizers: &BTreeMap<String, PathBuf>,
     work: &Path,
     export: &Path,
-    dtype: &str,
 ) -> Result<()> {
     let staging = work.join("export");
     if staging.exists() {
         std::fs::remove_dir_all(&staging)
             .with_context(|| format!("clearing {}", staging.display()))?;
     }
-    let convert = |src: &Path, dst: &Path| {
-        crate::run(
-            Command::new(tessera)
-                .args(["model", "convert"])
-                .arg(src)
-                .args(["--dtype", dtype])
-                .arg("--out")
-                .arg(dst),
-        )
-    };
     convert(core, &staging)?;
-    for (domain, model) in tokenizers {
-        convert(model, &staging.join("tokenizers").join(domain))?;
+    std::fs::create_dir_all(export).with_context(|| format!("creating {}", export.display()))?;
+    for entry in
+        std::fs::read_dir(&staging).with_context(|| format!("reading {}", staging.display()))?
+    {
+        let entry = entry?;
+        let target = export.join(entry.file_name());
+        std::fs::rename(entry.path(), &target)
+            .with_context(|| format!("moving the core's export to {}", target.display()))?;
     }
-    if export.exists() {
-        std::fs::remove_dir_all(export)
-            .with_context(|| format!("clearing {}", export.display()))?;
-    }
-    if let Some(parent) = export.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::rename(&staging, export)
-        .with_context(|| format!("moving the export to {}", export.display()))
+    Ok(())
 }
 
 fn folder_bytes(dir: &Path) -> Result<u64> {
@@ -460,13 +464,35 @@ mod tests {
         );
     }
 
+    /// A stage whose training folder holds a complete checkpoint is told to resume; one with
+    /// only an incomplete checkpoint starts over.
+    #[test]
+    fn a_stage_resumes_from_a_complete_checkpoint_only() {
+        let dir = std::env::temp_dir().join(format!("xtask-resume-{}", std::process::id()));
+        let (out, done) = (dir.join("training"), dir.join("shipped"));
+        let checkpoint = out.join("checkpoints/step-00000100");
+        std::fs::create_dir_all(&checkpoint).unwrap();
+        let mut told = Vec::new();
+        let run = |told: &mut Vec<bool>| {
+            stage("core", &out, &done, |resume| {
+                told.push(resume);
+                Err(anyhow::anyhow!("stopped"))
+            })
+        };
+        assert!(run(&mut told).is_err());
+        std::fs::write(checkpoint.join("trainer.json"), "{}").unwrap();
+        assert!(run(&mut told).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(told, [false, true]);
+    }
+
     /// A stage time written by one invocation reads back in the next, marked as earlier.
     #[test]
     fn stage_times_survive_a_rerun() {
         let dir = std::env::temp_dir().join(format!("xtask-stage-{}", std::process::id()));
-        let done = dir.join("model");
+        let (out, done) = (dir.join("training"), dir.join("shipped"));
         std::fs::create_dir_all(&dir).unwrap();
-        let first = stage("tokenizer tok_depth@224", &done, |resume| {
+        let first = stage("tokenizer tok_depth@224", &out, &done, |resume| {
             assert!(!resume);
             std::fs::create_dir_all(&done)?;
             std::fs::write(done.join("config.json"), "{}")?;
@@ -474,7 +500,8 @@ mod tests {
         })
         .unwrap();
         assert!(!first.earlier && !first.resumed);
-        let again = stage("tokenizer tok_depth@224", &done, |_| {
+        assert!(done.join(STAGE_TIME_FILE).is_file());
+        let again = stage("tokenizer tok_depth@224", &out, &done, |_| {
             panic!("a finished stage is not run again")
         })
         .unwrap();
