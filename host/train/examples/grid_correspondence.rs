@@ -39,13 +39,11 @@ fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = Run::from_args()?;
     let (data, unseen) = train_and_unseen(samples, 512, 16);
+    let recipe = recipe_init(&run)?;
     let starts = [
         ("reference start", CoreInit::default()),
-        ("recipe's start", recipe_init(&run)?),
-        (
-            "recipe's, all heads match",
-            all_positional_heads(recipe_init(&run)?),
-        ),
+        ("recipe's start", recipe.clone()),
+        ("recipe's, all heads match", all_positional_heads(recipe)),
     ];
     println!(
         "D {}, {} + {} blocks, {} steps; target cross-entropy on unseen samples",
