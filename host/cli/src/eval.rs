@@ -53,9 +53,44 @@ pub struct ShapesArgs {
     /// Scenes shown in the contact sheet (contact-sheet.png): the input and what each task made.
     #[arg(long, default_value_t = 6)]
     sheet_scenes: u64,
+    /// Evaluate only these (repeat the flag): a task as `rgb-depth`, `rgb-normal`, `rgb-semseg`,
+    /// `rgb-det`, `caption-det`, `caption-rgb`, or `reconstruction` for the tokenizers'
+    /// reconstruction rows. Every one when not given. The exit status then judges only these.
+    #[arg(long = "task", value_name = "TASK")]
+    tasks: Vec<String>,
     /// Where the report (report.txt, report.json, contact-sheet.png) and each scene's outputs go.
     #[arg(long)]
     out: PathBuf,
+}
+
+/// What `--task` names the tokenizers' reconstruction rows.
+const RECONSTRUCTION: &str = "reconstruction";
+
+/// Which tasks, and whether the reconstruction rows, a `--task` list selects.
+fn selected_tasks(names: &[String]) -> Result<(Vec<&'static Task>, bool)> {
+    if names.is_empty() {
+        return Ok((TASKS.iter().collect(), true));
+    }
+    let mut tasks = Vec::new();
+    let mut reconstruction = false;
+    for name in names {
+        if name == RECONSTRUCTION {
+            reconstruction = true;
+            continue;
+        }
+        let Some(task) = TASKS.iter().find(|t| t.slug() == *name) else {
+            let known: Vec<String> = TASKS
+                .iter()
+                .map(Task::slug)
+                .chain([RECONSTRUCTION.to_owned()])
+                .collect();
+            bail!("--task {name}: no such task (known: {})", known.join(", "));
+        };
+        if !tasks.iter().any(|t: &&Task| t.name == task.name) {
+            tasks.push(task);
+        }
+    }
+    Ok((tasks, reconstruction))
 }
 
 pub fn run(command: EvalCommand, plugins_dir: &Path) -> Result<ExitCode> {
@@ -200,6 +235,13 @@ const TASKS: [Task; 6] = [
         ],
     },
 ];
+
+impl Task {
+    /// The task's name on the command line: `rgb -> depth` is `rgb-depth`.
+    fn slug(&self) -> String {
+        self.name.replace(" -> ", "-")
+    }
+}
 
 impl Metric {
     fn row(&self, task: &Task) -> String {
@@ -540,6 +582,7 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
             args.baseline_scenes
         );
     }
+    let (selected, with_reconstruction) = selected_tasks(&args.tasks)?;
     let model = args.model.resolve()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -559,8 +602,9 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
     let served = engine.served_domains();
     let usable =
         |domain: &str, list: &[String]| list.iter().any(|d| d == domain) && served.contains(domain);
-    let tasks: Vec<&Task> = TASKS
+    let tasks: Vec<&Task> = selected
         .iter()
+        .copied()
         .filter(|t| {
             let input = if t.input == "image" {
                 "tok_rgb@224"
@@ -570,7 +614,7 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
             usable(input, &config.domains_in) && usable(t.target, &config.domains_out)
         })
         .collect();
-    for task in TASKS
+    for task in selected
         .iter()
         .filter(|t| !tasks.iter().any(|u| u.name == t.name))
     {
@@ -586,7 +630,7 @@ fn shapes(args: ShapesArgs, plugins_dir: &Path) -> Result<ExitCode> {
         "tok_semseg@224",
     ]
     .into_iter()
-    .filter(|d| served.contains(*d) && model.tokenizers.contains_key(*d))
+    .filter(|d| with_reconstruction && served.contains(*d) && model.tokenizers.contains_key(*d))
     .collect();
     if tasks.is_empty() && reconstructed.is_empty() {
         bail!("the model and plugins serve none of the evaluated tasks");
@@ -772,6 +816,36 @@ mod tests {
             workflow.steps[3].parameters.temperature, 0.0,
             "rgb -> det is argmax"
         );
+    }
+
+    #[test]
+    fn a_task_list_selects_tasks_and_reconstruction() {
+        let (all, reconstruction) = selected_tasks(&[]).unwrap();
+        assert_eq!(all.len(), TASKS.len());
+        assert!(reconstruction);
+
+        let names = ["caption-det", "rgb-depth", "caption-det"].map(String::from);
+        let (tasks, reconstruction) = selected_tasks(&names).unwrap();
+        let picked: Vec<&str> = tasks.iter().map(|t| t.name).collect();
+        assert_eq!(picked, ["caption -> det", "rgb -> depth"]);
+        assert!(!reconstruction);
+
+        let (tasks, reconstruction) = selected_tasks(&[RECONSTRUCTION.to_owned()]).unwrap();
+        assert!(tasks.is_empty());
+        assert!(reconstruction);
+    }
+
+    #[test]
+    fn an_unknown_task_is_refused_with_the_known_ones() {
+        let Err(err) = selected_tasks(&["rgb-edges".to_owned()]) else {
+            panic!("an unknown task was accepted");
+        };
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("--task rgb-edges: no such task"),
+            "{message}"
+        );
+        assert!(message.contains("caption-rgb, reconstruction"), "{message}");
     }
 
     #[test]
