@@ -30,6 +30,11 @@ pub struct CoreTrainConfig {
     /// Starting values of a fresh core (the reference's unless set).
     #[serde(default)]
     pub init: CoreInit,
+    /// Weight of a target domain's mean cross-entropy in the loss (1 for every domain not named).
+    /// The loss is the weighted mean over target domains; giving a task's mixture component more
+    /// samples does not raise its domain's share of the shared weights' gradient, this does.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub loss_weights: BTreeMap<String, f64>,
     pub batch_size: usize,
     pub steps: u64,
     /// Save a resumable checkpoint every this many steps (0: only at the end).
@@ -89,6 +94,7 @@ impl CoreTrainConfig {
             specials: SequenceSpecials::default(),
             optim: OptimConfig::default(),
             init: CoreInit::default(),
+            loss_weights: BTreeMap::new(),
             batch_size: batch,
             steps: 1000,
             checkpoint_every: 200,
@@ -167,6 +173,21 @@ impl CoreTrainConfig {
                         format!("no vocabulary size for `{domain}`"),
                     ));
                 }
+            }
+        }
+        for (domain, &weight) in &self.loss_weights {
+            let field = format!("loss_weights.{domain}");
+            if !model.domains_out.contains(domain) {
+                return Err(invalid(
+                    &field,
+                    "is not a target domain of the model".into(),
+                ));
+            }
+            if !(weight.is_finite() && weight > 0.0) {
+                return Err(invalid(
+                    &field,
+                    format!("is {weight}; a weight must be a finite number above 0"),
+                ));
             }
         }
         if let Some(heads) = self.init.positional_heads

@@ -268,13 +268,16 @@ pub enum DomainShape {
 }
 
 /// A domain taking part in the objective.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DomainPlan {
     pub name: String,
     pub shape: DomainShape,
     /// In the model's `domains_in` / `domains_out`.
     pub is_input: bool,
     pub is_target: bool,
+    /// Weight of this domain's mean cross-entropy in the loss (see
+    /// [`CoreTrainConfig::loss_weights`](crate::CoreTrainConfig::loss_weights)).
+    pub loss_weight: f64,
 }
 
 impl DomainPlan {

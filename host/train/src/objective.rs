@@ -48,6 +48,7 @@ pub fn domain_plans(config: &ModelConfig) -> Result<Vec<DomainPlan>> {
                 shape,
                 is_input: config.domains_in.contains(name),
                 is_target: config.domains_out.contains(name),
+                loss_weight: 1.0,
             })
         })
         .collect()
@@ -105,7 +106,8 @@ pub fn check_sample(
 /// Loss of one step and what it was made of.
 #[derive(Debug)]
 pub struct BatchLoss {
-    /// Scalar: mean over target domains of each domain's mean token cross-entropy.
+    /// Scalar: mean over target domains of each domain's mean token cross-entropy, weighted by
+    /// the plans' `loss_weight`.
     pub loss: Tensor,
     /// Per target domain: (mean cross-entropy, predicted tokens); domains without target tokens in
     /// this batch are absent (they count as 0 in `loss`, as in the reference).
@@ -182,13 +184,18 @@ pub fn batch_loss(
     struct Segment {
         domain: String,
         grid: bool,
+        loss_weight: f64,
         /// Per row, (real queries, labels).
         valid: Vec<usize>,
         labels: Vec<Vec<u32>>,
     }
     let mut query_sets = Vec::new();
     let mut segments = Vec::new();
-    let target_domains = plans.iter().filter(|p| p.is_target).count();
+    let weight_sum: f64 = plans
+        .iter()
+        .filter(|p| p.is_target)
+        .map(|p| p.loss_weight)
+        .sum();
     for (i, plan) in plans.iter().enumerate() {
         if !plan.is_target {
             continue;
@@ -239,6 +246,7 @@ pub fn batch_loss(
         segments.push(Segment {
             domain: plan.name.clone(),
             grid,
+            loss_weight: plan.loss_weight,
             valid,
             labels,
         });
@@ -293,12 +301,17 @@ pub fn batch_loss(
         let domain_loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
         let value = domain_loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         per_domain.insert(s.domain.clone(), (value, count));
+        let domain_loss = if s.loss_weight == 1.0 {
+            domain_loss
+        } else {
+            (domain_loss * s.loss_weight)?
+        };
         loss = Some(match loss {
             None => domain_loss,
             Some(sum) => (sum + domain_loss)?,
         });
     }
-    let loss = loss.expect("at least one segment has a target") / target_domains as f64;
+    let loss = loss.expect("at least one segment has a target") / weight_sum;
     Ok(BatchLoss {
         loss: loss?,
         per_domain,

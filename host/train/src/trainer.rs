@@ -212,7 +212,12 @@ impl<'a> CoreTrainer<'a> {
     /// Refuse a config or dataset that cannot train, before any step.
     fn check(config: &CoreTrainConfig, dataset: &dyn TokenDataset) -> Result<Vec<DomainPlan>> {
         config.validate()?;
-        let plans = domain_plans(&config.model_config()?)?;
+        let mut plans = domain_plans(&config.model_config()?)?;
+        for plan in &mut plans {
+            if let Some(&weight) = config.loss_weights.get(&plan.name) {
+                plan.loss_weight = weight;
+            }
+        }
         if dataset.is_empty() {
             return Err(TrainError::EmptyDataset);
         }

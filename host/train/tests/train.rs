@@ -201,6 +201,7 @@ mod support {
                 ..OptimConfig::default()
             },
             init: Default::default(),
+            loss_weights: BTreeMap::new(),
             batch_size: 4,
             steps,
             checkpoint_every: 0,
@@ -675,6 +676,81 @@ mod objective {
     }
 
     #[test]
+    fn loss_weights_weigh_each_domain_and_bad_ones_are_refused() {
+        let data = dataset(8);
+        let trainer =
+            CoreTrainer::new_with_dtype(config(1), &data, &Device::Cpu, DType::F64).unwrap();
+        let mut plans = domain_plans(trainer.model().config()).unwrap();
+        let mut rng = TrainRng::seeded(9);
+        let specials = trainer.config().specials;
+        let masked: Vec<_> = data
+            .samples
+            .iter()
+            .map(|s| {
+                let tokens: Vec<_> = plans.iter().map(|p| &s[&p.name]).collect();
+                mask_sample(
+                    &plans,
+                    &tokens,
+                    &trainer.config().masking,
+                    &specials,
+                    &mut rng,
+                )
+            })
+            .collect();
+        let plain = batch_loss(trainer.model(), &plans, &masked, 0).unwrap();
+        let weights = [("caption", 1.0), ("det", 4.0), ("tok_dinov2_global", 0.5)];
+        for plan in &mut plans {
+            plan.loss_weight = weights.iter().find(|(d, _)| *d == plan.name).unwrap().1;
+        }
+        let weighted = batch_loss(trainer.model(), &plans, &masked, 0).unwrap();
+        // Domains without targets in the batch count 0 but keep their weight in the denominator.
+        let sum = |loss: &tessera_train::objective::BatchLoss, weight: &dyn Fn(&str) -> f64| {
+            let total: f64 = loss
+                .per_domain
+                .iter()
+                .map(|(d, (value, _))| weight(d) * *value as f64)
+                .sum();
+            total / weights.iter().map(|(d, _)| weight(d)).sum::<f64>()
+        };
+        let by_name = |d: &str| weights.iter().find(|(n, _)| *n == d).unwrap().1;
+        let expected = sum(&weighted, &by_name);
+        let value = weighted.loss.to_scalar::<f64>().unwrap();
+        assert!((value - expected).abs() < 1e-5, "{value} vs {expected}");
+        let unweighted = plain.loss.to_scalar::<f64>().unwrap();
+        assert!((unweighted - sum(&plain, &|_| 1.0)).abs() < 1e-5);
+        assert!(
+            (value - unweighted).abs() > 1e-3,
+            "the weights change the loss"
+        );
+
+        let refusal = |domain: &str, weight: f64| {
+            let mut cfg = config(1);
+            cfg.loss_weights.insert(domain.into(), weight);
+            let TrainError::InvalidConfig { field, reason } = cfg.validate().unwrap_err() else {
+                panic!("not a config error")
+            };
+            format!("{field}: {reason}")
+        };
+        assert_eq!(
+            refusal("metadata", 2.0),
+            "loss_weights.metadata: is not a target domain of the model"
+        );
+        assert_eq!(
+            refusal("det", 0.0),
+            "loss_weights.det: is 0; a weight must be a finite number above 0"
+        );
+        assert_eq!(
+            refusal("det", f64::NAN),
+            "loss_weights.det: is NaN; a weight must be a finite number above 0"
+        );
+        let mut cfg = config(1);
+        cfg.loss_weights.insert("det".into(), 3.0);
+        cfg.validate().unwrap();
+        let text = serde_json::to_string(&config(1)).unwrap();
+        assert!(!text.contains("loss_weights"), "unused, it is not written");
+    }
+
+    #[test]
     fn symmetric_components_serialise_as_before() {
         // Checkpoints compare their saved config with the run's; the new fields must not appear
         // where they are not used.
@@ -773,6 +849,30 @@ mod core_loop {
     use tessera_train::{CoreTrainer, InMemoryDataset, TrainError, latest_checkpoint};
 
     use super::support::{config, dataset};
+
+    #[test]
+    fn the_configs_loss_weights_reach_the_step_loss() {
+        let data = dataset(8);
+        let mut plain = CoreTrainer::new(config(1), &data, &Device::Cpu).unwrap();
+        let mut weighted_config = config(1);
+        weighted_config.loss_weights.insert("det".into(), 4.0);
+        let mut weighted = CoreTrainer::new(weighted_config, &data, &Device::Cpu).unwrap();
+        let (plain, weighted) = (plain.step().unwrap(), weighted.step().unwrap());
+        // Same start, same masks: the domains' losses agree, their weighted mean does not.
+        assert_eq!(plain.per_domain, weighted.per_domain);
+        let mean = |weight: f32| {
+            let det = plain.per_domain.get("det").map_or(0.0, |(v, _)| *v);
+            let rest: f32 = plain
+                .per_domain
+                .iter()
+                .filter(|(d, _)| *d != "det")
+                .map(|(_, (v, _))| *v)
+                .sum();
+            (weight * det + rest) / (weight + 2.0)
+        };
+        assert!((plain.loss - mean(1.0)).abs() < 1e-4, "{plain:?}");
+        assert!((weighted.loss - mean(4.0)).abs() < 1e-4, "{weighted:?}");
+    }
 
     #[test]
     fn loss_falls_below_55_percent_in_300_steps() {

@@ -151,6 +151,7 @@ pub fn own_and_other_loss(
             ..OptimConfig::default()
         },
         init,
+        loss_weights: BTreeMap::new(),
         batch_size: 16,
         steps: run.steps as u64,
         checkpoint_every: 0,
