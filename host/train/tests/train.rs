@@ -408,9 +408,11 @@ mod objective {
 
     use candle_core::{DType, Device};
     use tessera_train::init::CoordinateTokens;
-    use tessera_train::masking::{DirichletAlphas, DomainAlphas, DomainShape, mask_sample};
+    use tessera_train::masking::{
+        DirichletAlphas, DomainAlphas, DomainPlan, DomainShape, MaskedDomain, mask_sample,
+    };
     use tessera_train::objective::{batch_loss, domain_plans};
-    use tessera_train::{CoreTrainer, DomainTokens, TrainError, TrainRng};
+    use tessera_train::{CoreTrainer, DomainTokens, InMemoryDataset, TrainError, TrainRng};
 
     use super::support::{config, dataset};
 
@@ -675,28 +677,31 @@ mod objective {
         assert!(err.contains("init.coordinate_tokens.logit_scale"), "{err}");
     }
 
-    #[test]
-    fn loss_weights_weigh_each_domain_and_bad_ones_are_refused() {
-        let data = dataset(8);
+    /// A fresh f64 core over `data`, its domain plans, and the samples masked once with `seed`.
+    fn masked_batch(
+        data: &InMemoryDataset,
+        seed: u64,
+    ) -> (CoreTrainer<'_>, Vec<DomainPlan>, Vec<Vec<MaskedDomain>>) {
         let trainer =
-            CoreTrainer::new_with_dtype(config(1), &data, &Device::Cpu, DType::F64).unwrap();
-        let mut plans = domain_plans(trainer.model().config()).unwrap();
-        let mut rng = TrainRng::seeded(9);
-        let specials = trainer.config().specials;
-        let masked: Vec<_> = data
+            CoreTrainer::new_with_dtype(config(1), data, &Device::Cpu, DType::F64).unwrap();
+        let plans = domain_plans(trainer.model().config()).unwrap();
+        let mut rng = TrainRng::seeded(seed);
+        let config = trainer.config();
+        let masked = data
             .samples
             .iter()
             .map(|s| {
                 let tokens: Vec<_> = plans.iter().map(|p| &s[&p.name]).collect();
-                mask_sample(
-                    &plans,
-                    &tokens,
-                    &trainer.config().masking,
-                    &specials,
-                    &mut rng,
-                )
+                mask_sample(&plans, &tokens, &config.masking, &config.specials, &mut rng)
             })
             .collect();
+        (trainer, plans, masked)
+    }
+
+    #[test]
+    fn loss_weights_weigh_each_domain_and_bad_ones_are_refused() {
+        let data = dataset(8);
+        let (trainer, mut plans, masked) = masked_batch(&data, 9);
         let plain = batch_loss(trainer.model(), &plans, &masked, 0).unwrap();
         let weights = [("caption", 1.0), ("det", 4.0), ("tok_dinov2_global", 0.5)];
         for plan in &mut plans {
@@ -761,25 +766,7 @@ mod objective {
     #[test]
     fn loss_gradient_matches_finite_differences_in_f64() {
         let data = dataset(3);
-        let trainer =
-            CoreTrainer::new_with_dtype(config(1), &data, &Device::Cpu, DType::F64).unwrap();
-        let plans = domain_plans(trainer.model().config()).unwrap();
-        let mut rng = TrainRng::seeded(5);
-        let specials = trainer.config().specials;
-        let masked: Vec<_> = data
-            .samples
-            .iter()
-            .map(|s| {
-                let tokens: Vec<_> = plans.iter().map(|p| &s[&p.name]).collect();
-                mask_sample(
-                    &plans,
-                    &tokens,
-                    &trainer.config().masking,
-                    &specials,
-                    &mut rng,
-                )
-            })
-            .collect();
+        let (trainer, plans, masked) = masked_batch(&data, 5);
         let loss_of = || {
             batch_loss(trainer.model(), &plans, &masked, 0)
                 .unwrap()
