@@ -301,11 +301,7 @@ pub fn batch_loss(
         let domain_loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
         let value = domain_loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         per_domain.insert(s.domain.clone(), (value, count));
-        let domain_loss = if s.loss_weight == 1.0 {
-            domain_loss
-        } else {
-            (domain_loss * s.loss_weight)?
-        };
+        let domain_loss = (domain_loss * s.loss_weight)?;
         loss = Some(match loss {
             None => domain_loss,
             Some(sum) => (sum + domain_loss)?,
