@@ -27,6 +27,18 @@ impl BoundingBox {
     pub fn centre_x(&self) -> f64 {
         (self.pixel_box[0] + self.pixel_box[2]) as f64 / 2.0
     }
+
+    /// 4M's `dist_to_orig` key: xmin² + ymin² of the normalised box.
+    pub fn distance_to_origin(&self) -> f64 {
+        self.normalized_box[0].powi(2) + self.normalized_box[1].powi(2)
+    }
+
+    /// The `det` sequence's order: nearest the top-left corner first, instance id breaking ties.
+    pub fn det_order(&self, other: &BoundingBox) -> std::cmp::Ordering {
+        self.distance_to_origin()
+            .total_cmp(&other.distance_to_origin())
+            .then(self.instance_id.cmp(&other.instance_id))
+    }
 }
 
 /// One box per object with at least one visible pixel, sorted like 4M (`dist_to_orig`: by
@@ -69,12 +81,7 @@ pub fn boxes_from_instances(scene: &SceneSpec, instance_map: &[u8]) -> Vec<Bound
             }
         })
         .collect();
-    boxes.sort_by(|first, second| {
-        let distance = |b: &BoundingBox| b.normalized_box[0].powi(2) + b.normalized_box[1].powi(2);
-        distance(first)
-            .total_cmp(&distance(second))
-            .then(first.instance_id.cmp(&second.instance_id))
-    });
+    boxes.sort_by(BoundingBox::det_order);
     boxes
 }
 
