@@ -232,10 +232,12 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
+    // Before the data, which takes minutes to build: a wrong --resume or --out fails at once.
+    let resume_from = resume_point(&args.out, args.resume)?;
     let data = load_data(&args.data, &args.vocab, images.as_ref())?;
     let device = tessera_model::select_device(&args.device)
         .with_context(|| format!("--device {}", args.device))?;
-    let mut trainer = match resume_point(&args.out, args.resume)? {
+    let mut trainer = match resume_from {
         Some(checkpoint) => CoreTrainer::resume(config.clone(), &data, &device, &checkpoint)
             .with_context(|| format!("resuming from {}", checkpoint.display()))?,
         None => CoreTrainer::new(config.clone(), &data, &device).context("setting up training")?,
@@ -320,6 +322,7 @@ fn train_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
+    let resume_from = resume_point(&args.out, args.resume)?;
     let data = match (&args.data, args.scenes) {
         (Some(dir), None) => ImageDataset::from_world_dir(dir, domain, config.image_size)
             .with_context(|| format!("reading the world dataset {}", dir.display()))?,
@@ -330,7 +333,7 @@ fn train_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
         _ => bail!("give either --data or --scenes"),
     };
     let device = candle_core::Device::Cpu;
-    let mut trainer = match resume_point(&args.out, args.resume)? {
+    let mut trainer = match resume_from {
         Some(checkpoint) => TokenizerTrainer::resume(config.clone(), &data, &device, &checkpoint)
             .with_context(|| format!("resuming from {}", checkpoint.display()))?,
         None => {

@@ -76,11 +76,26 @@ fn train_fm_runs_resumes_and_refuses_bad_input() {
         "--steps",
         "1",
         "--out",
-        dir_arg,
+        out.path().join("missing").to_str().unwrap(),
     ]);
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("/nonexistent/data.jsonl"), "{stderr}");
+    // --resume with nothing to resume is refused before the data is read, let alone built.
+    let nothing = tessera(&[
+        "train",
+        "fm",
+        "--preset",
+        "tiny",
+        "--data",
+        "/nonexistent/data.jsonl",
+        "--resume",
+        "--out",
+        out.path().join("fresh").to_str().unwrap(),
+    ]);
+    assert!(!nothing.status.success());
+    let stderr = String::from_utf8_lossy(&nothing.stderr);
+    assert!(stderr.contains("--resume: no checkpoint"), "{stderr}");
 
     let empty = out.path().join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
