@@ -1,6 +1,6 @@
 //! Whether a core learns that an image-token target follows from the input token at the same
 //! grid position, with the reference's start, the default-model recipe's start (`init` in
-//! `recipes/default-model/core.json`: half of each cross-attention's heads match positions) and
+//! `recipes/default-model/core.json`, with its share of position-matching heads) and
 //! the recipe's with every head matching: two 14 x 14 grids per sample, random ids and their image under a fixed
 //! permutation of the ids, position by position. Prints the target's cross-entropy on unseen
 //! samples given their own source grid and given another sample's (chance: ln 16 = 2.77).

@@ -1,7 +1,7 @@
 //! Whether a core learns to read a sequence input into a sequence target (a caption's words into
 //! boxes' labels, in the default model), for four starts: the reference's, the default-model
-//! recipe's (`init` in `recipes/default-model/core.json`: half of each cross-attention's heads
-//! match positions), the recipe's with every head matching positions, and the recipe's without position matching. Each sample is a 6-word "caption" of 24 possible words and a
+//! recipe's (`init` in `recipes/default-model/core.json`, with its share of position-matching
+//! heads), the recipe's with every head matching positions, and the recipe's without position matching. Each sample is a 6-word "caption" of 24 possible words and a
 //! "det" holding the same words, each mapped to another id, sorted by id, so a target token is
 //! found by content rather than at its own position; training gives the whole caption and asks
 //! for the whole det. Prints det's cross-entropy on unseen samples given their own caption and
