@@ -66,35 +66,27 @@ fn train_fm_runs_resumes_and_refuses_bad_input() {
     );
     assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming from"));
 
-    let missing = tessera(&[
-        "train",
-        "fm",
-        "--preset",
-        "tiny",
-        "--data",
-        "/nonexistent/data.jsonl",
-        "--steps",
-        "1",
-        "--out",
-        out.path().join("missing").to_str().unwrap(),
-    ]);
-    assert!(!missing.status.success());
-    let stderr = String::from_utf8_lossy(&missing.stderr);
+    // Missing data is named; --resume with nothing to resume is refused before the data is read,
+    // let alone built.
+    let on_missing_data = |flag: &str, out_name: &str| {
+        let out_dir = out.path().join(out_name);
+        let failed = tessera(&[
+            "train",
+            "fm",
+            "--preset",
+            "tiny",
+            "--data",
+            "/nonexistent/data.jsonl",
+            flag,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(!failed.status.success());
+        String::from_utf8_lossy(&failed.stderr).into_owned()
+    };
+    let stderr = on_missing_data("--batch-size=2", "missing");
     assert!(stderr.contains("/nonexistent/data.jsonl"), "{stderr}");
-    // --resume with nothing to resume is refused before the data is read, let alone built.
-    let nothing = tessera(&[
-        "train",
-        "fm",
-        "--preset",
-        "tiny",
-        "--data",
-        "/nonexistent/data.jsonl",
-        "--resume",
-        "--out",
-        out.path().join("fresh").to_str().unwrap(),
-    ]);
-    assert!(!nothing.status.success());
-    let stderr = String::from_utf8_lossy(&nothing.stderr);
+    let stderr = on_missing_data("--resume", "fresh");
     assert!(stderr.contains("--resume: no checkpoint"), "{stderr}");
 
     let empty = out.path().join("empty.jsonl");
