@@ -90,6 +90,24 @@ pub fn all_positional_heads(init: CoreInit) -> CoreInit {
     }
 }
 
+/// The start the correspondence examples compare with the recipe's: every head matching
+/// positions when the recipe limits the matchers, else half of them (at least one).
+pub fn other_head_share(recipe: &CoreInit, run: &Run) -> (&'static str, CoreInit) {
+    match recipe.positional_heads {
+        Some(_) => (
+            "recipe's, all heads match",
+            all_positional_heads(recipe.clone()),
+        ),
+        None => (
+            "recipe's, half the heads match",
+            CoreInit {
+                positional_heads: Some((heads(run.dim) / 2).max(1)),
+                ..recipe.clone()
+            },
+        ),
+    }
+}
+
 /// Heads of 32 channels.
 fn heads(dim: usize) -> usize {
     (dim / 32).max(1)
