@@ -99,9 +99,14 @@ struct StageTime {
     /// barely moved by other work competing for the machine.
     #[serde(default)]
     cpu_seconds: Option<f64>,
-    /// Continued from a checkpoint of an interrupted invocation: `seconds` is only the last part.
+    /// Continued from a checkpoint of an interrupted invocation.
     #[serde(default)]
     resumed: bool,
+    /// Resumed, and the checkpoint said what the run had spent up to it (its `spent-time.json`),
+    /// which `seconds` and `cpu_seconds` include; otherwise a resumed stage's time is only its
+    /// last part.
+    #[serde(default)]
+    earlier_parts_counted: bool,
     /// Measured by an earlier invocation of the recipe.
     #[serde(skip)]
     earlier: bool,
@@ -261,10 +266,22 @@ fn stage(
         time.earlier = true;
         return Ok(time);
     }
-    let resumed = has_complete_checkpoint(out);
-    let (result, mut time) = measure(name, || body(resumed));
+    let resume_from = newest_complete_checkpoint(out);
+    let earlier = match &resume_from {
+        Some(checkpoint) => spent_up_to(checkpoint)?,
+        None => None,
+    };
+    let (result, mut time) = measure(name, || body(resume_from.is_some()));
     result.with_context(|| format!("recipe stage {name}"))?;
-    time.resumed = resumed;
+    time.resumed = resume_from.is_some();
+    if let Some(earlier) = earlier {
+        time.seconds += earlier.seconds;
+        time.cpu_seconds = time
+            .cpu_seconds
+            .zip(earlier.cpu_seconds)
+            .map(|(now, before)| now + before);
+        time.earlier_parts_counted = true;
+    }
     println!("xtask: {name}: {:.1} min", time.seconds / 60.0);
     std::fs::write(&time_file, toml::to_string(&time)?)
         .with_context(|| format!("writing {}", time_file.display()))?;
@@ -283,6 +300,7 @@ fn measure<T>(name: &str, body: impl FnOnce() -> T) -> (T, StageTime) {
             .zip(cpu_before)
             .map(|(after, before)| after - before),
         resumed: false,
+        earlier_parts_counted: false,
         earlier: false,
     };
     (result, time)
@@ -302,17 +320,38 @@ fn children_cpu_seconds() -> Option<f64> {
     Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
-/// An interrupted stage left a complete checkpoint (one with its `trainer.json`) to continue
-/// from. (A stage killed before its first checkpoint starts over.)
-fn has_complete_checkpoint(out: &Path) -> bool {
-    std::fs::read_dir(out.join("checkpoints"))
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .any(|e| e.path().join("trainer.json").is_file())
-        })
-        .unwrap_or(false)
+/// The checkpoint an interrupted stage continues from, as `tessera train --resume` picks it: the
+/// newest complete one (with its `trainer.json`). A stage killed before its first checkpoint
+/// starts over.
+fn newest_complete_checkpoint(out: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(out.join("checkpoints")).ok()?;
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|dir| dir.join("trainer.json").is_file())
+        .max()
 }
+
+/// What a training run had spent up to `checkpoint`, over all its invocations, as the trainer
+/// records it there (`spent-time.json`); `None` for a checkpoint that does not say.
+fn spent_up_to(checkpoint: &Path) -> Result<Option<SpentTime>> {
+    let path = checkpoint.join(SPENT_TIME_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("parsing {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// A training checkpoint's `spent-time.json` (written by `tessera-train`).
+#[derive(Deserialize)]
+struct SpentTime {
+    seconds: f64,
+    cpu_seconds: Option<f64>,
+}
+
+const SPENT_TIME_FILE: &str = "spent-time.json";
 
 /// The core, converted by `convert`, into `export` beside the tokenizers already there: its
 /// files replace the previous core's, so a failed conversion leaves the previous one whole.
@@ -393,7 +432,11 @@ fn model_card(
             .cpu_seconds
             .map_or("not measured".to_owned(), |s| format!("{:.1}", s / 60.0));
         let mut minutes = format!("{:.1}", time.seconds / 60.0);
-        if time.resumed {
+        if time.resumed && time.earlier_parts_counted {
+            minutes.push_str(
+                " (resumed; the interrupted invocations counted to their last checkpoint)",
+            );
+        } else if time.resumed {
             minutes.push_str(" (after resuming; the interrupted part is not counted)");
         }
         if time.earlier {
@@ -433,10 +476,15 @@ mod tests {
             seconds,
             cpu_seconds: cpu,
             resumed,
+            earlier_parts_counted: false,
             earlier,
         };
         let times = [
             stage("tokenizer tok_rgb@224", 600.0, None, false, true),
+            StageTime {
+                earlier_parts_counted: true,
+                ..stage("tokenizer tok_depth@224", 540.0, Some(900.0), true, false)
+            },
             stage("core", 1200.0, Some(2100.0), true, false),
             stage("eval (200 scenes)", 300.0, Some(540.0), false, false),
         ];
@@ -456,7 +504,14 @@ mod tests {
             ),
             "{card}"
         );
-        assert!(card.contains("| total | 35.0 | 44.0 |"), "{card}");
+        assert!(
+            card.contains(
+                "| tokenizer tok_depth@224 | 9.0 (resumed; the interrupted invocations counted \
+                 to their last checkpoint) | 15.0 |"
+            ),
+            "{card}"
+        );
+        assert!(card.contains("| total | 44.0 | 59.0 |"), "{card}");
         assert!(card.contains("Size: 21.5 MB"), "{card}");
         assert!(
             card.contains("metric table") && card.contains("[core]"),
@@ -484,6 +539,57 @@ mod tests {
         assert!(run(&mut told).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(told, [false, true]);
+    }
+
+    /// A resumed stage's time includes what its run had spent up to the checkpoint it resumed
+    /// from, as that checkpoint records it; of two complete checkpoints, the newer one.
+    #[test]
+    fn a_resumed_stage_counts_the_interrupted_invocations() {
+        let dir = std::env::temp_dir().join(format!("xtask-spent-{}", std::process::id()));
+        let (out, done) = (dir.join("training"), dir.join("shipped"));
+        for (step, seconds) in [(100, 300.0), (200, 600.0)] {
+            let checkpoint = out.join(format!("checkpoints/step-{step:08}"));
+            std::fs::create_dir_all(&checkpoint).unwrap();
+            std::fs::write(checkpoint.join("trainer.json"), "{}").unwrap();
+            std::fs::write(
+                checkpoint.join(SPENT_TIME_FILE),
+                format!(
+                    "{{\"seconds\": {seconds}, \"cpu_seconds\": {}}}",
+                    seconds * 1.5
+                ),
+            )
+            .unwrap();
+        }
+        let time = stage("core", &out, &done, |resume| {
+            assert!(resume);
+            std::fs::create_dir_all(&done)?;
+            std::fs::write(done.join("config.json"), "{}")?;
+            Ok(())
+        })
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(time.resumed && time.earlier_parts_counted);
+        assert!((600.0..660.0).contains(&time.seconds), "{}", time.seconds);
+        if let Some(cpu) = time.cpu_seconds {
+            assert!((900.0..960.0).contains(&cpu), "{cpu}");
+        }
+    }
+
+    /// A damaged `spent-time.json` stops the stage before it runs, naming the file.
+    #[test]
+    fn a_damaged_spent_time_is_refused() {
+        let dir = std::env::temp_dir().join(format!("xtask-damaged-{}", std::process::id()));
+        let (out, done) = (dir.join("training"), dir.join("shipped"));
+        let checkpoint = out.join("checkpoints/step-00000100");
+        std::fs::create_dir_all(&checkpoint).unwrap();
+        std::fs::write(checkpoint.join("trainer.json"), "{}").unwrap();
+        std::fs::write(checkpoint.join(SPENT_TIME_FILE), "{ not json").unwrap();
+        let err = stage("core", &out, &done, |_| {
+            panic!("not run with an unreadable time")
+        })
+        .unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(format!("{err:#}").contains(SPENT_TIME_FILE), "{err:#}");
     }
 
     /// A stage time written by one invocation reads back in the next, marked as earlier.

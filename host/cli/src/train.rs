@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 use tessera_train::{
-    CoreTrainConfig, CoreTrainer, ImageDataset, ImageTokenizers, InMemoryDataset, StepReport,
-    TokDomain, TokenizerStepReport, TokenizerTrainConfig, TokenizerTrainer, VocabOptions,
-    latest_checkpoint, train_vocab, world_corpus, world_dataset_with_images,
+    CoreTrainConfig, CoreTrainer, ImageDataset, ImageTokenizers, InMemoryDataset, InvocationStart,
+    StepReport, TokDomain, TokenizerStepReport, TokenizerTrainConfig, TokenizerTrainer,
+    VocabOptions, latest_checkpoint, train_vocab, world_corpus, world_dataset_with_images,
 };
 
 #[derive(Subcommand)]
@@ -201,6 +201,7 @@ fn load_data(
 }
 
 fn train_fm(args: FmArgs) -> Result<ExitCode> {
+    let invocation = InvocationStart::now();
     let mut config = match (&args.config, &args.preset) {
         (Some(path), None) => CoreTrainConfig::read(path)
             .with_context(|| format!("reading the training config {}", path.display()))?,
@@ -242,6 +243,7 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
             .with_context(|| format!("resuming from {}", checkpoint.display()))?,
         None => CoreTrainer::new(config.clone(), &data, &device).context("setting up training")?,
     };
+    trainer.count_time_from(invocation);
     write_run_config(&args.out, &serde_json::to_string_pretty(&config)?)?;
 
     eprintln!(
@@ -292,6 +294,7 @@ fn train_fm(args: FmArgs) -> Result<ExitCode> {
 }
 
 fn train_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
+    let invocation = InvocationStart::now();
     let domain = TokDomain::parse(&args.domain)?;
     let mut config = match (&args.config, &args.preset) {
         (Some(path), None) => {
@@ -340,6 +343,7 @@ fn train_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
             TokenizerTrainer::new(config.clone(), &data, &device).context("setting up training")?
         }
     };
+    trainer.count_time_from(invocation);
     write_run_config(&args.out, &serde_json::to_string_pretty(&config)?)?;
 
     eprintln!(

@@ -20,6 +20,7 @@ use crate::image_data::{ImageDataset, ImageSample};
 use crate::init::TokenizerInit;
 use crate::optim::{AdamW, clip_grad_norm, grad_norm, learning_rate};
 use crate::rng::TrainRng;
+use crate::run_time::{InvocationStart, RunClock};
 use crate::tokenizer_config::{TokDomain, TokenizerTrainConfig};
 use crate::trainer::{epoch_order, load_optimizer, read_state, save_optimizer, write_state};
 
@@ -107,6 +108,7 @@ pub struct TokenizerTrainer<'a> {
     order: Vec<usize>,
     dtype: DType,
     device: Device,
+    clock: RunClock,
 }
 
 impl<'a> TokenizerTrainer<'a> {
@@ -245,6 +247,10 @@ impl<'a> TokenizerTrainer<'a> {
             order,
             dtype,
             device: device.clone(),
+            clock: match moments_from {
+                Some(dir) => RunClock::resumed(dir)?,
+                None => RunClock::fresh(),
+            },
         })
     }
 
@@ -538,10 +544,19 @@ impl<'a> TokenizerTrainer<'a> {
         std::fs::rename(&tmp, dir.join("config.json")).map_err(io(dir))
     }
 
-    /// Write a resumable checkpoint: the tokenizer, `optimizer.safetensors`, `trainer.json`.
+    /// Count this invocation's time from `start` rather than from the trainer's creation, so
+    /// the checkpoints' [`SpentTime`](crate::run_time::SpentTime) include the setup before it
+    /// (rendering the images).
+    pub fn count_time_from(&mut self, start: InvocationStart) {
+        self.clock.count_from(start);
+    }
+
+    /// Write a resumable checkpoint: the tokenizer, `optimizer.safetensors`, the run's time so
+    /// far (`spent-time.json`), `trainer.json`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         self.save_tokenizer(dir)?;
         save_optimizer(dir, &self.optimizer)?;
+        self.clock.write(dir)?;
         // Written last: a directory with trainer.json is a complete checkpoint.
         write_state(dir, &self.state)
     }

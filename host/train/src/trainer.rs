@@ -18,6 +18,7 @@ use crate::masking::{DomainPlan, mask_sample};
 use crate::objective::{batch_loss, check_sample, domain_plans};
 use crate::optim::{AdamW, clip_grad_norm, grad_norm, learning_rate};
 use crate::rng::TrainRng;
+use crate::run_time::{InvocationStart, RunClock};
 
 /// What one step did.
 #[derive(Debug, Clone)]
@@ -56,6 +57,7 @@ pub struct CoreTrainer<'a> {
     dataset: &'a dyn TokenDataset,
     state: TrainerState,
     order: Vec<usize>,
+    clock: RunClock,
 }
 
 /// Checkpoint directory of `step` under `out`.
@@ -162,6 +164,7 @@ impl<'a> CoreTrainer<'a> {
             dataset,
             state,
             order,
+            clock: RunClock::fresh(),
         })
     }
 
@@ -206,6 +209,7 @@ impl<'a> CoreTrainer<'a> {
             dataset,
             state,
             order,
+            clock: RunClock::resumed(dir)?,
         })
     }
 
@@ -237,6 +241,13 @@ impl<'a> CoreTrainer<'a> {
 
     pub fn state(&self) -> &TrainerState {
         &self.state
+    }
+
+    /// Count this invocation's time from `start` rather than from the trainer's creation, so
+    /// the checkpoints' [`SpentTime`](crate::run_time::SpentTime) include the setup before it
+    /// (building the data).
+    pub fn count_time_from(&mut self, start: InvocationStart) {
+        self.clock.count_from(start);
     }
 
     pub fn config(&self) -> &CoreTrainConfig {
@@ -313,10 +324,12 @@ impl<'a> CoreTrainer<'a> {
     }
 
     /// Write a resumable checkpoint to `dir`: `config.json` + `model.safetensors` (the 4M layout,
-    /// loadable by `FourM::load`), `optimizer.safetensors` (moments) and `trainer.json`.
+    /// loadable by `FourM::load`), `optimizer.safetensors` (moments), the run's time so far
+    /// (`spent-time.json`) and `trainer.json`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         tessera_model::save_checkpoint(dir, self.model.config(), &self.parameters)?;
         save_optimizer(dir, &self.optimizer)?;
+        self.clock.write(dir)?;
         // Written last: a directory with trainer.json is a complete checkpoint.
         write_state(dir, &self.state)
     }

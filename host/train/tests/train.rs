@@ -153,9 +153,14 @@ mod vocab {
 mod support {
     use std::collections::BTreeMap;
 
+    use std::path::Path;
     use tessera_train::masking::MaskingConfig;
     use tessera_train::optim::OptimConfig;
-    use tessera_train::{CoreTrainConfig, DomainTokens, InMemoryDataset, TrainRng};
+
+    use tessera_train::{
+        CoreTrainConfig, DomainTokens, InMemoryDataset, SPENT_TIME_FILE, SpentTime, TrainRng,
+        latest_checkpoint, read_spent_time,
+    };
 
     pub const VOCAB: usize = 256;
 
@@ -207,6 +212,34 @@ mod support {
             checkpoint_every: 0,
             seed: 7,
         }
+    }
+
+    /// Overwrites what the checkpoint `dir` says its run had spent with an hour.
+    pub fn pretend_the_run_spent_an_hour(dir: &Path) {
+        let hour = SpentTime {
+            seconds: 3600.0,
+            cpu_seconds: Some(7200.0),
+        };
+        std::fs::write(
+            dir.join(SPENT_TIME_FILE),
+            serde_json::to_string(&hour).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// The newest checkpoint under `out`, written by an invocation resumed from a checkpoint
+    /// treated by [`pretend_the_run_spent_an_hour`], counts that hour and a little more.
+    pub fn the_last_checkpoint_counts_the_hour(out: &Path) {
+        let last = latest_checkpoint(out).unwrap();
+        let spent = read_spent_time(&last).unwrap().unwrap();
+        assert!(
+            spent.seconds > 3600.0 && spent.seconds < 3700.0,
+            "{spent:?}"
+        );
+        assert!(
+            spent.cpu_seconds.is_none_or(|cpu| cpu > 7200.0),
+            "{spent:?}"
+        );
     }
 
     /// `count` samples: a 4-word caption (ids above the sentinels), `det` = the caption reversed
@@ -835,7 +868,9 @@ mod core_loop {
     use candle_core::Device;
     use tessera_train::{CoreTrainer, InMemoryDataset, TrainError, latest_checkpoint};
 
-    use super::support::{config, dataset};
+    use super::support::{
+        config, dataset, pretend_the_run_spent_an_hour, the_last_checkpoint_counts_the_hour,
+    };
 
     #[test]
     fn the_configs_loss_weights_reach_the_step_loss() {
@@ -956,10 +991,12 @@ mod core_loop {
             "{}",
             checkpoint.display()
         );
+        pretend_the_run_spent_an_hour(&checkpoint);
         let mut resumed = CoreTrainer::resume(cfg, &data, &Device::Cpu, &checkpoint).unwrap();
         assert_eq!(resumed.state().step, 4);
         resumed.run(out.path(), u64::MAX, &mut |_| {}).unwrap();
         assert_eq!(resumed.state(), straight.state());
+        the_last_checkpoint_counts_the_hour(out.path());
         for (name, var) in &straight.parameters().vars {
             let a = var
                 .as_tensor()
@@ -1277,6 +1314,7 @@ mod tok_loop {
         latest_checkpoint,
     };
 
+    use super::support::{pretend_the_run_spent_an_hour, the_last_checkpoint_counts_the_hour};
     use super::tok_support::{config, images};
 
     #[test]
@@ -1332,10 +1370,12 @@ mod tok_loop {
             "{}",
             checkpoint.display()
         );
+        pretend_the_run_spent_an_hour(&checkpoint);
         let mut resumed = TokenizerTrainer::resume(cfg, &data, &Device::Cpu, &checkpoint).unwrap();
         assert_eq!(resumed.state().step, 4);
         resumed.run(out.path(), u64::MAX, &mut |_| {}).unwrap();
         assert_eq!(resumed.state(), straight.state());
+        the_last_checkpoint_counts_the_hour(out.path());
         assert_eq!(resumed.cluster_size(), straight.cluster_size());
         for (name, var) in &straight.parameters().vars {
             let a = var

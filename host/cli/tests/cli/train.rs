@@ -2,7 +2,15 @@
 //! checkpoint and a loss curve, `--resume` continues it, bad input is refused with a clear error.
 
 use super::tessera;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// A checkpoint keeps the time its run spent, so a resumed run can state its whole cost.
+fn assert_records_its_time(checkpoint: &Path) {
+    let spent = tessera_train::read_spent_time(checkpoint)
+        .unwrap()
+        .expect("the checkpoint records its run's time");
+    assert!(spent.seconds > 0.0, "{spent:?}");
+}
 
 #[test]
 fn train_fm_runs_resumes_and_refuses_bad_input() {
@@ -34,6 +42,7 @@ fn train_fm_runs_resumes_and_refuses_bad_input() {
     assert!(dir.join("model/model.safetensors").is_file());
     assert!(dir.join("model/config.json").is_file());
     assert!(dir.join("checkpoints/step-00000002/trainer.json").is_file());
+    assert_records_its_time(&dir.join("checkpoints/step-00000002"));
     assert!(dir.join("loss.png").is_file());
     let inspect = tessera(&["model", "inspect", dir.join("model").to_str().unwrap()]);
     assert!(
@@ -143,6 +152,7 @@ fn train_tokenizer_runs_resumes_and_refuses_bad_input() {
         "{stdout}"
     );
     assert!(dir.join("checkpoints/step-00000002/trainer.json").is_file());
+    assert_records_its_time(&dir.join("checkpoints/step-00000002"));
     assert!(dir.join("loss.png").is_file());
     let tokenizer =
         tessera_model::VqTokenizer::load(dir.join("model"), &Default::default()).unwrap();
