@@ -51,7 +51,10 @@ impl RunClock {
     /// A run starting from nothing, counted from now.
     pub(crate) fn fresh() -> Self {
         Self {
-            before: Some(SpentTime::default()),
+            before: Some(SpentTime {
+                seconds: 0.0,
+                cpu_seconds: Some(0.0),
+            }),
             start: InvocationStart::now(),
         }
     }
@@ -158,6 +161,13 @@ mod tests {
         if let Some(cpu) = spent.cpu_seconds {
             assert!(cpu > 900.0, "{spent:?}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fresh_clock_reports_processor_time() {
+        let spent = RunClock::fresh().spent().unwrap();
+        assert!(spent.cpu_seconds.is_some_and(|cpu| cpu >= 0.0), "{spent:?}");
     }
 
     #[test]
