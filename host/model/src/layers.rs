@@ -44,10 +44,9 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // candle's fused kernel has no backward: while gradients are tracked, compose the same
-        // computation (biased variance over the last dim) from differentiable ops.
+        // candle's fused kernel has no backward: while gradients are tracked, use one that has.
         if x.track_op() || self.weight.track_op() || self.bias.track_op() {
-            return layer_norm_differentiable(x, &self.weight, &self.bias, LAYER_NORM_EPS);
+            return layer_norm_for_training(x, &self.weight, &self.bias, LAYER_NORM_EPS);
         }
         let x = if x.is_contiguous() {
             x.clone()
@@ -222,7 +221,14 @@ fn merge_heads(x: &Tensor) -> Result<Tensor> {
 /// `-finfo(dtype).max` (not `-inf`), so a fully blocked row softmaxes to uniform instead of NaN.
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&AttentionMask>) -> Result<Tensor> {
     let head_dim = q.dim(D::Minus1)?;
-    let scores = (q.matmul(&k.t()?)? * (head_dim as f64).powf(-0.5))?;
+    let scale = (head_dim as f64).powf(-0.5);
+    let raw = q.matmul(&k.t()?)?;
+    if raw.track_op() && crate::fused::applies(&raw) {
+        // Training: scaling, masking and softmax in one pass each way (see `fused`).
+        let weights = crate::fused::masked_softmax(&raw, scale, mask.map(|m| &m.blocked))?;
+        return Ok(weights.matmul(v)?);
+    }
+    let scores = (raw * scale)?;
     let scores = match mask {
         None => scores,
         Some(mask) => {
@@ -255,6 +261,21 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&AttentionMask>) -> R
         candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(scores.dtype())?
     };
     Ok(weights.matmul(v)?)
+}
+
+/// LayerNorm with a backward pass: the fused kernel on CPU f32 / f64 (`fused::layer_norm`), the
+/// composed form elsewhere.
+pub fn layer_norm_for_training(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    if crate::fused::applies(x) && weight.dtype() == x.dtype() && bias.dtype() == x.dtype() {
+        crate::fused::layer_norm(x, weight, bias, eps)
+    } else {
+        layer_norm_differentiable(x, weight, bias, eps)
+    }
 }
 
 /// LayerNorm over the last dimension (biased variance, as the fused kernel) composed from

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod embeddings;
 pub mod error;
+pub mod fused;
 pub mod inspect;
 pub mod layers;
 pub mod modality;

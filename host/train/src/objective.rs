@@ -298,7 +298,11 @@ pub fn batch_loss(
         tokens += targets.len();
         let count = targets.len();
         let labels = Tensor::from_vec(targets, count, &device)?;
-        let domain_loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
+        let domain_loss = if tessera_model::fused::applies(&logits) {
+            tessera_model::fused::cross_entropy(&logits, &labels)?
+        } else {
+            candle_nn::loss::cross_entropy(&logits, &labels)?
+        };
         let value = domain_loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         per_domain.insert(s.domain.clone(), (value, count));
         let domain_loss = (domain_loss * s.loss_weight)?;

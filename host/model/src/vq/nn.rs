@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::TensorSource;
 use crate::error::Result;
-use crate::layers::{Linear, layer_norm_differentiable, softmax_last_dim_differentiable};
+use crate::layers::{Linear, layer_norm_for_training, softmax_last_dim_differentiable};
 
 /// `nn.LayerNorm` over the last dimension (weight and bias), with the module's own epsilon.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ impl LayerNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.track_op() || self.weight.track_op() || self.bias.track_op() {
-            return layer_norm_differentiable(x, &self.weight, &self.bias, self.eps);
+            return layer_norm_for_training(x, &self.weight, &self.bias, self.eps);
         }
         let x = x.contiguous()?;
         Ok(candle_nn::ops::layer_norm(
@@ -247,9 +247,17 @@ impl VitBlock {
             .permute((2, 0, 3, 1, 4))?
             .contiguous()?;
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
+        let raw = q.matmul(&k.t()?)?;
+        let scale = (hd as f64).powf(-0.5);
+        if raw.track_op() && crate::fused::applies(&raw) {
+            // Training: scaling and softmax in one pass each way (see `fused`).
+            let weights = crate::fused::masked_softmax(&raw, scale, None)?;
+            let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
+            return self.proj.forward(&out);
+        }
+        let scores = (raw * scale)?;
         let weights = if scores.track_op() && matches!(scores.dtype(), DType::F32 | DType::F64) {
-            // The fused softmax has no backward; while training use the composed form.
+            // candle's fused softmax has no backward; off the CPU use the composed form.
             softmax_last_dim_differentiable(&scores)?
         } else if scores.dtype() == DType::F32 {
             candle_nn::ops::softmax_last_dim(&scores)?
