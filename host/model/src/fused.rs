@@ -55,6 +55,18 @@ impl Real for f64 {
     }
 }
 
+/// Calls the generic kernel `$kernel::<T>(args)` with `T` the element type of `$storage`, or
+/// refuses a storage that is neither f32 nor f64.
+macro_rules! by_float_type {
+    ($op:literal, $storage:expr, $kernel:ident($($arg:expr),*)) => {
+        match $storage {
+            CpuStorage::F32(_) => $kernel::<f32>($($arg),*),
+            CpuStorage::F64(_) => $kernel::<f64>($($arg),*),
+            other => candle_core::bail!("{} runs on f32 or f64, not {:?}", $op, other.dtype()),
+        }
+    };
+}
+
 /// Whether the fused kernels serve `x`: a CPU tensor of f32 or f64.
 pub fn applies(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
@@ -189,11 +201,7 @@ impl CustomOp1 for MaskedSoftmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        match s {
-            CpuStorage::F32(_) => softmax_op::<f32>(self, s, l, None),
-            CpuStorage::F64(_) => softmax_op::<f64>(self, s, l, None),
-            _ => candle_core::bail!("masked-softmax runs on f32 or f64, not {:?}", s.dtype()),
-        }
+        by_float_type!("masked-softmax", s, softmax_op(self, s, l, None))
     }
 
     fn bwd(&self, _: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -221,11 +229,7 @@ impl CustomOp2 for MaskedSoftmax {
             data: m.as_slice::<u8>()?,
             layout: ml,
         };
-        match s {
-            CpuStorage::F32(_) => softmax_op::<f32>(self, s, l, Some(&mask)),
-            CpuStorage::F64(_) => softmax_op::<f64>(self, s, l, Some(&mask)),
-            _ => candle_core::bail!("masked-softmax runs on f32 or f64, not {:?}", s.dtype()),
-        }
+        by_float_type!("masked-softmax", s, softmax_op(self, s, l, Some(&mask)))
     }
 
     fn bwd(
@@ -292,11 +296,11 @@ impl CustomOp2 for SoftmaxBackward {
         g: &CpuStorage,
         gl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        match y {
-            CpuStorage::F32(_) => softmax_backward::<f32>(self, (y, yl), (g, gl), None),
-            CpuStorage::F64(_) => softmax_backward::<f64>(self, (y, yl), (g, gl), None),
-            _ => candle_core::bail!("masked-softmax runs on f32 or f64, not {:?}", y.dtype()),
-        }
+        by_float_type!(
+            "masked-softmax",
+            y,
+            softmax_backward(self, (y, yl), (g, gl), None)
+        )
     }
 }
 
@@ -318,11 +322,11 @@ impl CustomOp3 for SoftmaxBackward {
             data: m.as_slice::<u8>()?,
             layout: ml,
         };
-        match y {
-            CpuStorage::F32(_) => softmax_backward::<f32>(self, (y, yl), (g, gl), Some(&mask)),
-            CpuStorage::F64(_) => softmax_backward::<f64>(self, (y, yl), (g, gl), Some(&mask)),
-            _ => candle_core::bail!("masked-softmax runs on f32 or f64, not {:?}", y.dtype()),
-        }
+        by_float_type!(
+            "masked-softmax",
+            y,
+            softmax_backward(self, (y, yl), (g, gl), Some(&mask))
+        )
     }
 }
 
@@ -386,11 +390,7 @@ impl CustomOp2 for CrossEntropy {
         l: &CpuStorage,
         ll: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        match x {
-            CpuStorage::F32(_) => cross_entropy_rows::<f32>((x, xl), (l, ll)),
-            CpuStorage::F64(_) => cross_entropy_rows::<f64>((x, xl), (l, ll)),
-            _ => candle_core::bail!("cross-entropy runs on f32 or f64, not {:?}", x.dtype()),
-        }
+        by_float_type!("cross-entropy", x, cross_entropy_rows((x, xl), (l, ll)))
     }
 
     fn bwd(
@@ -457,11 +457,11 @@ impl CustomOp3 for CrossEntropyBackward {
         g: &CpuStorage,
         gl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        match x {
-            CpuStorage::F32(_) => cross_entropy_backward::<f32>((x, xl), (l, ll), (g, gl)),
-            CpuStorage::F64(_) => cross_entropy_backward::<f64>((x, xl), (l, ll), (g, gl)),
-            _ => candle_core::bail!("cross-entropy runs on f32 or f64, not {:?}", x.dtype()),
-        }
+        by_float_type!(
+            "cross-entropy",
+            x,
+            cross_entropy_backward((x, xl), (l, ll), (g, gl))
+        )
     }
 }
 
@@ -539,11 +539,11 @@ impl CustomOp3 for LayerNorm {
         b: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        match x {
-            CpuStorage::F32(_) => layer_norm_forward::<f32>(self, (x, xl), (w, wl), (b, bl)),
-            CpuStorage::F64(_) => layer_norm_forward::<f64>(self, (x, xl), (w, wl), (b, bl)),
-            _ => candle_core::bail!("layer-norm runs on f32 or f64, not {:?}", x.dtype()),
-        }
+        by_float_type!(
+            "layer-norm",
+            x,
+            layer_norm_forward(self, (x, xl), (w, wl), (b, bl))
+        )
     }
 
     fn bwd(
@@ -654,11 +654,11 @@ impl CustomOp3 for LayerNormBackward {
         g: &CpuStorage,
         gl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        match x {
-            CpuStorage::F32(_) => layer_norm_backward::<f32>(self, (x, xl), (w, wl), (g, gl)),
-            CpuStorage::F64(_) => layer_norm_backward::<f64>(self, (x, xl), (w, wl), (g, gl)),
-            _ => candle_core::bail!("layer-norm runs on f32 or f64, not {:?}", x.dtype()),
-        }
+        by_float_type!(
+            "layer-norm",
+            x,
+            layer_norm_backward(self, (x, xl), (w, wl), (g, gl))
+        )
     }
 }
 

@@ -16,7 +16,7 @@ use tessera_train::objective::{domain_plans, paired_loss};
 use tessera_train::{ImageTokenizers, world_dataset_with_images};
 
 /// Input -> target pairs whose target the input largely determines.
-const PAIRS: [(&str, &str); 8] = [
+const PAIRS: [(&str, &str); 10] = [
     ("caption", "det"),
     ("det", "caption"),
     ("caption", "color_palette"),
@@ -25,6 +25,8 @@ const PAIRS: [(&str, &str); 8] = [
     ("tok_rgb@224", "tok_depth@224"),
     ("tok_depth@224", "tok_normal@224"),
     ("caption", "tok_rgb@224"),
+    ("det", "tok_depth@224"),
+    ("det", "tok_rgb@224"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
