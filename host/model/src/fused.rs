@@ -136,6 +136,21 @@ fn contiguous<'a, T: Real>(
     Ok(&storage.as_slice::<T>()?[start..end])
 }
 
+/// The largest value of a row (the dtype's lowest for an empty one).
+fn row_max<T: Real>(row: &[T]) -> T {
+    row.iter()
+        .copied()
+        .fold(T::LOWEST, |m, v| if v > m { v } else { m })
+}
+
+/// The u32 labels of a cross-entropy, contiguous.
+fn labels_of<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [u32]> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("cross-entropy labels must be contiguous");
+    };
+    Ok(&storage.as_slice::<u32>()?[start..end])
+}
+
 /// Runs `f(row index, output row)` over the rows of `out`, in parallel when the work is large.
 fn for_each_row<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     if width == 0 {
@@ -169,10 +184,7 @@ fn softmax_forward<T: Real>(
                 .zip(mask.row(r))
                 .for_each(|((o, &s), blocked)| *o = if blocked { T::LOWEST } else { s * scale }),
         }
-        let max = row
-            .iter()
-            .copied()
-            .fold(T::LOWEST, |m, v| if v > m { v } else { m });
+        let max = row_max(row);
         let mut sum = T::zero();
         for v in row.iter_mut() {
             *v = (*v - max).exp();
@@ -350,10 +362,7 @@ fn cross_entropy_rows<T: Real>(
 ) -> candle_core::Result<(CpuStorage, Shape)> {
     let (rows, classes) = xl.shape().dims2()?;
     let x = contiguous::<T>(x, xl, "cross-entropy logits")?;
-    let Some((start, end)) = ll.contiguous_offsets() else {
-        candle_core::bail!("cross-entropy labels must be contiguous");
-    };
-    let labels = &l.as_slice::<u32>()?[start..end];
+    let labels = labels_of(l, ll)?;
     if labels.len() != rows {
         candle_core::bail!("cross-entropy: {} labels for {rows} rows", labels.len());
     }
@@ -361,10 +370,7 @@ fn cross_entropy_rows<T: Real>(
     let mut out = vec![T::zero(); rows];
     let loss = |r: usize| {
         let row = &x[r * classes..(r + 1) * classes];
-        let max = row
-            .iter()
-            .copied()
-            .fold(T::LOWEST, |m, v| if v > m { v } else { m });
+        let max = row_max(row);
         let sum = row.iter().fold(T::zero(), |acc, &v| acc + (v - max).exp());
         max + sum.ln() - row[labels[r] as usize]
     };
@@ -420,17 +426,11 @@ fn cross_entropy_backward<T: Real>(
     let (_, classes) = xl.shape().dims2()?;
     let x = contiguous::<T>(x, xl, "cross-entropy logits")?;
     let g = contiguous::<T>(g, gl, "cross-entropy gradient")?;
-    let Some((start, end)) = ll.contiguous_offsets() else {
-        candle_core::bail!("cross-entropy labels must be contiguous");
-    };
-    let labels = &l.as_slice::<u32>()?[start..end];
+    let labels = labels_of(l, ll)?;
     let mut out = vec![T::zero(); x.len()];
     for_each_row(&mut out, classes, |r, row| {
         let input = &x[r * classes..(r + 1) * classes];
-        let max = input
-            .iter()
-            .copied()
-            .fold(T::LOWEST, |m, v| if v > m { v } else { m });
+        let max = row_max(input);
         let mut sum = T::zero();
         for (o, &v) in row.iter_mut().zip(input) {
             *o = (v - max).exp();
