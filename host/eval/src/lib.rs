@@ -1,15 +1,18 @@
 //! tessera-eval: evaluation on the shapes world. Generated modalities are compared with the
 //! world's exact ground truth ([`metrics`]), each metric beside a trivial baseline computed from
 //! training scenes ([`baseline`]), and collected in a [`report::Report`] that says whether every
-//! metric beats its baseline.
+//! metric beats its baseline clearly, by a margin that survives resampling the scenes
+//! ([`evidence`]).
 
 pub mod baseline;
 pub mod caption_checks;
+pub mod evidence;
 pub mod metrics;
 pub mod report;
 
 pub use baseline::Priors;
-pub use metrics::LabelledBox;
+pub use evidence::{SceneScore, SceneScores};
+pub use metrics::{ClassOverlap, LabelledBox};
 pub use report::{Direction, Report, Row};
 
 /// Why a metric could not be computed.
@@ -23,6 +26,8 @@ pub enum EvalError {
     },
     #[error("{what}: nothing to compare (no valid pixels)")]
     NothingToCompare { what: &'static str },
+    #[error("a metric was given per-scene scores of two different kinds")]
+    MixedScores,
     #[error("no training scenes to compute the baselines from")]
     NoScenes,
     #[error("scene {seed}: {source}")]

@@ -82,30 +82,73 @@ pub fn normal_angle_degrees(predicted: &[[f64; 3]], truth: &[[f64; 3]]) -> Resul
     Ok(total / truth.len() as f64)
 }
 
-/// Mean intersection over union over the classes present in the truth or the prediction.
-pub fn mean_iou(predicted: &[u8], truth: &[u8]) -> Result<f64, EvalError> {
-    same_len("segmentation", truth.len(), predicted.len())?;
-    let mut intersection = [0u64; 256];
-    let mut union = [0u64; 256];
-    for (&p, &t) in predicted.iter().zip(truth) {
-        if p == t {
-            intersection[usize::from(p)] += 1;
-            union[usize::from(p)] += 1;
-        } else {
-            union[usize::from(p)] += 1;
-            union[usize::from(t)] += 1;
+/// Per-class pixel counts of one prediction against its truth: the intersection and the union
+/// of each class's predicted and true pixels. Summed over images, they give the dataset-level
+/// mean IoU that segmentation benchmarks report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassOverlap {
+    // Boxed: evaluations hold one per scene and metric, moved around by value.
+    intersection: Box<[u64; 256]>,
+    union: Box<[u64; 256]>,
+}
+
+impl Default for ClassOverlap {
+    fn default() -> Self {
+        ClassOverlap {
+            intersection: Box::new([0; 256]),
+            union: Box::new([0; 256]),
         }
     }
-    let ious: Vec<f64> = (0..256)
-        .filter(|&c| union[c] > 0)
-        .map(|c| intersection[c] as f64 / union[c] as f64)
-        .collect();
-    if ious.is_empty() {
+}
+
+impl ClassOverlap {
+    /// Adds another image's counts.
+    pub fn add(&mut self, other: &ClassOverlap) {
+        for c in 0..256 {
+            self.intersection[c] += other.intersection[c];
+            self.union[c] += other.union[c];
+        }
+    }
+
+    /// The mean over the classes present in the truth or the prediction of intersection over
+    /// union; `None` when no class is present.
+    pub fn mean_iou(&self) -> Option<f64> {
+        let ious: Vec<f64> = (0..256)
+            .filter(|&c| self.union[c] > 0)
+            .map(|c| self.intersection[c] as f64 / self.union[c] as f64)
+            .collect();
+        (!ious.is_empty()).then(|| ious.iter().sum::<f64>() / ious.len() as f64)
+    }
+}
+
+/// The per-class overlaps of one class map against its truth.
+pub fn class_overlap(predicted: &[u8], truth: &[u8]) -> Result<ClassOverlap, EvalError> {
+    same_len("segmentation", truth.len(), predicted.len())?;
+    if truth.is_empty() {
         return Err(EvalError::NothingToCompare {
             what: "segmentation",
         });
     }
-    Ok(ious.iter().sum::<f64>() / ious.len() as f64)
+    let mut overlap = ClassOverlap::default();
+    for (&p, &t) in predicted.iter().zip(truth) {
+        overlap.union[usize::from(p)] += 1;
+        if p == t {
+            overlap.intersection[usize::from(p)] += 1;
+        } else {
+            overlap.union[usize::from(t)] += 1;
+        }
+    }
+    Ok(overlap)
+}
+
+/// Mean intersection over union of one image, over the classes present in its truth or its
+/// prediction.
+pub fn mean_iou(predicted: &[u8], truth: &[u8]) -> Result<f64, EvalError> {
+    class_overlap(predicted, truth)?
+        .mean_iou()
+        .ok_or(EvalError::NothingToCompare {
+            what: "segmentation",
+        })
 }
 
 /// A labelled box in normalised `[xmin, ymin, xmax, ymax]` coordinates.

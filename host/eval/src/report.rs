@@ -1,7 +1,10 @@
-//! The evaluation report: one row per metric with the model's value and its baseline's, rendered
-//! as a table or JSON; the report passes only when every metric beats its baseline.
+//! The evaluation report: one row per metric with the model's value, its baseline's, and how
+//! confidently the model beats it, rendered as a table or JSON; the report passes only when every
+//! metric clearly beats its baseline.
 
 use serde::Serialize;
+
+use crate::evidence::{CLEAR_CONFIDENCE, SceneScores};
 
 /// Whether a metric improves downwards (errors) or upwards (IoU, recall, PSNR).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -23,16 +26,56 @@ pub struct Row {
     pub baseline_name: String,
     pub baseline: f64,
     pub direction: Direction,
-    /// Scenes the value is averaged over.
+    /// Scenes the value is measured over.
     pub scenes: usize,
+    /// The fraction of bootstrap resamples of the scenes on which the model beats the baseline
+    /// (see [`crate::evidence`]).
+    pub confidence: f64,
 }
 
 impl Row {
-    /// Strictly better than the baseline.
-    pub fn beats_baseline(&self) -> bool {
+    /// The row of a metric from its per-scene evidence; `None` when there is nothing to measure.
+    pub fn measured(
+        task: impl Into<String>,
+        metric: impl Into<String>,
+        baseline_name: impl Into<String>,
+        direction: Direction,
+        evidence: &SceneScores,
+    ) -> Option<Row> {
+        let (value, baseline) = evidence.totals()?;
+        Some(Row {
+            task: task.into(),
+            metric: metric.into(),
+            value,
+            baseline_name: baseline_name.into(),
+            baseline,
+            direction,
+            scenes: evidence.scenes(),
+            confidence: evidence.confidence(direction),
+        })
+    }
+
+    /// Strictly better than the baseline over all scenes.
+    pub fn better_than_baseline(&self) -> bool {
         match self.direction {
             Direction::LowerIsBetter => self.value < self.baseline,
             Direction::HigherIsBetter => self.value > self.baseline,
+        }
+    }
+
+    /// Better, and by a margin that survives resampling the scenes.
+    pub fn beats_baseline(&self) -> bool {
+        self.better_than_baseline() && self.confidence >= CLEAR_CONFIDENCE
+    }
+
+    /// `beats`, `UNCLEAR` (better, but not confidently) or `FAILS`.
+    pub fn verdict(&self) -> &'static str {
+        if self.beats_baseline() {
+            "beats"
+        } else if self.better_than_baseline() {
+            "UNCLEAR"
+        } else {
+            "FAILS"
         }
     }
 }
@@ -48,7 +91,12 @@ impl Report {
         self.rows.push(row);
     }
 
-    /// True when there are rows and every one beats its baseline.
+    /// Adds the rows, in order.
+    pub fn extend(&mut self, rows: impl IntoIterator<Item = Row>) {
+        self.rows.extend(rows);
+    }
+
+    /// True when there are rows and every one clearly beats its baseline.
     pub fn passes(&self) -> bool {
         !self.rows.is_empty() && self.rows.iter().all(Row::beats_baseline)
     }
@@ -56,9 +104,16 @@ impl Report {
     /// A plain-text table, one line per row, with a verdict column.
     pub fn render_table(&self) -> String {
         let headers = [
-            "task", "metric", "model", "baseline", "", "scenes", "verdict",
+            "task",
+            "metric",
+            "model",
+            "baseline",
+            "",
+            "scenes",
+            "confidence",
+            "verdict",
         ];
-        let cells: Vec<[String; 7]> = self
+        let cells: Vec<[String; 8]> = self
             .rows
             .iter()
             .map(|r| {
@@ -69,7 +124,8 @@ impl Report {
                     format!("{:.4}", r.baseline),
                     format!("({})", r.baseline_name),
                     r.scenes.to_string(),
-                    if r.beats_baseline() { "beats" } else { "FAILS" }.to_owned(),
+                    format!("{:.1}%", 100.0 * r.confidence),
+                    r.verdict().to_owned(),
                 ]
             })
             .collect();
@@ -100,6 +156,10 @@ mod tests {
     use super::*;
 
     fn row(value: f64, baseline: f64, direction: Direction) -> Row {
+        let better = match direction {
+            Direction::LowerIsBetter => value < baseline,
+            Direction::HigherIsBetter => value > baseline,
+        };
         Row {
             task: "rgb -> depth".into(),
             metric: "abs rel".into(),
@@ -108,6 +168,7 @@ mod tests {
             baseline,
             direction,
             scenes: 200,
+            confidence: if better { 1.0 } else { 0.0 },
         }
     }
 
@@ -120,11 +181,36 @@ mod tests {
         assert!(report.passes());
         report.push(row(0.3, 0.3, Direction::LowerIsBetter));
         assert!(!report.passes(), "a tie does not beat the baseline");
+        let mut unclear = row(0.2, 0.3, Direction::LowerIsBetter);
+        unclear.confidence = 0.9;
+        report.push(unclear);
         let table = report.render_table();
-        assert_eq!(table.lines().count(), 4);
-        assert!(table.lines().nth(1).unwrap().ends_with("beats"), "{table}");
-        assert!(table.lines().nth(3).unwrap().ends_with("FAILS"), "{table}");
+        let last_two = |line: usize| {
+            let cells: Vec<&str> = table
+                .lines()
+                .nth(line)
+                .unwrap()
+                .split_whitespace()
+                .collect();
+            cells[cells.len() - 2..].join(" ")
+        };
+        assert_eq!(table.lines().count(), 5);
+        assert_eq!(last_two(1), "100.0% beats", "{table}");
+        assert_eq!(last_two(3), "0.0% FAILS", "{table}");
+        assert_eq!(last_two(4), "90.0% UNCLEAR", "{table}");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["rows"][1]["direction"], "higher_is_better");
+        assert_eq!(json["rows"][3]["confidence"], 0.9);
+    }
+
+    #[test]
+    fn a_measured_row_carries_its_evidence() {
+        let evidence = SceneScores::Means(vec![(0.1, 0.3), (0.2, 0.3)]);
+        let row = Row::measured("t", "m", "b", Direction::LowerIsBetter, &evidence).unwrap();
+        assert!((row.value - 0.15).abs() < 1e-12 && (row.baseline - 0.3).abs() < 1e-12);
+        assert_eq!((row.scenes, row.confidence), (2, 1.0));
+        assert!(row.beats_baseline());
+        let nothing = SceneScores::Means(Vec::new());
+        assert!(Row::measured("t", "m", "b", Direction::LowerIsBetter, &nothing).is_none());
     }
 }
