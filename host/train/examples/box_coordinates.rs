@@ -13,67 +13,24 @@
 
 mod common;
 
-use tessera_train::image_tokens::DOMAIN_GRID;
 use tessera_train::init::CoreInit;
 use tessera_train::masking::MaskingConfig;
-use tessera_train::vocab::VALUE_BINS;
 use tessera_train::{DomainTokens, TokenSample, TrainRng};
 
 use common::{
-    Run, all_positional_heads, own_and_other_loss, pair, recipe_init, source_to_target,
-    train_and_unseen,
+    BOX_VOCAB, Run, all_positional_heads, own_and_other_loss, pair, recipe_init,
+    rectangles_and_boxes, source_to_target, train_and_unseen,
 };
 
 const SOURCE: &str = "tok_rgb@224";
 const TARGET: &str = "det";
-/// Room for the 4M layout's value tokens and a few class ids after them.
-const VOCAB: usize = 4224;
-const VALUE_BASE: u32 = 204;
-const FIRST_CLASS: u32 = VALUE_BASE + 4 * VALUE_BINS as u32;
-const CLASSES: usize = 4;
+/// Random background ids, so that only the objects' cells say where the boxes are.
 const BACKGROUNDS: usize = 8;
-
-/// The value token of a grid edge (0..=14 cells) on an axis.
-fn value(axis: u32, cells: usize) -> u32 {
-    let bin = (cells as f64 / DOMAIN_GRID as f64 * (VALUE_BINS - 1) as f64).round() as u32;
-    VALUE_BASE + axis * VALUE_BINS as u32 + bin
-}
 
 fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
     (0..count)
         .map(|_| {
-            let mut grid: Vec<u32> = (0..DOMAIN_GRID * DOMAIN_GRID)
-                .map(|_| rng.below(BACKGROUNDS) as u32)
-                .collect();
-            // (xmin, ymin, xmax, ymax) in cells, end exclusive, and the class.
-            let mut boxes = Vec::new();
-            for _ in 0..1 + rng.below(2) {
-                let (width, height) = (2 + rng.below(3), 2 + rng.below(3));
-                let (x, y) = (
-                    rng.below(DOMAIN_GRID - width + 1),
-                    rng.below(DOMAIN_GRID - height + 1),
-                );
-                let class = rng.below(CLASSES) as u32;
-                for row in y..y + height {
-                    for column in x..x + width {
-                        grid[row * DOMAIN_GRID + column] = BACKGROUNDS as u32 + class;
-                    }
-                }
-                boxes.push(([x, y, x + width, y + height], class));
-            }
-            boxes.sort_by_key(|([x, y, ..], _)| x * x + y * y);
-            let det = boxes
-                .iter()
-                .flat_map(|([x0, y0, x1, y1], class)| {
-                    [
-                        value(0, *x0),
-                        value(1, *y0),
-                        value(2, *x1),
-                        value(3, *y1),
-                        FIRST_CLASS + class,
-                    ]
-                })
-                .collect();
+            let (grid, det) = rectangles_and_boxes(rng, BACKGROUNDS);
             pair(
                 (SOURCE, DomainTokens::Grid(grid)),
                 (TARGET, DomainTokens::Sequence(det)),
@@ -108,8 +65,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             target_tokens: [16, 16],
             alphas: vec![source_to_target(SOURCE, TARGET, false)],
         };
-        let (own, other) =
-            own_and_other_loss(&run, (SOURCE, TARGET), VOCAB, masking, init, &data, &unseen)?;
+        let (own, other) = own_and_other_loss(
+            &run,
+            (SOURCE, TARGET),
+            BOX_VOCAB,
+            masking,
+            init,
+            &data,
+            &unseen,
+        )?;
         println!("{name:<26} {own:>9.3} {other:>15.3}");
     }
     Ok(())

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::Device;
+use tessera_train::image_tokens::DOMAIN_GRID;
 use tessera_train::init::CoreInit;
 use tessera_train::masking::{DirichletAlphas, DomainAlphas, MaskingConfig, SequenceSpecials};
 use tessera_train::objective::{domain_plans, paired_loss};
@@ -46,6 +47,57 @@ pub fn train_and_unseen(
         samples: samples(&mut rng, train),
     };
     (data, samples(&mut rng, unseen))
+}
+
+/// Room for the 4M layout's value tokens and a few class ids after them.
+pub const BOX_VOCAB: usize = 4224;
+const VALUE_BASE: u32 = 204;
+const FIRST_CLASS: u32 = VALUE_BASE + 4 * VALUE_BINS as u32;
+const BOX_CLASSES: usize = 4;
+
+/// The value token of a grid edge (0..=14 cells) on an axis.
+fn box_value(axis: u32, cells: usize) -> u32 {
+    let bin = (cells as f64 / DOMAIN_GRID as f64 * (VALUE_BINS - 1) as f64).round() as u32;
+    VALUE_BASE + axis * VALUE_BINS as u32 + bin
+}
+
+/// A 14 x 14 grid of background ids (`0..backgrounds`) with one or two objects (a rectangle of
+/// 2-4 x 2-4 cells holding id `backgrounds + class`), and the 4M det of those rectangles
+/// (`v0=xmin v1=ymin v2=xmax v3=ymax class`, nearest the origin first).
+pub fn rectangles_and_boxes(rng: &mut TrainRng, backgrounds: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut grid: Vec<u32> = (0..DOMAIN_GRID * DOMAIN_GRID)
+        .map(|_| rng.below(backgrounds) as u32)
+        .collect();
+    // (xmin, ymin, xmax, ymax) in cells, end exclusive, and the class.
+    let mut boxes = Vec::new();
+    for _ in 0..1 + rng.below(2) {
+        let (width, height) = (2 + rng.below(3), 2 + rng.below(3));
+        let (x, y) = (
+            rng.below(DOMAIN_GRID - width + 1),
+            rng.below(DOMAIN_GRID - height + 1),
+        );
+        let class = rng.below(BOX_CLASSES) as u32;
+        for row in y..y + height {
+            for column in x..x + width {
+                grid[row * DOMAIN_GRID + column] = backgrounds as u32 + class;
+            }
+        }
+        boxes.push(([x, y, x + width, y + height], class));
+    }
+    boxes.sort_by_key(|([x, y, ..], _)| x * x + y * y);
+    let det = boxes
+        .iter()
+        .flat_map(|([x0, y0, x1, y1], class)| {
+            [
+                box_value(0, *x0),
+                box_value(1, *y0),
+                box_value(2, *x1),
+                box_value(3, *y1),
+                FIRST_CLASS + class,
+            ]
+        })
+        .collect();
+    (grid, det)
 }
 
 /// One sample of a two-domain comparison.
