@@ -12,13 +12,11 @@
 
 mod common;
 
-use tessera_train::init::CoreInit;
 use tessera_train::masking::MaskingConfig;
 use tessera_train::{DomainTokens, TokenSample, TrainRng};
 
 use common::{
-    BOX_VOCAB, Run, all_positional_heads, own_and_other_loss, pair, recipe_init,
-    rectangles_and_boxes, source_to_target, train_and_unseen,
+    Run, compare_coordinate_starts, pair, rectangles_and_boxes, source_to_target, train_and_unseen,
 };
 
 const SOURCE: &str = "det";
@@ -39,39 +37,16 @@ fn samples(rng: &mut TrainRng, count: usize) -> Vec<TokenSample> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = Run::from_args()?;
     let (data, unseen) = train_and_unseen(samples, 1024, 32);
-    let recipe = all_positional_heads(recipe_init(&run)?);
-    let starts = [
-        ("reference start", CoreInit::default()),
-        (
-            "recipe's, no coordinates",
-            CoreInit {
-                coordinate_tokens: None,
-                ..recipe.clone()
-            },
-        ),
-        ("recipe's, coordinates", recipe),
-    ];
-    println!(
-        "D {}, {} + {} blocks, {} steps; grid cross-entropy on unseen samples",
-        run.dim, run.depth, run.depth, run.steps
-    );
-    println!("{:<26} {:>9} {:>15}", "start", "own det", "another's det");
-    for (name, init) in starts {
-        let masking = MaskingConfig {
-            input_tokens: [16, 16],
-            target_tokens: [196, 196],
-            alphas: vec![source_to_target(SOURCE, TARGET, true)],
-        };
-        let (own, other) = own_and_other_loss(
-            &run,
-            (SOURCE, TARGET),
-            BOX_VOCAB,
-            masking,
-            init,
-            &data,
-            &unseen,
-        )?;
-        println!("{name:<26} {own:>9.3} {other:>15.3}");
-    }
-    Ok(())
+    let masking = MaskingConfig {
+        input_tokens: [16, 16],
+        target_tokens: [196, 196],
+        alphas: vec![source_to_target(SOURCE, TARGET, true)],
+    };
+    compare_coordinate_starts(
+        &run,
+        (SOURCE, TARGET),
+        masking,
+        (&data, &unseen),
+        ("own det", "another's det"),
+    )
 }

@@ -247,3 +247,46 @@ pub fn own_and_other_loss(
     let other = loss(&|i| (i + 1) % unseen.len())?;
     Ok((own, other))
 }
+
+/// Trains `(source, target)` on boxes and grids (`BOX_VOCAB`) from the reference's start and from
+/// the recipe's with and without its coordinate tokens (every cross-attention head matching
+/// positions in both), and prints the target's cross-entropy on `unseen` given each sample's own
+/// source and another's, under the column names `own` and `other`.
+pub fn compare_coordinate_starts(
+    run: &Run,
+    (source, target): (&str, &str),
+    masking: MaskingConfig,
+    (data, unseen): (&InMemoryDataset, &[TokenSample]),
+    (own_column, other_column): (&str, &str),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let recipe = all_positional_heads(recipe_init(run)?);
+    let starts = [
+        ("reference start", CoreInit::default()),
+        (
+            "recipe's, no coordinates",
+            CoreInit {
+                coordinate_tokens: None,
+                ..recipe.clone()
+            },
+        ),
+        ("recipe's, coordinates", recipe),
+    ];
+    println!(
+        "D {}, {} + {} blocks, {} steps; {target} cross-entropy on unseen samples",
+        run.dim, run.depth, run.depth, run.steps
+    );
+    println!("{:<26} {own_column:>9} {other_column:>15}", "start");
+    for (name, init) in starts {
+        let (own, other) = own_and_other_loss(
+            run,
+            (source, target),
+            BOX_VOCAB,
+            masking.clone(),
+            init,
+            data,
+            unseen,
+        )?;
+        println!("{name:<26} {own:>9.3} {other:>15.3}");
+    }
+    Ok(())
+}
