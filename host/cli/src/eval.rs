@@ -114,10 +114,10 @@ struct Task {
 }
 
 const FROM_IMAGE: &str = "rgb-to-all.toml";
+const FROM_CAPTION: &str = "caption-to-all.toml";
 /// Segmentation benchmarks pool each class's intersection and union over the whole test set; a
 /// per-image mean would count a class an image lacks as a zero whenever it is predicted there.
 const SEMSEG_MIOU: &str = "mIoU (pooled over scenes)";
-const FROM_CAPTION: &str = "caption-to-all.toml";
 
 /// One row of the report: a metric of a task beside its baseline.
 struct Metric {
@@ -409,15 +409,12 @@ fn score(
             let baseline = (!baseline.is_empty())
                 .then(|| baseline.iter().sum::<f64>() / baseline.len() as f64);
             let own = colour_agreement(&stated, &samples);
-            vec![
+            means(vec![
                 own.zip(baseline),
                 own.zip(mean_over_sample_captions(priors, |other| {
                     colour_agreement(other, &samples)
                 })),
-            ]
-            .into_iter()
-            .map(|pair| pair.map(|(model, baseline)| SceneScore::Mean(model, baseline)))
-            .collect()
+            ])
         }
         "tok_depth@224" => {
             let (_, _, samples) = read_png(file("depth")?)?;
@@ -467,13 +464,19 @@ fn score(
                         .zip(relation_accuracy(&stated, &priors.mean_boxes)),
                 );
             }
-            scores
-                .into_iter()
-                .map(|pair| pair.map(|(model, baseline)| SceneScore::Mean(model, baseline)))
-                .collect()
+            means(scores)
         }
         other => bail!("no metric for {other}"),
     })
+}
+
+/// Per-scene `(model, baseline)` values of mean-over-scenes metrics (`None` where a scene has
+/// nothing to measure).
+fn means(pairs: Vec<Option<(f64, f64)>>) -> Vec<Option<SceneScore>> {
+    pairs
+        .into_iter()
+        .map(|pair| pair.map(|(model, baseline)| SceneScore::Mean(model, baseline)))
+        .collect()
 }
 
 /// The mean of a caption check of one output against each training scene's stated objects: what

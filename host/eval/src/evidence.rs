@@ -78,7 +78,7 @@ impl SceneScores {
     }
 
     /// The metric over the scenes with these indices (repeats count again).
-    fn over(&self, indices: impl Iterator<Item = usize> + Clone) -> Option<(f64, f64)> {
+    fn over(&self, indices: impl Iterator<Item = usize>) -> Option<(f64, f64)> {
         match self {
             SceneScores::Means(pairs) => {
                 let (mut model, mut baseline, mut n) = (0.0, 0.0, 0usize);
@@ -116,11 +116,7 @@ impl SceneScores {
                 *slot = rng.below(n);
             }
             if let Some((model, baseline)) = self.over(sample.iter().copied()) {
-                let better = match direction {
-                    Direction::LowerIsBetter => model < baseline,
-                    Direction::HigherIsBetter => model > baseline,
-                };
-                wins += usize::from(better);
+                wins += usize::from(direction.better(model, baseline));
             }
         }
         wins as f64 / RESAMPLES as f64

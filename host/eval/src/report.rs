@@ -14,6 +14,16 @@ pub enum Direction {
     HigherIsBetter,
 }
 
+impl Direction {
+    /// Whether `value` is strictly better than `other` in this direction.
+    pub fn better(self, value: f64, other: f64) -> bool {
+        match self {
+            Direction::LowerIsBetter => value < other,
+            Direction::HigherIsBetter => value > other,
+        }
+    }
+}
+
 /// One metric on one task.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
@@ -57,10 +67,7 @@ impl Row {
 
     /// Strictly better than the baseline over all scenes.
     pub fn better_than_baseline(&self) -> bool {
-        match self.direction {
-            Direction::LowerIsBetter => self.value < self.baseline,
-            Direction::HigherIsBetter => self.value > self.baseline,
-        }
+        self.direction.better(self.value, self.baseline)
     }
 
     /// Better, and by a margin that survives resampling the scenes.
@@ -156,10 +163,7 @@ mod tests {
     use super::*;
 
     fn row(value: f64, baseline: f64, direction: Direction) -> Row {
-        let better = match direction {
-            Direction::LowerIsBetter => value < baseline,
-            Direction::HigherIsBetter => value > baseline,
-        };
+        let better = direction.better(value, baseline);
         Row {
             task: "rgb -> depth".into(),
             metric: "abs rel".into(),
